@@ -7,5 +7,10 @@ package and cannot be installed beside it.
 
 from __future__ import annotations
 
+import logging
+
+# A library never prints: records go nowhere until the application configures logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
 __version__ = "0.1.0"
 __all__ = ["__version__"]

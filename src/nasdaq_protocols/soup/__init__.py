@@ -17,9 +17,42 @@ from .core import (
     SoupMessage,
     UnSequencedData,
 )
+from .errors import (
+    CloseReason,
+    ConnectError,
+    EndOfStream,
+    LoginRejectedError,
+    ProtocolError,
+    SessionClosedError,
+    SoupError,
+)
+from .session import (
+    OnSoupMsgCoro,
+    SoupClientSession,
+    SoupServerSession,
+    SoupSession,
+    SoupSessionId,
+    connect_async,
+)
+from .sync import SoupClientSessionSync, connect
 
 __all__ = [
     "ClientHeartbeat",
+    "CloseReason",
+    "ConnectError",
+    "EndOfStream",
+    "LoginRejectedError",
+    "OnSoupMsgCoro",
+    "ProtocolError",
+    "SessionClosedError",
+    "SoupClientSession",
+    "SoupClientSessionSync",
+    "SoupError",
+    "SoupServerSession",
+    "SoupSession",
+    "SoupSessionId",
+    "connect",
+    "connect_async",
     "Debug",
     "EndOfSession",
     "InvalidSoupMessage",

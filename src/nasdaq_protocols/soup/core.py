@@ -22,6 +22,8 @@ import attrs
 
 from nasdaq_protocols.common import Serializable
 
+from .errors import InvalidSoupMessage
+
 __all__ = [
     "MAX_PAYLOAD_SIZE",
     "ClientHeartbeat",
@@ -54,10 +56,6 @@ _LOGIN_ACCEPTED = _SESSION_WIDTH + _SEQUENCE_WIDTH  # 30
 _FIELD_PAD = b" \x00"
 
 
-class InvalidSoupMessage(ValueError):
-    """Raised when bytes are not a valid SoupBinTCP packet; the message says what was wrong."""
-
-
 class LoginRejectReason(enum.Enum):
     """Why a server rejected a login (the Login Rejected packet's reason code)."""
 
@@ -77,6 +75,11 @@ class LoginRejectReason(enum.Enum):
             return cls(reason)
         except ValueError:
             raise ValueError(f"unknown login reject reason {reason!r}: expected 'A' or 'S'") from None
+
+
+def _to_reject_reason(reason: str | LoginRejectReason) -> LoginRejectReason:
+    # A named function, not the classmethod itself: mypy's attrs plugin only understands those.
+    return LoginRejectReason.get(reason)
 
 
 # --------------------------------------------------------------------------- field helpers
@@ -191,7 +194,8 @@ class SoupMessage(Serializable["SoupMessage"]):
             InvalidSoupMessage: the bytes are not exactly one valid packet.
         """
         try:
-            raw = bytes(bytes_)
+            # Through memoryview: bytes(5) would be five NULs and bytes(-1) a plain ValueError.
+            raw = bytes_ if type(bytes_) is bytes else bytes(memoryview(bytes_))
         except TypeError:
             raise InvalidSoupMessage(f"expected bytes, got {type(bytes_).__name__}") from None
         if len(raw) < 3:
@@ -285,7 +289,9 @@ class LoginAccepted(SoupMessage, indicator="A", description="Login Accepted"):
     @classmethod
     def _from_payload(cls, payload: bytes) -> LoginAccepted:
         if len(payload) != _LOGIN_ACCEPTED:
-            raise InvalidSoupMessage(f"Login Accepted payload must be {_LOGIN_ACCEPTED} bytes, got {len(payload)}")
+            raise InvalidSoupMessage(
+                f"Login Accepted payload must be {_LOGIN_ACCEPTED} bytes, got {len(payload)}"
+            )
         return cls(_decode_text(payload[:10], "session"), _decode_number(payload[10:], "sequence"))
 
 
@@ -297,7 +303,7 @@ class LoginRejected(SoupMessage, indicator="J", description="Login Rejected"):
         reason: a :class:`LoginRejectReason` or its code (``'A'``, ``'S'``).
     """
 
-    reason: LoginRejectReason = attrs.field(converter=LoginRejectReason.get)
+    reason: LoginRejectReason = attrs.field(converter=_to_reject_reason)
 
     def payload(self) -> bytes:
         return self.reason.value.encode("ascii")

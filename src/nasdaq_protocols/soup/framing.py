@@ -46,7 +46,9 @@ class SoupDecoder:
 
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         if not 1 <= max_packet_size <= MAX_PACKET_SIZE:
-            raise ValueError(f"max_packet_size must be between 1 and {MAX_PACKET_SIZE}, got {max_packet_size}")
+            raise ValueError(
+                f"max_packet_size must be between 1 and {MAX_PACKET_SIZE}, got {max_packet_size}"
+            )
         self.max_packet_size = max_packet_size
         #: The first malformed packet's error, once one was met.
         self.error: InvalidSoupMessage | None = None
@@ -77,7 +79,7 @@ class SoupDecoder:
                 return self._finish(messages)
         elif type(data) is not bytes:
             data = bytes(data)
-        self._decode(data, messages)  # type: ignore[arg-type]
+        self._decode(data, messages)
         return self._finish(messages)
 
     def _finish(self, messages: list[SoupMessage]) -> list[SoupMessage]:

@@ -1,0 +1,491 @@
+"""The asyncio shell every session stands on: transport, decoding, dispatch, heartbeats, closing.
+
+``AsyncSession`` is an ``asyncio.Protocol``. It feeds received bytes to a sans-IO decoder, hands
+the decoded messages to its subclass (``_on_messages``), delivers application messages to the
+user, keeps the heartbeat and silence timers, honours write flow control, and closes exactly
+once, telling the application why. It knows nothing of any wire format.
+
+Delivery, the receive hot path:
+
+* With a callback (``on_msg_coro``) each message's coroutine is started *eagerly*, in the same
+  event-loop turn the bytes were decoded: a callback that does not suspend costs one coroutine
+  run, no task and no queue. A callback that suspends is finished by a task; messages that arrive
+  meanwhile wait in a backlog, in order, and reading from the socket pauses until it drains.
+* Without a callback messages queue for ``await receive_msg()``; reading pauses while the queue
+  is above its high-water mark, so a slow reader never makes memory grow without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Protocol
+
+from .errors import CloseReason
+
+__all__ = ["AsyncSession", "Decoder", "OnCloseCoro", "OnMsgCoro"]
+
+OnMsgCoro = Callable[[Any], Awaitable[None]]
+OnCloseCoro = Callable[[], Awaitable[None]]
+
+_log = logging.getLogger(__name__)
+
+#: Queue mode: pause reading above this many undelivered messages, resume at the low mark.
+QUEUE_HIGH_WATER = 65536
+QUEUE_LOW_WATER = 16384
+
+
+class Decoder(Protocol):
+    """What a session needs of a sans-IO decoder (see ``soup.framing.SoupDecoder``)."""
+
+    error: Exception | None
+
+    def feed(self, data: bytes) -> list[Any]: ...
+
+
+class _Resume:
+    """Awaitable that finishes a coroutine which already ran up to its first suspension.
+
+    The eager dispatcher starts a callback with ``coro.send(None)``; if the callback suspends on a
+    future, that future (``first``) is yielded here to the task that takes over, and the
+    coroutine is then driven exactly as a task would drive it.
+    """
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        pending = self.first
+        coro = self.coro
+        while True:
+            try:
+                value = yield pending
+            except BaseException as exc:  # cancellation or a failed future: pass it in
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    pending = coro.send(value)
+                except StopIteration as stop:
+                    return stop.value
+
+
+class AsyncSession(asyncio.Protocol):
+    """Base class for asyncio sessions.
+
+    Subclasses provide:
+
+    * ``_new_decoder()``: a fresh sans-IO decoder (``feed(bytes) -> list``, ``error``).
+    * ``_on_messages(messages)``: what to do with each decoded batch (call ``_deliver`` for
+      application messages).
+    * ``_heartbeat_bytes()``: the packet sent when nothing was sent for the heartbeat interval.
+
+    Attributes provided by subclasses: ``session_id``, ``on_msg_coro``, ``on_close_coro``.
+    """
+
+    session_id: Any
+    on_msg_coro: OnMsgCoro | None
+    on_close_coro: OnCloseCoro | None
+    log: logging.Logger = _log
+
+    # ------------------------------------------------------------------ construction
+
+    def _init_async_session(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: asyncio.Transport | None = None
+        self._decoder: Decoder = self._new_decoder()
+        self._closing = False
+        self._closed = False
+        self._close_task: asyncio.Task[None] | None = None
+        self._closed_waiter: asyncio.Future[None] | None = None
+        self.close_reason: CloseReason | None = None
+        self.close_detail: str = ""
+        # delivery
+        self._dispatching = False
+        self._queue: collections.deque[Any] = collections.deque()
+        self._queue_waiter: asyncio.Future[None] | None = None
+        self._backlog: collections.deque[Any] = collections.deque()
+        self._dispatch_task: asyncio.Task[None] | None = None
+        self._read_pauses = 0  # reasons reading is paused (backlog, queue): resume at 0
+        # flow control
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        # heartbeats
+        self._last_sent = 0.0
+        self._last_received = 0.0
+        self._send_interval: float | None = None
+        self._receive_timeout: float | None = None
+        self._receive_timeout_reason = CloseReason.TIMEOUT
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._receive_timer: asyncio.TimerHandle | None = None
+        # counters
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.messages_received = 0
+
+    def _new_decoder(self) -> Decoder:
+        raise NotImplementedError
+
+    def _on_messages(self, messages: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _heartbeat_bytes(self) -> bytes:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """:meta private:"""
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._closed_waiter = self._loop.create_future()
+        self._last_sent = self._last_received = self._loop.time()
+        self._on_connected(transport)
+
+    def _on_connected(self, transport: asyncio.Transport) -> None:
+        """Hook for subclasses, called once the transport is set."""
+
+    def data_received(self, data: bytes) -> None:
+        """:meta private:"""
+        if self._closing:
+            return
+        self.bytes_received += len(data)
+        self._last_received = self._loop.time()  # type: ignore[union-attr]
+        decoder = self._decoder
+        try:
+            messages = decoder.feed(data)
+        except ValueError as exc:  # InvalidSoupMessage
+            self._protocol_error(str(exc))
+            return
+        if messages:
+            self.messages_received += len(messages)
+            self._on_messages(messages)
+        if decoder.error is not None and not self._closing:
+            self._protocol_error(str(decoder.error))
+
+    def eof_received(self) -> bool | None:
+        """:meta private:"""
+        return None  # let the transport close itself; connection_lost reports it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """:meta private:"""
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+        if not self._closing:
+            detail = f"connection lost: {exc}" if exc else "the peer closed the connection"
+            self.initiate_close(CloseReason.PEER_CLOSED, detail)
+
+    def pause_writing(self) -> None:
+        """:meta private:"""
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        """:meta private:"""
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # ------------------------------------------------------------------ sending
+
+    def _write(self, data: bytes) -> None:
+        """Write bytes to the peer; the only way anything is sent."""
+        if self._closing or self._transport is None:
+            raise self._closed_error()
+        self._transport.write(data)
+        self.bytes_sent += len(data)
+        self._last_sent = self._loop.time()  # type: ignore[union-attr]
+
+    def _closed_error(self) -> Exception:
+        from nasdaq_protocols.soup.errors import SessionClosedError
+
+        if self._transport is None and not self._closing:
+            return SessionClosedError(f"{self.session_id}> not connected yet")
+        reason = f" ({self.close_reason.value}: {self.close_detail})" if self.close_reason else ""
+        return SessionClosedError(f"{self.session_id}> session is closed{reason}", self.close_reason)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark.
+
+        A producer that awaits ``drain()`` after writing never buffers without bound.
+
+        Raises:
+            SessionClosedError: the session is closed.
+        """
+        if self._closing:
+            raise self._closed_error()
+        if not self._write_paused:
+            return
+        waiter = self._loop.create_future()  # type: ignore[union-attr]
+        self._drain_waiters.append(waiter)
+        await waiter
+        if self._closing:
+            raise self._closed_error()
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes written but not yet handed to the kernel."""
+        return self._transport.get_write_buffer_size() if self._transport else 0
+
+    # ------------------------------------------------------------------ heartbeats and timeouts
+
+    def _start_timers(
+        self,
+        send_interval: float | None,
+        receive_timeout: float | None,
+        timeout_reason: CloseReason = CloseReason.TIMEOUT,
+    ) -> None:
+        """(Re)arm the heartbeat sender and the silence detector."""
+        self._cancel_timers()
+        if self._closing:
+            return
+        loop = self._loop
+        assert loop is not None
+        self._send_interval = send_interval
+        self._receive_timeout = receive_timeout
+        self._receive_timeout_reason = timeout_reason
+        if send_interval:
+            self._send_timer = loop.call_at(self._last_sent + send_interval, self._on_send_timer)
+        if receive_timeout:
+            self._receive_timer = loop.call_at(self._last_received + receive_timeout, self._on_receive_timer)
+
+    def _cancel_timers(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        if self._receive_timer is not None:
+            self._receive_timer.cancel()
+            self._receive_timer = None
+
+    def _on_send_timer(self) -> None:
+        interval = self._send_interval
+        if self._closing or not interval:
+            return
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        # Fire a little early rather than late: the gap between packets must not exceed the interval.
+        if now - self._last_sent >= interval * 0.9:
+            self._write(self._heartbeat_bytes())
+        self._send_timer = loop.call_at(self._last_sent + interval, self._on_send_timer)
+
+    def _on_receive_timer(self) -> None:
+        timeout = self._receive_timeout
+        if self._closing or not timeout:
+            return
+        loop = self._loop
+        assert loop is not None
+        silent_for = loop.time() - self._last_received
+        if silent_for >= timeout:
+            if self._receive_timeout_reason is CloseReason.LOGIN_TIMEOUT:
+                detail = f"no Login Request within {timeout:g} s"
+            else:
+                detail = f"nothing received for {silent_for:.2f} s (timeout {timeout:g} s)"
+            self.log.warning("%s> %s", self.session_id, detail)
+            self.initiate_close(self._receive_timeout_reason, detail)
+            return
+        self._receive_timer = loop.call_at(self._last_received + timeout, self._on_receive_timer)
+
+    # ------------------------------------------------------------------ delivery
+
+    def start_dispatching(self) -> None:
+        """Deliver messages to ``on_msg_coro`` from now on, starting with those already queued.
+
+        Without ``on_msg_coro`` this does nothing: messages stay queued for :meth:`receive_msg`.
+        """
+        if self.on_msg_coro is None or self._dispatching:
+            return
+        self._dispatching = True
+        queued = list(self._queue)
+        self._queue.clear()
+        for message in queued:
+            self._deliver(message)
+
+    def _deliver(self, message: Any) -> None:
+        """Hand one application message to the callback, or queue it."""
+        if not self._dispatching:
+            self._enqueue(message)
+            return
+        if self._dispatch_task is not None:
+            self._backlog.append(message)
+            return
+        callback = self.on_msg_coro
+        assert callback is not None
+        coroutine = callback(message)
+        try:
+            first = coroutine.send(None)  # type: ignore[attr-defined]
+        except StopIteration:
+            return
+        except Exception as exc:
+            self._callback_failed(exc)
+            return
+        # The callback suspended: a task finishes it, later messages wait in the backlog.
+        self._pause_reading()
+        self._dispatch_task = self._loop.create_task(  # type: ignore[union-attr]
+            self._finish_dispatch(_Resume(coroutine, first)), name=f"dispatch:{self.session_id}"
+        )
+
+    async def _finish_dispatch(self, suspended: _Resume) -> None:
+        try:
+            await suspended
+            backlog = self._backlog
+            while backlog:
+                await self.on_msg_coro(backlog.popleft())  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._backlog.clear()
+            self._callback_failed(exc)
+        finally:
+            self._dispatch_task = None
+            self._resume_reading()
+
+    def _callback_failed(self, exc: Exception) -> None:
+        self.log.error("%s> message callback raised %r; closing", self.session_id, exc, exc_info=exc)
+        self.initiate_close(CloseReason.APPLICATION_ERROR, f"message callback raised {exc!r}")
+
+    def _enqueue(self, message: Any) -> None:
+        self._queue.append(message)
+        waiter = self._queue_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if len(self._queue) == QUEUE_HIGH_WATER:
+            self._pause_reading()
+
+    async def receive_msg(self) -> Any:
+        """Wait for the next application message (when the session has no ``on_msg_coro``).
+
+        Returns:
+            The next message, in arrival order.
+
+        Raises:
+            EndOfStream: the session is closed and every message it received was handed out
+                (``close_reason`` says why it closed).
+        """
+        while not self._queue:
+            if self._closed or (self._closing and self._dispatch_task is None):
+                from nasdaq_protocols.soup.errors import EndOfStream
+
+                reason = self.close_reason.value if self.close_reason else "closed"
+                raise EndOfStream(
+                    f"{self.session_id}> end of stream ({reason}: {self.close_detail})", self.close_reason
+                )
+            if self._queue_waiter is None or self._queue_waiter.done():
+                self._queue_waiter = asyncio.get_running_loop().create_future()
+            await self._queue_waiter
+        message = self._queue.popleft()
+        if len(self._queue) == QUEUE_LOW_WATER:
+            self._resume_reading()
+        return message
+
+    def receive_msg_nowait(self) -> Any | None:
+        """The next queued application message, or ``None`` when there is none."""
+        if not self._queue:
+            return None
+        message = self._queue.popleft()
+        if len(self._queue) == QUEUE_LOW_WATER:
+            self._resume_reading()
+        return message
+
+    def _pause_reading(self) -> None:
+        self._read_pauses += 1
+        if self._read_pauses == 1 and self._transport is not None and not self._closing:
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_pauses == 0:
+            return
+        self._read_pauses -= 1
+        if self._read_pauses == 0 and self._transport is not None and not self._closing:
+            self._transport.resume_reading()
+
+    # ------------------------------------------------------------------ closing
+
+    def is_active(self) -> bool:
+        """True until the session starts closing."""
+        return not self._closing
+
+    def is_closed(self) -> bool:
+        """True once the session has started closing: nothing more can be sent."""
+        return self._closing
+
+    def _protocol_error(self, detail: str) -> None:
+        self.log.error("%s> protocol error: %s", self.session_id, detail)
+        self._on_protocol_error(detail)
+        self.initiate_close(CloseReason.PROTOCOL_ERROR, detail)
+
+    def _on_protocol_error(self, detail: str) -> None:
+        """Hook: e.g. send the peer a Debug packet saying why, before the close."""
+
+    def initiate_close(self, reason: CloseReason = CloseReason.LOCAL_CLOSE, detail: str = "") -> None:
+        """Start closing: stop timers, close the transport (after flushing what was written).
+
+        Messages already received are still delivered; then ``on_close_coro`` runs, once.
+        Idempotent: only the first call's reason is kept.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self.close_reason = reason
+        self.close_detail = detail or reason.value
+        self._cancel_timers()
+        self.log.info("%s> closing: %s (%s)", self.session_id, reason.value, self.close_detail)
+        if self._transport is not None:
+            self._transport.close()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+        self._on_closing()
+        loop = self._loop or asyncio.get_event_loop()
+        self._close_task = loop.create_task(self._finish_close(), name=f"close:{self.session_id}")
+
+    def _on_closing(self) -> None:
+        """Hook for subclasses: the session just started closing."""
+
+    async def _finish_close(self) -> None:
+        dispatch = self._dispatch_task
+        if dispatch is not None and dispatch is not asyncio.current_task():
+            try:
+                await asyncio.shield(dispatch)
+            except BaseException:  # noqa: S110 - its failure was already reported
+                pass
+        self._closed = True
+        waiter = self._queue_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        try:
+            if self.on_close_coro is not None:
+                await self.on_close_coro()
+        except Exception as exc:
+            self.log.error("%s> on_close_coro raised %r", self.session_id, exc, exc_info=exc)
+        finally:
+            if self._closed_waiter is not None and not self._closed_waiter.done():
+                self._closed_waiter.set_result(None)
+
+    async def close(self) -> None:
+        """Close the session and wait until ``on_close_coro`` has run. Idempotent."""
+        self.initiate_close(CloseReason.LOCAL_CLOSE)
+        task = self._close_task
+        if task is not None and task is not asyncio.current_task():
+            await asyncio.shield(task)
+
+    async def wait_closed(self) -> CloseReason:
+        """Wait until the session is closed and ``on_close_coro`` has run; return why it closed."""
+        if self._closed_waiter is not None:
+            await asyncio.shield(self._closed_waiter)
+        elif self._close_task is not None:
+            await asyncio.shield(self._close_task)
+        assert self.close_reason is not None
+        return self.close_reason

@@ -1,0 +1,110 @@
+"""The errors of the SoupBinTCP package, in one place.
+
+Hierarchy (every class below also derives from :class:`SoupError`)::
+
+    SoupError
+     +-- InvalidSoupMessage      (ValueError)        malformed bytes
+     +-- ProtocolError                               a valid packet in a state that forbids it
+     +-- LoginRejectedError      (ConnectionRefusedError)  Login Rejected, or no answer to a login
+     +-- ConnectError            (ConnectionError)   TCP connect failed or timed out
+     +-- SessionClosedError      (ConnectionError)   sending on a closed session
+     +-- EndOfStream             (common.EndOfQueue, EOFError)  receive on a closed, drained session
+
+Where the seed API requires a builtin (``ConnectionRefusedError`` on a rejected login) the error
+is a subclass of it that adds the reason.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nasdaq_protocols.common import EndOfQueue
+from nasdaq_protocols.common.errors import CloseReason
+
+if TYPE_CHECKING:
+    from .core import LoginRejectReason
+
+__all__ = [
+    "CloseReason",
+    "ConnectError",
+    "EndOfStream",
+    "InvalidSoupMessage",
+    "LoginRejectedError",
+    "ProtocolError",
+    "SessionClosedError",
+    "SoupError",
+]
+
+
+class SoupError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidSoupMessage(SoupError, ValueError):
+    """Raised when bytes are not a valid SoupBinTCP packet; the message says what was wrong."""
+
+
+class ProtocolError(SoupError):
+    """A well-formed packet that the session's state does not allow (e.g. a second Login Request).
+
+    Attributes:
+        remote: True when the peer broke the rules, False when the local application tried to.
+    """
+
+    def __init__(self, message: str, *, remote: bool = True) -> None:
+        super().__init__(message)
+        self.remote = remote
+
+
+class LoginRejectedError(SoupError, ConnectionRefusedError):
+    """The login did not succeed.
+
+    Attributes:
+        reason: the server's :class:`LoginRejectReason`, or ``None`` when no answer came
+            (the connection closed or the login timed out first).
+        close_reason: why the session closed.
+    """
+
+    def __init__(
+        self, message: str, reason: LoginRejectReason | None = None, close_reason: CloseReason | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.close_reason = close_reason
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "login rejected"
+
+
+class ConnectError(SoupError, ConnectionError):
+    """The TCP connection could not be made (refused, unreachable, or timed out)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "cannot connect"
+
+
+class SessionClosedError(SoupError, ConnectionError):
+    """The session is closed (or closing): nothing can be sent on it.
+
+    Attributes:
+        close_reason: why it closed, when known.
+    """
+
+    def __init__(self, message: str, close_reason: CloseReason | None = None) -> None:
+        super().__init__(message)
+        self.close_reason = close_reason
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "session closed"
+
+
+class EndOfStream(SoupError, EndOfQueue):
+    """No more messages: the session closed and every message it received was handed out.
+
+    Attributes:
+        close_reason: why the session closed.
+    """
+
+    def __init__(self, message: str, close_reason: CloseReason | None = None) -> None:
+        super().__init__(message)
+        self.close_reason = close_reason

@@ -1,0 +1,547 @@
+"""SoupBinTCP asyncio sessions: the seed API's client and server sessions, and ``connect_async``.
+
+Everything socket- and time-related stands on :class:`nasdaq_protocols.common.AsyncSession`;
+which packet may arrive when is decided by the table in :mod:`.state`. This module wires the two
+together for each role:
+
+* :class:`SoupClientSession` sends the Login Request, waits for the answer, counts Sequenced Data
+  (each delivered message carries ``.sequence``), and knows ``next_sequence`` to log in again.
+* :class:`SoupServerSession` is the base class a server subclasses with ``on_login`` and
+  ``on_unsequenced``; the base handles the rest (one login per connection, logout, debug,
+  heartbeats, rejection, timeouts). Client packets are handled strictly in arrival order: a
+  packet that follows an undecided login waits for the decision.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import attrs
+
+from nasdaq_protocols.common import SessionId
+from nasdaq_protocols.common.errors import CloseReason
+from nasdaq_protocols.common.session import AsyncSession, OnCloseCoro, OnMsgCoro
+
+from .core import (
+    ClientHeartbeat,
+    Debug,
+    EndOfSession,
+    LoginAccepted,
+    LoginRejected,
+    LoginRequest,
+    LogoutRequest,
+    SequencedData,
+    ServerHeartbeat,
+    SoupMessage,
+    UnSequencedData,
+)
+from .errors import ConnectError, LoginRejectedError
+from .framing import MAX_PACKET_SIZE, SoupDecoder
+from .state import Action, Role, State, describe_violation, next_step
+
+__all__ = [
+    "OnSoupMsgCoro",
+    "SoupClientSession",
+    "SoupServerSession",
+    "SoupSession",
+    "SoupSessionId",
+    "connect_async",
+]
+
+OnSoupMsgCoro = OnMsgCoro
+
+_CLIENT_HEARTBEAT = ClientHeartbeat().to_bytes()[1]
+_SERVER_HEARTBEAT = ServerHeartbeat().to_bytes()[1]
+_LOGOUT_REQUEST = LogoutRequest().to_bytes()[1]
+_END_OF_SESSION = EndOfSession().to_bytes()[1]
+
+
+@attrs.define(eq=False)
+class SoupSessionId(SessionId):
+    """Identifier for a soup session, shown in every log line: ``client-user_session@host:port``.
+
+    Args:
+        session_type: ``'client'`` or ``'server'``.
+        user: the username, once known.
+        session: the session name, once known.
+    """
+
+    session_type: str = "norole"
+    user: str = "nouser"
+    session: str = "nosession"
+
+    def update(self, msg: LoginRequest | LoginAccepted | None, transport: Any = None) -> SoupSessionId:
+        """Fill in what became known: the peer (from a transport), the user, the session.
+
+        Returns:
+            self
+        """
+        if transport is not None:
+            self.set_transport(transport)
+        if isinstance(msg, LoginRequest):
+            self.user = msg.user
+        elif isinstance(msg, LoginAccepted):
+            self.session = msg.session_id
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.session_type}-{self.user}_{self.session}@{self.host}:{self.port}"
+
+
+@attrs.define(eq=False, slots=False)
+class SoupSession(AsyncSession, abc.ABC):
+    """Base class for SoupBinTCP client and server sessions.
+
+    Args:
+        on_msg_coro: coroutine function awaited with each application message (Sequenced Data,
+            Unsequenced Data, Debug) in arrival order; without it messages queue for
+            :meth:`receive_msg`.
+        on_close_coro: coroutine function awaited once when the session has closed.
+        session_id: the session's identity in logs.
+        dispatch_on_connect: deliver to ``on_msg_coro`` from the moment of connection.
+        sequence: sequence counter; see the subclasses for its meaning.
+        client_heartbeat_interval: seconds between client heartbeats (float allowed).
+        server_heartbeat_interval: seconds between server heartbeats (float allowed).
+        heartbeat_timeout_factor: keyword-only; a side closes after hearing nothing for this many
+            of the peer's heartbeat intervals (PROTOCOL.md: 3).
+        max_packet_size: keyword-only; the largest packet accepted from the peer.
+    """
+
+    SessionType: ClassVar[str] = "base"
+    ROLE: ClassVar[Role] = Role.CLIENT
+    log: ClassVar[logging.Logger] = logging.getLogger(__name__)
+
+    on_msg_coro: OnMsgCoro | None = None
+    on_close_coro: OnCloseCoro | None = None
+    session_id: SoupSessionId = attrs.Factory(SoupSessionId)
+    dispatch_on_connect: bool = attrs.field(default=True, kw_only=True)
+    sequence: int = attrs.field(default=1, kw_only=True)
+    client_heartbeat_interval: float = attrs.field(default=10, kw_only=True)
+    server_heartbeat_interval: float = attrs.field(default=10, kw_only=True)
+    heartbeat_timeout_factor: float = attrs.field(default=3, kw_only=True)
+    max_packet_size: int = attrs.field(default=MAX_PACKET_SIZE, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        self.session_id.session_type = self.SessionType
+        self.state = State.CONNECTED
+        self._init_async_session()
+
+    def _new_decoder(self) -> SoupDecoder:
+        return SoupDecoder(self.max_packet_size)
+
+    def _on_connected(self, transport: asyncio.Transport) -> None:
+        self.session_id.update(None, transport)
+        self.log.debug("%s> connected", self.session_id)
+        if self.dispatch_on_connect:
+            self.start_dispatching()
+
+    def _on_protocol_error(self, detail: str) -> None:
+        # A courtesy to the peer: say why before closing.
+        if not self._closing and self._transport is not None:
+            self._write(Debug(_ascii(f"protocol error: {detail}")[:200]).to_bytes()[1])
+
+    def _on_closing(self) -> None:
+        self.state = State.CLOSED
+
+    def send_msg(self, msg: SoupMessage) -> None:
+        """Send one SoupBinTCP message to the peer.
+
+        Raises:
+            SessionClosedError: the session is closed or closing.
+            ValueError: the message does not fit its wire form.
+        """
+        self._write(msg.to_bytes()[1])
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("%s> sent %r", self.session_id, msg)
+
+    def send_debug(self, text: str) -> None:
+        """Send a Debug packet (free ASCII text) to the peer."""
+        self.send_msg(Debug(text))
+
+    def logout(self) -> None:
+        """Send a Logout Request, then close the session."""
+        self.log.debug("%s> logging out", self.session_id)
+        if not self._closing:
+            self._write(_LOGOUT_REQUEST)
+        self.initiate_close(CloseReason.LOGOUT, "logged out")
+
+    @abc.abstractmethod
+    async def send_heartbeat(self) -> None:
+        """Send a heartbeat to the peer (called by the session's timer). :meta private:"""
+
+    def _violation(self, msg: SoupMessage) -> None:
+        self._protocol_error(describe_violation(self.ROLE, self.state, msg.Description))
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+@attrs.define(eq=False, slots=False)
+class SoupClientSession(SoupSession):
+    """SoupBinTCP client session; ``connect_async`` creates and logs in one.
+
+    ``sequence`` is the sequence number of the last Sequenced Data received (so, inside
+    ``on_msg_coro``, that of the message being handled); :attr:`next_sequence` is the number to
+    request when logging in again. Each delivered :class:`SequencedData` carries ``.sequence``.
+    """
+
+    SessionType: ClassVar[str] = "client"
+    ROLE: ClassVar[Role] = Role.CLIENT
+    log: ClassVar[logging.Logger] = logging.getLogger(__name__ + ".client")
+
+    dispatch_on_connect: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._login_waiter: asyncio.Future[SoupMessage] | None = None
+        self.login_accepted: LoginAccepted | None = None
+        self.end_of_session = False
+
+    @property
+    def next_sequence(self) -> int:
+        """The sequence number of the next Sequenced Data expected: what to request on re-login."""
+        return self.sequence + 1
+
+    def _heartbeat_bytes(self) -> bytes:
+        return _CLIENT_HEARTBEAT
+
+    async def send_heartbeat(self) -> None:
+        """Send a Client Heartbeat. :meta private:"""
+        self._write(_CLIENT_HEARTBEAT)
+
+    def send_unseq_data(self, data: bytes) -> None:
+        """Send Unsequenced Data (an application message) to the server.
+
+        Raises:
+            SessionClosedError: the session is closed.
+        """
+        self.send_msg(UnSequencedData(data))
+
+    async def login(self, msg: LoginRequest) -> SoupClientSession:
+        """Send the Login Request and wait for the server's answer.
+
+        Returns:
+            self, logged in: ``session_id.session`` and :attr:`next_sequence` are set and
+            delivery to ``on_msg_coro`` has started.
+
+        Raises:
+            LoginRejectedError: (a ``ConnectionRefusedError``) the server rejected the login
+                (``reason`` says why) or the connection closed before an answer.
+        """
+        if self.state is not State.CONNECTED:
+            raise LoginRejectedError(f"{self.session_id}> cannot log in while {self.state.value}")
+        self.session_id.update(msg)
+        self._login_waiter = self._loop.create_future()  # type: ignore[union-attr]
+        self.state = State.LOGIN_PENDING
+        self.send_msg(msg)
+        reply = await self._login_waiter
+        if isinstance(reply, LoginRejected):
+            await self.wait_closed()
+            raise LoginRejectedError(
+                f"{self.session_id}> login rejected: {reply.reason.name} ({reply.reason.value!r})",
+                reply.reason,
+                CloseReason.LOGIN_REJECTED,
+            )
+        assert isinstance(reply, LoginAccepted)
+        self.start_dispatching()
+        return self
+
+    def _settle_login(self, reply: SoupMessage) -> None:
+        waiter = self._login_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(reply)
+
+    def _on_closing(self) -> None:
+        super()._on_closing()
+        waiter = self._login_waiter
+        if waiter is not None and not waiter.done():
+            reason = self.close_reason.value if self.close_reason else "closed"
+            waiter.set_exception(
+                LoginRejectedError(
+                    f"{self.session_id}> no login answer: {reason} ({self.close_detail})",
+                    None,
+                    self.close_reason,
+                )
+            )
+            waiter.exception()  # mark retrieved: nobody may be awaiting it any more
+
+    def _on_messages(self, messages: list[Any]) -> None:
+        deliver = self._deliver
+        sequenced = SequencedData
+        if self.state is State.LOGGED_IN:
+            # Hot path: a run of Sequenced Data needs no table lookup.
+            for msg in messages:
+                if msg.__class__ is sequenced:
+                    self.sequence += 1
+                    msg.sequence = self.sequence
+                    deliver(msg)
+                else:
+                    self._on_control(msg)
+                    if self._closing:
+                        return
+            return
+        for msg in messages:
+            self._on_control(msg)
+            if self._closing:
+                return
+
+    def _on_control(self, msg: SoupMessage) -> None:
+        step = next_step(Role.CLIENT, self.state, msg.Indicator)
+        if step is None:
+            self._violation(msg)
+            return
+        action, self.state = step
+        if action is Action.IGNORE:
+            return
+        if action is Action.DELIVER:
+            if msg.__class__ is SequencedData:
+                self.sequence += 1
+                msg.sequence = self.sequence  # type: ignore[attr-defined]
+            elif isinstance(msg, Debug):
+                self.log.info("%s> server debug: %s", self.session_id, msg.msg)
+            self._deliver(msg)
+        elif action is Action.ACCEPTED:
+            assert isinstance(msg, LoginAccepted)
+            self.login_accepted = msg
+            self.session_id.update(msg)
+            self.sequence = msg.sequence - 1
+            self.log.info("%s> login accepted, next sequence %d", self.session_id, msg.sequence)
+            self._start_timers(
+                self.client_heartbeat_interval, self.server_heartbeat_interval * self.heartbeat_timeout_factor
+            )
+            self._settle_login(msg)
+        elif action is Action.REJECTED:
+            assert isinstance(msg, LoginRejected)
+            self.log.warning("%s> login rejected: %s", self.session_id, msg.reason.name)
+            self._settle_login(msg)
+            self.initiate_close(CloseReason.LOGIN_REJECTED, f"login rejected: {msg.reason.name}")
+        elif action is Action.END_OF_SESSION:
+            self.end_of_session = True
+            self.log.info("%s> end of session at sequence %d", self.session_id, self.sequence)
+            self.initiate_close(CloseReason.END_OF_SESSION, f"end of session after sequence {self.sequence}")
+
+
+@attrs.define(eq=False, slots=False)
+class SoupServerSession(SoupSession):
+    """Base class for SoupBinTCP server sessions: subclass it and implement :meth:`on_login` and
+    :meth:`on_unsequenced`; serve it with ``loop.create_server(MySession, host, port)``.
+
+    The base handles everything else: exactly one Login Request per connection (a second one, or
+    data before login, is a protocol error), Logout Request, Debug (logged, see :meth:`on_debug`),
+    heartbeats and the client's silence, the login timeout, sending Login Rejected then closing.
+
+    ``sequence`` is the sequence number of the next Sequenced Data this session will send; it is
+    set from the Login Accepted the application returns.
+
+    Args:
+        login_timeout: keyword-only; seconds a client has to send its Login Request (30, the
+            spec's typical value; ``None`` waits forever).
+    """
+
+    SessionType: ClassVar[str] = "server"
+    ROLE: ClassVar[Role] = Role.SERVER
+    log: ClassVar[logging.Logger] = logging.getLogger(__name__ + ".server")
+
+    on_msg_coro: OnMsgCoro | None = attrs.field(init=False, default=None)
+    login_timeout: float | None = attrs.field(default=30, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.on_msg_coro = self._handle_client_message
+        self.login_request: LoginRequest | None = None
+
+    @abc.abstractmethod
+    async def on_login(self, msg: LoginRequest) -> LoginAccepted | LoginRejected:
+        """Decide on the client's login. Return :class:`LoginAccepted` or :class:`LoginRejected`."""
+
+    @abc.abstractmethod
+    async def on_unsequenced(self, msg: UnSequencedData) -> None:
+        """Handle Unsequenced Data from the logged-in client."""
+
+    async def on_debug(self, msg: Debug) -> None:
+        """Handle a Debug packet from the client (default: log it)."""
+        self.log.info("%s> client debug: %s", self.session_id, msg.msg)
+
+    def _on_connected(self, transport: asyncio.Transport) -> None:
+        super()._on_connected(transport)
+        if self.login_timeout:
+            self._start_timers(None, self.login_timeout, CloseReason.LOGIN_TIMEOUT)
+
+    def _heartbeat_bytes(self) -> bytes:
+        return _SERVER_HEARTBEAT
+
+    async def send_heartbeat(self) -> None:
+        """Send a Server Heartbeat. :meta private:"""
+        self._write(_SERVER_HEARTBEAT)
+
+    def send_seq_msg(self, data: bytes | SequencedData) -> None:
+        """Send one Sequenced Data packet to the client and advance ``sequence``.
+
+        Raises:
+            SessionClosedError: the session is closed.
+        """
+        payload = data.data if isinstance(data, SequencedData) else data
+        self.send_msg(SequencedData(payload))
+        self.sequence += 1
+
+    def send_unseq_data(self, data: bytes) -> None:
+        """Send Unsequenced Data to the client (SoupBinTCP 4.0 and later)."""
+        self.send_msg(UnSequencedData(data))
+
+    def end_session(self) -> None:
+        """Send End of Session, then close: the client must not expect more in this session."""
+        if not self._closing:
+            self._write(_END_OF_SESSION)
+        self.initiate_close(CloseReason.END_OF_SESSION, "server ended the session")
+
+    def _on_messages(self, messages: list[Any]) -> None:
+        deliver = self._deliver
+        for msg in messages:
+            if msg.__class__ is ClientHeartbeat:
+                continue  # activity was noted on receipt; heartbeats are never delivered
+            deliver(msg)
+            if self._closing:
+                return
+
+    async def _handle_client_message(self, msg: SoupMessage) -> None:
+        """Every client packet, strictly in order (the dispatcher serialises them)."""
+        if self._closing:
+            return
+        step = next_step(Role.SERVER, self.state, msg.Indicator)
+        if step is None:
+            self._violation(msg)
+            return
+        action, self.state = step
+        if action is Action.DELIVER:
+            if isinstance(msg, UnSequencedData):
+                await self.on_unsequenced(msg)
+            elif isinstance(msg, Debug):
+                await self.on_debug(msg)
+        elif action is Action.LOGIN:
+            assert isinstance(msg, LoginRequest)
+            await self._handle_login(msg)
+        elif action is Action.LOGOUT:
+            self.log.info("%s> client logged out", self.session_id)
+            self.initiate_close(CloseReason.LOGOUT, "client logged out")
+
+    def client_timeout(self, msg: LoginRequest) -> float:
+        """Seconds of client silence tolerated: the 4.1 login's heartbeat timeout when given,
+        else ``heartbeat_timeout_factor`` x ``client_heartbeat_interval``."""
+        if msg.heartbeat_timeout:
+            return msg.heartbeat_timeout / 1000.0
+        return self.client_heartbeat_interval * self.heartbeat_timeout_factor
+
+    async def _handle_login(self, msg: LoginRequest) -> None:
+        self.login_request = msg
+        self.session_id.update(msg)
+        reply = await self.on_login(msg)
+        if self._closing:
+            return
+        if isinstance(reply, LoginAccepted):
+            self.send_msg(reply)
+            self.session_id.update(reply)
+            self.sequence = reply.sequence
+            self.state = State.LOGGED_IN
+            self.log.info("%s> login accepted, next sequence %d", self.session_id, reply.sequence)
+            self._start_timers(self.server_heartbeat_interval, self.client_timeout(msg))
+            await self.on_logged_in(reply)
+        elif isinstance(reply, LoginRejected):
+            self.send_msg(reply)
+            self.log.warning("%s> login rejected: %s", self.session_id, reply.reason.name)
+            self.initiate_close(CloseReason.LOGIN_REJECTED, f"login rejected: {reply.reason.name}")
+        else:
+            raise TypeError(f"on_login must return LoginAccepted or LoginRejected, not {reply!r}")
+
+    async def on_logged_in(self, accepted: LoginAccepted) -> None:
+        """Hook: the Login Accepted was just sent (e.g. start replaying from ``accepted.sequence``)."""
+
+
+async def connect_async(
+    remote: tuple[str, int],
+    user: str,
+    passwd: str,
+    session_id: str = "",
+    sequence: int = 1,
+    on_msg_coro: OnMsgCoro | None = None,
+    on_close_coro: OnCloseCoro | None = None,
+    session_factory: Callable[[], SoupClientSession] | None = None,
+    client_heartbeat_interval: float = 10,
+    server_heartbeat_interval: float = 10,
+    connect_timeout: float = 5,
+    *,
+    login_timeout: float | None = 30,
+    heartbeat_timeout: int | None = None,
+    ssl: Any = None,
+) -> SoupClientSession:
+    """Connect to a SoupBinTCP server and log in.
+
+    ``sequence`` is the sequence number of the next message wanted: ``1`` replays the session
+    from its start (the default), ``0`` gives only new messages, ``n`` starts at message ``n``.
+
+    Args:
+        remote: ``(host, port)``.
+        user: username (at most 6 characters).
+        passwd: password (at most 10 characters).
+        session_id: session to join; ``''`` is the server's current session.
+        sequence: next sequence number wanted.
+        on_msg_coro: coroutine function awaited with each received message; without it, use
+            ``await session.receive_msg()``.
+        on_close_coro: coroutine function awaited once when the session closes.
+        session_factory: builds the :class:`SoupClientSession` (overrides the callbacks and
+            heartbeat arguments).
+        client_heartbeat_interval: seconds between our heartbeats.
+        server_heartbeat_interval: the server's heartbeat interval; after
+            3 x this much silence the session closes (``CloseReason.TIMEOUT``).
+        connect_timeout: seconds to wait for the TCP connection.
+        login_timeout: keyword-only; seconds to wait for the server's answer to the login.
+        heartbeat_timeout: keyword-only; SoupBinTCP 4.1 heartbeat timeout in milliseconds to put
+            in the Login Request (the 46-byte 4.0 form is sent when ``None``).
+        ssl: keyword-only; an ``ssl.SSLContext`` to connect with TLS.
+
+    Returns:
+        The logged-in :class:`SoupClientSession`.
+
+    Raises:
+        ConnectError: (a ``ConnectionError``) the TCP connection failed or timed out.
+        LoginRejectedError: (a ``ConnectionRefusedError``) the login was rejected, timed out, or
+            the connection closed before an answer.
+    """
+    loop = asyncio.get_running_loop()
+
+    def default_session_factory() -> SoupClientSession:
+        return SoupClientSession(
+            on_msg_coro=on_msg_coro,
+            on_close_coro=on_close_coro,
+            client_heartbeat_interval=client_heartbeat_interval,
+            server_heartbeat_interval=server_heartbeat_interval,
+        )
+
+    host, port = remote[0], int(remote[1])
+    try:
+        _, session = await asyncio.wait_for(
+            loop.create_connection(session_factory or default_session_factory, host, port, ssl=ssl),
+            timeout=connect_timeout,
+        )
+    except asyncio.TimeoutError:
+        raise ConnectError(f"cannot connect to {host}:{port}: no answer within {connect_timeout:g} s") from None
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+
+    request = LoginRequest(user, passwd, session_id, str(sequence), heartbeat_timeout=heartbeat_timeout)
+    try:
+        return await asyncio.wait_for(session.login(request), timeout=login_timeout)
+    except asyncio.TimeoutError:
+        session.initiate_close(CloseReason.LOGIN_TIMEOUT, "no answer to the Login Request")
+        raise LoginRejectedError(
+            f"{session.session_id}> no answer to the Login Request within {login_timeout:g} s",
+            None,
+            CloseReason.LOGIN_TIMEOUT,
+        ) from None
+    except BaseException:
+        session.initiate_close(CloseReason.LOCAL_CLOSE, "login failed")
+        raise
