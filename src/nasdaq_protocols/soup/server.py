@@ -1,0 +1,507 @@
+"""A ready SoupBinTCP server: durable, replayable sequenced streams served to many clients.
+
+:class:`SoupServer` serves one named SoupBinTCP session. Messages are appended to a store
+(:class:`~.store.MemoryStore` or :class:`~.store.FileStore`) and every logged-in client receives
+the stream from the sequence number it asked for, then live, with no gap and no duplicate at the
+hand-over. Two stream models:
+
+* shared (default): one stream every client receives, as market data (ITCH) is served;
+* per user (``per_user=True``): each username has its own stream and replays only it, as order
+  entry (OUCH) is served; ``on_unsequenced`` answers a user on its stream with :meth:`publish`.
+
+How a message reaches a client (all on the event loop's thread, so it needs no locks):
+
+* Each client has a cursor, ``sequence``: the next message it must get.
+* ``publish`` appends to the store and to the stream's *live buffer* (framed packets), and
+  schedules one flush for the loop iteration. The flush writes the whole live buffer, in one
+  ``write``, to every client whose cursor is at its start and whose transport is not paused.
+* Any other client is *pumped* from the store: chunks of framed packets from its cursor until it
+  is caught up or its transport pauses (so a slow reader costs the server at most a transport
+  buffer, never the stream). When the transport drains, pumping resumes from the store.
+* A client lagging more than ``max_lag`` messages is told why (Debug) and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from nasdaq_protocols.common.errors import CloseReason
+
+from .core import Debug, LoginAccepted, LoginRejected, LoginRejectReason, LoginRequest, UnSequencedData
+from .framing import frame_sequenced
+from .session import SoupServerSession
+from .store import MemoryStore, MessageStore
+
+__all__ = ["ClientStats", "SoupServer"]
+
+log = logging.getLogger(__name__)
+
+Authenticate = Callable[[str, str], Awaitable[bool]]
+OnUnsequenced = Callable[["ServedSession", bytes], Any]
+
+#: Bytes read from the store per pump step (a replay chunk).
+PUMP_CHUNK = 256 * 1024
+
+
+@attrs.define
+class ClientStats:
+    """A snapshot of one client's counters."""
+
+    peer: str
+    user: str
+    sequence: int
+    lag: int
+    messages_sent: int
+    bytes_sent: int
+    replayed: int
+    connected_for: float
+
+
+class _Stream:
+    """One sequenced stream: its store, its clients, its live buffer."""
+
+    def __init__(self, name: str, store: MessageStore, server: SoupServer) -> None:
+        self.name = name
+        self.store = store
+        self.server = server
+        self.clients: set[ServedSession] = set()
+        self.live: list[bytes] = []
+        self.live_start = store.last_sequence + 1  # sequence of the first packet in `live`
+        self.live_count = 0
+        self.flush_scheduled = False
+
+    def published(self, packets: bytes, count: int, first: int) -> None:
+        if not self.live:
+            self.live_start = first
+        self.live.append(packets)
+        self.live_count += count
+        if not self.flush_scheduled and self.clients:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+        elif not self.clients:
+            self.live.clear()
+            self.live_count = 0
+
+    def flush(self) -> None:
+        """Send the live buffer to every caught-up client; pump the others from the store."""
+        self.flush_scheduled = False
+        if not self.live:
+            return
+        data = b"".join(self.live) if len(self.live) > 1 else self.live[0]
+        start, count = self.live_start, self.live_count
+        self.live.clear()
+        self.live_count = 0
+        for client in list(self.clients):
+            if client.sequence == start and not client.write_paused:
+                client.send_packets(data, count)
+            else:
+                client.pump()
+
+
+@attrs.define(eq=False, slots=False)
+class ServedSession(SoupServerSession):
+    """One client connection of a :class:`SoupServer` (created by the server, not by users).
+
+    ``sequence`` is the next message this client must receive. :meth:`reply` publishes on this
+    client's stream (its user's stream in per-user mode).
+    """
+
+    server: SoupServer | None = attrs.field(default=None, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.stream: _Stream | None = None
+        self.user = ""
+        self.messages_sent = 0
+        self.replayed = 0
+        self.connected_at = time.monotonic()
+        self._pump_scheduled = False
+
+    # ---- login and data
+
+    async def on_login(self, msg: LoginRequest) -> LoginAccepted | LoginRejected:
+        assert self.server is not None
+        return await self.server._login(self, msg)
+
+    async def on_logged_in(self, accepted: LoginAccepted) -> None:
+        assert self.server is not None and self.stream is not None
+        self.stream.clients.add(self)
+        log.info(
+            "%s> logged in at sequence %d (stream at %d)",
+            self.session_id,
+            accepted.sequence,
+            self.stream.store.last_sequence,
+        )
+        self.pump()
+
+    async def on_unsequenced(self, msg: UnSequencedData) -> None:
+        assert self.server is not None
+        await self.server._on_unsequenced(self, msg.data)
+
+    def client_timeout(self, msg: LoginRequest) -> float:
+        if msg.heartbeat_timeout:
+            return msg.heartbeat_timeout / 1000.0
+        assert self.server is not None
+        return self.server.client_timeout
+
+    def reply(self, payload: bytes) -> int:
+        """Publish ``payload`` on this client's stream; return its sequence number."""
+        assert self.server is not None
+        return self.server.publish(payload, user=self.user if self.server.per_user else None)
+
+    # ---- sending the stream
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    @property
+    def lag(self) -> int:
+        """Messages stored but not yet sent to this client."""
+        if self.stream is None:
+            return 0
+        return max(0, self.stream.store.last_sequence + 1 - self.sequence)
+
+    def send_packets(self, data: bytes, count: int) -> None:
+        self._write(data)
+        self.sequence += count
+        self.messages_sent += count
+
+    def pump(self) -> None:
+        """Send from the store, from ``sequence``, until caught up or the transport pauses."""
+        stream = self.stream
+        if stream is None or self._closing:
+            return
+        store = stream.store
+        while not self._write_paused and self.sequence <= store.last_sequence:
+            data, count = store.read_packets(self.sequence, PUMP_CHUNK)
+            if not count:
+                break
+            self.replayed += count
+            self.send_packets(data, count)
+        if self._write_paused:
+            self._check_lag()
+        elif self.server is not None and self.server._ended and self.sequence > store.last_sequence:
+            self.end_session()  # everything was sent: now, and only now, End of Session
+
+    def _check_lag(self) -> None:
+        assert self.server is not None
+        max_lag = self.server.max_lag
+        if max_lag is not None and self.lag > max_lag:
+            detail = f"dropped: {self.lag} messages behind exceeds the limit of {max_lag}"
+            log.warning("%s> %s", self.session_id, detail)
+            self.server._drops += 1
+            try:
+                self._write(Debug(detail).to_bytes()[1])
+            finally:
+                self.initiate_close(CloseReason.LIMIT_EXCEEDED, detail)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if not self._pump_scheduled and self.stream is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._scheduled_pump)  # type: ignore[union-attr]
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.stream is not None:
+            self._check_lag()
+
+    def _scheduled_pump(self) -> None:
+        self._pump_scheduled = False
+        self.pump()
+
+    def _on_closing(self) -> None:
+        super()._on_closing()
+        if self.stream is not None:
+            self.stream.clients.discard(self)
+        if self.server is not None:
+            self.server._forget(self)
+
+    def stats(self) -> ClientStats:
+        """A snapshot of this client's counters."""
+        return ClientStats(
+            peer=f"{self.session_id.host}:{self.session_id.port}",
+            user=self.user,
+            sequence=self.sequence,
+            lag=self.lag,
+            messages_sent=self.messages_sent,
+            bytes_sent=self.bytes_sent,
+            replayed=self.replayed,
+            connected_for=time.monotonic() - self.connected_at,
+        )
+
+
+class SoupServer:
+    """A SoupBinTCP server for one named session, with stored, replayable streams.
+
+    Args:
+        session: the session name sent in Login Accepted (at most 10 characters). Default: the
+            store's session name, else ``"SESSION"``.
+        store: where the shared stream is kept (default: a new :class:`MemoryStore`).
+        per_user: keep a stream per username (order-entry style) instead of one shared stream.
+        store_factory: per-user mode: ``store_factory(user) -> MessageStore`` (default: memory).
+        credentials: ``{user: password}``; compared in constant time. ``None`` with no
+            ``authenticate`` accepts any login.
+        authenticate: ``async authenticate(user, password) -> bool`` instead of ``credentials``.
+        heartbeat_interval: seconds of server silence after which it sends a heartbeat (1, the spec's).
+        client_timeout: seconds of client silence after which it is dropped (15); a 4.1 login's
+            heartbeat timeout overrides it for that client.
+        login_timeout: seconds a client has to log in (30).
+        on_unsequenced: ``handler(session, data)`` (function or coroutine function) for
+            Unsequenced Data from logged-in clients.
+        max_lag: drop a client (with a Debug packet saying why) that falls more than this many
+            messages behind while its transport is paused (``None``: never).
+        max_connections: refuse connections beyond this many (closed at once, logged and counted).
+        ssl: an ``ssl.SSLContext`` to serve TLS.
+    """
+
+    def __init__(
+        self,
+        session: str | None = None,
+        *,
+        store: MessageStore | None = None,
+        per_user: bool = False,
+        store_factory: Callable[[str], MessageStore] | None = None,
+        credentials: Mapping[str, str] | None = None,
+        authenticate: Authenticate | None = None,
+        heartbeat_interval: float = 1.0,
+        client_timeout: float = 15.0,
+        login_timeout: float = 30.0,
+        on_unsequenced: OnUnsequenced | None = None,
+        max_lag: int | None = None,
+        max_connections: int = 10000,
+        ssl: Any = None,
+    ) -> None:
+        if credentials is not None and authenticate is not None:
+            raise ValueError("give credentials or authenticate, not both")
+        self.per_user = per_user
+        self._shared_store = store if store is not None else (None if per_user else MemoryStore(session or ""))
+        stored_name = self._shared_store.session if self._shared_store is not None else ""
+        self.session = session or stored_name or "SESSION"
+        if len(self.session) > 10 or not self.session.isascii():
+            raise ValueError(f"session name {self.session!r} must be at most 10 ASCII characters")
+        self._store_factory = store_factory or (lambda user: MemoryStore(self.session))
+        self._credentials = dict(credentials) if credentials is not None else None
+        self._authenticate = authenticate
+        self.heartbeat_interval = heartbeat_interval
+        self.client_timeout = client_timeout
+        self.login_timeout = login_timeout
+        self.on_unsequenced = on_unsequenced
+        self.max_lag = max_lag
+        self.max_connections = max_connections
+        self._ssl = ssl
+        self._streams: dict[str, _Stream] = {}
+        if self._shared_store is not None and not per_user:
+            self._streams[""] = _Stream("", self._shared_store, self)
+        self._server: asyncio.AbstractServer | None = None
+        self._sessions: set[ServedSession] = set()
+        self._ended = False
+        # counters
+        self._connections_total = 0
+        self._logins_accepted = 0
+        self._logins_rejected = 0
+        self._drops = 0
+        self._refused_connections = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> SoupServer:
+        """Listen on ``host:port`` (port 0: any free port, see :attr:`address`). Returns self."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._new_session, host, port, ssl=self._ssl)
+        log.info("serving session %r on %s:%d", self.session, *self.address)
+        return self
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)``."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("the server is not started")
+        name = self._server.sockets[0].getsockname()
+        return str(name[0]), int(name[1])
+
+    async def close(self) -> None:
+        """Stop listening, disconnect every client, close the stores."""
+        if self._server is not None:
+            self._server.close()
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.initiate_close(CloseReason.LOCAL_CLOSE, "server closing")
+        for session in sessions:
+            await session.wait_closed()
+        for stream in self._streams.values():
+            stream.store.close()
+        self._server = None
+
+    async def __aenter__(self) -> SoupServer:
+        if self._server is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _new_session(self) -> ServedSession:
+        session = ServedSession(
+            server=self,
+            client_heartbeat_interval=self.client_timeout / 3,
+            server_heartbeat_interval=self.heartbeat_interval,
+            login_timeout=self.login_timeout,
+        )
+        self._connections_total += 1
+        if len(self._sessions) >= self.max_connections:
+            self._refused_connections += 1
+            log.warning("refusing a connection: %d connections is the limit", self.max_connections)
+            session.dispatch_on_connect = False
+            session._on_connected = _refuse  # type: ignore[method-assign]
+            return session
+        self._sessions.add(session)
+        return session
+
+    def _forget(self, session: ServedSession) -> None:
+        self._sessions.discard(session)
+
+    # ------------------------------------------------------------------ streams
+
+    def _stream_for(self, user: str) -> _Stream:
+        key = user if self.per_user else ""
+        stream = self._streams.get(key)
+        if stream is None:
+            if not self.per_user:
+                raise RuntimeError("the shared stream has no store")
+            stream = self._streams[key] = _Stream(key, self._store_factory(user), self)
+        return stream
+
+    def store(self, user: str | None = None) -> MessageStore:
+        """The store of the shared stream, or of ``user``'s stream in per-user mode."""
+        return self._stream_for(user or "").store
+
+    @property
+    def last_sequence(self) -> int:
+        """Sequence number of the last message of the shared stream."""
+        return self._stream_for("").store.last_sequence
+
+    def publish(self, payload: bytes, *, user: str | None = None) -> int:
+        """Append one message to the stream (``user``'s stream in per-user mode) and send it to
+        every client that is caught up.
+
+        Returns:
+            The message's sequence number. When this returns the message is in the store, as
+            durable as the store's policy makes it.
+
+        Raises:
+            ValueError: the payload is over 65,534 bytes.
+            RuntimeError: the session was ended, or per-user mode without ``user``.
+            StoreError: the store could not write (e.g. disk full); nothing was sent.
+        """
+        return self.publish_many((payload,), user=user)
+
+    def publish_many(self, payloads: Iterable[bytes], *, user: str | None = None) -> int:
+        """Append several messages at once (one store write, one send per client).
+
+        Returns:
+            The sequence number of the last message (the current one if ``payloads`` is empty).
+        """
+        if self._ended:
+            raise RuntimeError(f"session {self.session!r} has ended: nothing more can be published")
+        if self.per_user and not user:
+            raise RuntimeError("per-user mode: publish needs the user whose stream it goes to")
+        stream = self._stream_for(user or "")
+        batch = list(payloads)
+        if not batch:
+            return stream.store.last_sequence
+        first = stream.store.last_sequence + 1
+        packets = frame_sequenced(batch)  # validates sizes before anything is stored
+        last = stream.store.append_many(batch)
+        stream.published(packets, len(batch), first)
+        return last
+
+    def end_session(self) -> None:
+        """End the session: every client gets End of Session, new logins are refused."""
+        self._ended = True
+        for stream in self._streams.values():
+            stream.flush()
+        # Each client gets End of Session once it has every message (a slow one, when it drains).
+        for session in list(self._sessions):
+            if session.stream is not None:
+                session.pump()
+
+    # ------------------------------------------------------------------ login
+
+    async def _check_credentials(self, user: str, password: str) -> bool:
+        if self._authenticate is not None:
+            return bool(await self._authenticate(user, password))
+        if self._credentials is None:
+            return True
+        expected = self._credentials.get(user)
+        # Compare in constant time, even for unknown users, so timing does not reveal which exist.
+        candidate = password.encode()
+        if expected is None:
+            hmac.compare_digest(candidate, candidate)
+            return False
+        return hmac.compare_digest(candidate, expected.encode())
+
+    async def _login(self, session: ServedSession, msg: LoginRequest) -> LoginAccepted | LoginRejected:
+        if not await self._check_credentials(msg.user, msg.password):
+            self._logins_rejected += 1
+            log.warning("%s> login refused: bad credentials for user %r", session.session_id, msg.user)
+            return LoginRejected(LoginRejectReason.NOT_AUTHORIZED)
+        if self._ended or (msg.session and msg.session != self.session):
+            self._logins_rejected += 1
+            why = "the session has ended" if self._ended else f"no session {msg.session!r}"
+            log.warning("%s> login refused: %s", session.session_id, why)
+            return LoginRejected(LoginRejectReason.SESSION_NOT_AVAILABLE)
+        stream = self._stream_for(msg.user)
+        last = stream.store.last_sequence
+        requested = int(msg.sequence)
+        start = last + 1 if requested == 0 or requested > last + 1 else requested
+        session.stream = stream
+        session.user = msg.user
+        self._logins_accepted += 1
+        return LoginAccepted(self.session, start)
+
+    async def _on_unsequenced(self, session: ServedSession, data: bytes) -> None:
+        handler = self.on_unsequenced
+        if handler is None:
+            return
+        result = handler(session, data)
+        if inspect.isawaitable(result):
+            await result
+
+    # ------------------------------------------------------------------ observability
+
+    @property
+    def clients(self) -> list[ServedSession]:
+        """Logged-in client sessions."""
+        return [s for s in self._sessions if s.stream is not None and not s.is_closed()]
+
+    def stats(self) -> dict[str, Any]:
+        """Server counters: connections, logins, drops, messages and bytes sent, per-client stats."""
+        clients = [s.stats() for s in self.clients]
+        return {
+            "session": self.session,
+            "connected": len(self._sessions),
+            "logged_in": len(clients),
+            "connections_total": self._connections_total,
+            "connections_refused": self._refused_connections,
+            "logins_accepted": self._logins_accepted,
+            "logins_rejected": self._logins_rejected,
+            "drops": self._drops,
+            "streams": {name or "*": s.store.last_sequence for name, s in self._streams.items()},
+            "messages_sent": sum(c.messages_sent for c in clients),
+            "bytes_sent": sum(c.bytes_sent for c in clients),
+            "clients": clients,
+        }
+
+
+def _refuse(transport: asyncio.Transport) -> None:
+    transport.abort()

@@ -1,0 +1,505 @@
+"""A subscriber that never loses or repeats a message: reconnect, resume, fail over, iterate.
+
+:func:`subscribe` logs in and yields every message of a SoupBinTCP session exactly once, in
+order, across any number of dropped connections, silent servers and refused connects: it logs in
+again, with bounded and jittered backoff, at the next expected sequence number, to the same
+address or the next one in its list.
+
+Where recovery stops, it says so instead of retrying:
+
+* bad credentials (Login Rejected ``A``) raise :class:`LoginRejectedError` at once;
+* a server whose session name changed (Login Rejected ``S`` for our session, or a different name
+  accepted) raises :class:`SessionChangedError` rather than mix two sessions;
+* End of Session ends the iteration cleanly (``subscriber.end_of_session`` is True);
+* ``max_attempts`` failed attempts in a row, or ``max_downtime`` seconds disconnected, raise
+  :class:`SubscriberGaveUp` with the last error.
+
+Messages the server sends again after a resume (a server that restarted behind us) are dropped
+by sequence number, so the iterator never repeats one; a server that resumes *ahead* of us would
+leave a gap, which raises :class:`SequenceGapError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+import attrs
+
+from nasdaq_protocols.common.errors import CloseReason
+
+from .core import Debug, LoginRejectReason, SequencedData, SoupMessage
+from .errors import ConnectError, LoginRejectedError, SessionClosedError, SoupError
+from .session import SoupClientSession, connect_async
+from .sync import _LoopThread
+
+__all__ = [
+    "NotConnectedError",
+    "SequenceGapError",
+    "SessionChangedError",
+    "Subscriber",
+    "SubscriberGaveUp",
+    "SubscriberStats",
+    "SyncSubscriber",
+    "subscribe",
+    "subscribe_sync",
+]
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+Hook = Callable[..., Any]
+
+
+class NotConnectedError(SessionClosedError):
+    """``send_unseq_data`` while disconnected: unsequenced data is never queued silently."""
+
+
+class SessionChangedError(SoupError):
+    """The server now serves a different session than the one this subscriber followed."""
+
+
+class SequenceGapError(SoupError):
+    """The server resumed after the next expected sequence number: messages would be missing."""
+
+
+class SubscriberGaveUp(SoupError, ConnectionError):
+    """Reconnecting failed ``max_attempts`` times in a row, or for longer than ``max_downtime``."""
+
+
+@attrs.define
+class SubscriberStats:
+    """What a monitoring tool shows of a subscriber."""
+
+    messages: int = 0
+    unsequenced: int = 0
+    bytes: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    duplicates_dropped: int = 0
+    disconnected_seconds: float = 0.0
+
+
+class Subscriber:
+    """Resilient SoupBinTCP subscriber; create it with :func:`subscribe`.
+
+    An async context manager and async iterator over the session's messages:
+    :class:`SequencedData` (each with ``.sequence``) and the server's :class:`UnSequencedData`.
+    """
+
+    def __init__(
+        self,
+        remote: Address | Sequence[Address],
+        user: str,
+        passwd: str,
+        session_id: str = "",
+        sequence: int = 1,
+        *,
+        client_heartbeat_interval: float = 1.0,
+        server_heartbeat_interval: float = 1.0,
+        connect_timeout: float = 5.0,
+        login_timeout: float = 10.0,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 5.0,
+        backoff_jitter: float = 0.5,
+        max_attempts: int | None = None,
+        max_downtime: float | None = None,
+        buffer_size: int = 65536,
+        on_connect: Hook | None = None,
+        on_disconnect: Hook | None = None,
+        on_resume: Hook | None = None,
+        ssl: Any = None,
+    ) -> None:
+        self.remotes: list[Address] = _addresses(remote)
+        self.user = user
+        self._password = passwd
+        #: Session name: as requested, then as the server named it at the first login.
+        self.session = session_id
+        self._requested_sequence = sequence
+        #: Sequence number of the next Sequenced Data to deliver (0 until known, with sequence=0).
+        self.next_sequence = sequence
+        self.client_heartbeat_interval = client_heartbeat_interval
+        self.server_heartbeat_interval = server_heartbeat_interval
+        self.connect_timeout = connect_timeout
+        self.login_timeout = login_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.backoff_jitter = backoff_jitter
+        self.max_attempts = max_attempts
+        self.max_downtime = max_downtime
+        self.buffer_size = buffer_size
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.on_resume = on_resume
+        self._ssl = ssl
+        self.stats = SubscriberStats()
+        self.end_of_session = False
+        #: The address of the current (or last) connection.
+        self.address: Address | None = None
+        self._remote_index = 0
+        self._session: SoupClientSession | None = None
+        self._buffer: collections.deque[SoupMessage] = collections.deque()
+        self._readable: asyncio.Event | None = None
+        self._space: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._finished = False
+        self._closing = False
+        self._disconnected_since: float | None = time.monotonic()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def connected(self) -> bool:
+        """True while logged in to a server."""
+        return self._session is not None and not self._session.is_closed()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> Subscriber:
+        """Log in (retrying as configured) and start receiving. Returns self.
+
+        Raises:
+            LoginRejectedError: bad credentials (at once, no retry).
+            SessionChangedError, SubscriberGaveUp: as described in the module docstring.
+        """
+        if self._task is not None:
+            return self
+        self._readable = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        first_login: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run(first_login), name=f"subscriber:{self.user}")
+        try:
+            await asyncio.shield(first_login)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def close(self) -> None:
+        """Log out and stop. Iteration ends after the messages already received. Idempotent."""
+        self._closing = True
+        session = self._session
+        if session is not None and not session.is_closed():
+            session.logout()
+            await session.wait_closed()
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            try:
+                await task
+            except BaseException:  # noqa: S110 - cancelled on purpose, errors already stored
+                pass
+        self._finish()
+
+    async def __aenter__(self) -> Subscriber:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ iteration
+
+    def __aiter__(self) -> AsyncIterator[SoupMessage]:
+        return self
+
+    async def __anext__(self) -> SoupMessage:
+        buffer = self._buffer
+        while not buffer:
+            if self._finished or self._error is not None:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    self._finished = True
+                    raise error
+                raise StopAsyncIteration
+            if self._task is None:
+                await self.start()
+                continue
+            assert self._readable is not None
+            self._readable.clear()
+            await self._readable.wait()
+        message = buffer.popleft()
+        if len(buffer) < self.buffer_size // 2 and self._space is not None and not self._space.is_set():
+            self._space.set()
+        return message
+
+    async def receive(self, timeout: float | None = None) -> SoupMessage:
+        """The next message (``None``-free): ``await sub.receive(timeout=1)``.
+
+        Raises:
+            TimeoutError: nothing within ``timeout`` seconds.
+            StopAsyncIteration: the stream ended (End of Session or closed).
+        """
+        try:
+            return await asyncio.wait_for(self.__anext__(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no message within {timeout:g} s") from None
+
+    # ------------------------------------------------------------------ sending
+
+    def send_unseq_data(self, data: bytes) -> None:
+        """Send Unsequenced Data on the current connection.
+
+        Raises:
+            NotConnectedError: disconnected right now (unsequenced data is best-effort by the
+                spec, so it is never queued for later).
+        """
+        session = self._session
+        if session is None or session.is_closed():
+            raise NotConnectedError("not connected: unsequenced data is not queued while disconnected")
+        session.send_unseq_data(data)
+
+    # ------------------------------------------------------------------ the connection loop
+
+    async def _run(self, first_login: asyncio.Future[None]) -> None:
+        failures = 0
+        try:
+            while not self._closing and not self.end_of_session:
+                address = self.remotes[self._remote_index % len(self.remotes)]
+                try:
+                    session = await self._connect(address)
+                except (ConnectError, LoginRejectedError) as exc:
+                    if isinstance(exc, LoginRejectedError) and exc.reason is not None:
+                        raise self._login_refusal(exc) from exc
+                    failures += 1
+                    self._check_give_up(failures, exc)
+                    log.info("%s: cannot log in at %s:%d: %s", self.user, *address, exc)
+                    self._remote_index += 1
+                    await asyncio.sleep(self._backoff(failures))
+                    continue
+                failures = 0
+                if not first_login.done():
+                    first_login.set_result(None)
+                reason = await session.wait_closed()
+                self._session = None
+                self._disconnected_since = time.monotonic()
+                await self._call_hook(self.on_disconnect, self, reason)
+                if reason is CloseReason.END_OF_SESSION:
+                    self.end_of_session = True
+                    log.info("%s: end of session %r after sequence %d", self.user, self.session, self.next_sequence - 1)
+                    break
+                if self._closing:
+                    break
+                log.info("%s: disconnected from %s:%d (%s); resuming at %d", self.user, *address,
+                         reason.value, self.next_sequence)
+                if reason in (CloseReason.PEER_CLOSED, CloseReason.TIMEOUT, CloseReason.PROTOCOL_ERROR):
+                    self._remote_index += 1 if len(self.remotes) > 1 and reason is not CloseReason.PEER_CLOSED else 0
+                await asyncio.sleep(self._backoff(1))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._error = exc
+            if not first_login.done():
+                first_login.set_exception(exc)
+        finally:
+            if not first_login.done():
+                first_login.set_exception(ConnectError("subscriber stopped before logging in"))
+            self._finish()
+
+    def _login_refusal(self, exc: LoginRejectedError) -> SoupError:
+        if exc.reason is LoginRejectReason.SESSION_NOT_AVAILABLE and self.stats.connects:
+            return SessionChangedError(
+                f"the server no longer serves session {self.session!r} (Login Rejected 'S'); "
+                f"not mixing two sessions"
+            )
+        return exc
+
+    async def _connect(self, address: Address) -> SoupClientSession:
+        sequence = self.next_sequence
+        session = await connect_async(
+            address,
+            self.user,
+            self._password,
+            self.session,
+            sequence,
+            on_msg_coro=self._on_message,
+            client_heartbeat_interval=self.client_heartbeat_interval,
+            server_heartbeat_interval=self.server_heartbeat_interval,
+            connect_timeout=self.connect_timeout,
+            login_timeout=self.login_timeout,
+            ssl=self._ssl,
+        )
+        accepted = session.login_accepted
+        assert accepted is not None
+        if self.session and accepted.session_id != self.session:
+            session.logout()
+            raise SessionChangedError(
+                f"the server at {address[0]}:{address[1]} serves session {accepted.session_id!r},"
+                f" not {self.session!r}; not mixing two sessions"
+            )
+        if sequence and accepted.sequence > sequence:
+            session.logout()
+            raise SequenceGapError(
+                f"the server at {address[0]}:{address[1]} resumes at {accepted.sequence},"
+                f" after the next expected {sequence}: messages {sequence}..{accepted.sequence - 1} are missing"
+            )
+        resumed = self.stats.connects > 0
+        self.session = accepted.session_id
+        if not sequence:
+            self.next_sequence = accepted.sequence
+        self._session = session
+        self.address = address
+        self.stats.connects += 1
+        if self._disconnected_since is not None:
+            if resumed:
+                self.stats.disconnected_seconds += time.monotonic() - self._disconnected_since
+            self._disconnected_since = None
+        await self._call_hook(self.on_connect, self, address)
+        if resumed:
+            self.stats.reconnects += 1
+            log.info("%s: resumed at %s:%d from sequence %d, no gap", self.user, *address, self.next_sequence)
+            await self._call_hook(self.on_resume, self, self.next_sequence)
+        return session
+
+    async def _on_message(self, message: SoupMessage) -> None:
+        if message.__class__ is SequencedData:
+            sequence = message.sequence  # type: ignore[attr-defined]
+            if sequence < self.next_sequence:
+                self.stats.duplicates_dropped += 1
+                return
+            self.next_sequence = sequence + 1
+            self.stats.messages += 1
+            self.stats.bytes += len(message.data)  # type: ignore[attr-defined]
+        elif isinstance(message, Debug):
+            log.info("%s: server debug: %s", self.user, message.msg)
+            return
+        else:
+            self.stats.unsequenced += 1
+        buffer = self._buffer
+        buffer.append(message)
+        if len(buffer) == 1:
+            self._readable.set()  # type: ignore[union-attr]
+        if len(buffer) >= self.buffer_size:
+            space = self._space
+            assert space is not None
+            space.clear()
+            await space.wait()  # the session pauses reading meanwhile
+
+    def _check_give_up(self, failures: int, exc: BaseException) -> None:
+        if self.max_attempts is not None and failures >= self.max_attempts:
+            raise SubscriberGaveUp(f"gave up after {failures} failed attempts; last: {exc}") from exc
+        if self.max_downtime is not None and self._disconnected_since is not None:
+            down = time.monotonic() - self._disconnected_since
+            if down > self.max_downtime:
+                raise SubscriberGaveUp(f"gave up after {down:.1f} s disconnected; last: {exc}") from exc
+
+    def _backoff(self, failures: int) -> float:
+        delay = min(self.backoff_max, self.backoff_initial * (2 ** max(0, failures - 1)))
+        return delay * (1 - self.backoff_jitter * random.random())
+
+    async def _call_hook(self, hook: Hook | None, *args: Any) -> None:
+        if hook is None:
+            return
+        try:
+            result = hook(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            log.error("%s: hook %r raised %r", self.user, hook, exc, exc_info=exc)
+
+    def _finish(self) -> None:
+        if self._task is not None and not self._task.done() and self._task is not asyncio.current_task():
+            return
+        self._finished = True
+        if self._readable is not None:
+            self._readable.set()
+
+
+def _addresses(remote: Address | Sequence[Address]) -> list[Address]:
+    if isinstance(remote, tuple) and len(remote) == 2 and isinstance(remote[1], int):
+        return [(str(remote[0]), remote[1])]
+    addresses = [(str(host), int(port)) for host, port in remote]  # type: ignore[misc]
+    if not addresses:
+        raise ValueError("no address to subscribe to")
+    return addresses
+
+
+def subscribe(
+    remote: Address | Sequence[Address],
+    user: str,
+    passwd: str,
+    session_id: str = "",
+    sequence: int = 1,
+    **options: Any,
+) -> Subscriber:
+    """A resilient subscriber: ``async with subscribe(...) as sub: async for msg in sub: ...``.
+
+    Args:
+        remote: ``(host, port)``, or a list of them to fail over between.
+        user, passwd: credentials.
+        session_id: session to follow (``''``: the server's current one, then kept).
+        sequence: first sequence number wanted (``0``: only new messages).
+        options: keyword options of :class:`Subscriber` (heartbeats, backoff, caps, hooks, ssl).
+    """
+    return Subscriber(remote, user, passwd, session_id, sequence, **options)
+
+
+class SyncSubscriber:
+    """Blocking counterpart of :class:`Subscriber`: ``for msg in subscribe_sync(...)``."""
+
+    def __init__(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
+        self._runner = _LoopThread(f"subscriber-{subscriber.user}")
+        try:
+            self._runner.run(subscriber.start())
+        except BaseException:
+            self._runner.stop()
+            raise
+
+    def __iter__(self) -> Iterator[SoupMessage]:
+        return self
+
+    def __next__(self) -> SoupMessage:
+        try:
+            return self._runner.run(self.subscriber.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def receive(self, timeout: float | None = None) -> SoupMessage:
+        """The next message; ``TimeoutError`` after ``timeout`` seconds."""
+        return self._runner.run(self.subscriber.receive(timeout))
+
+    def send_unseq_data(self, data: bytes) -> None:
+        """Send Unsequenced Data; ``NotConnectedError`` while disconnected."""
+
+        async def send() -> None:
+            self.subscriber.send_unseq_data(data)
+
+        self._runner.run(send())
+
+    def close(self) -> None:
+        """Log out and stop the background loop."""
+        if self._runner.loop.is_closed():
+            return
+        try:
+            self._runner.run(self.subscriber.close(), timeout=10)
+        finally:
+            self._runner.stop()
+
+    def __enter__(self) -> SyncSubscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.subscriber, name)
+
+
+def subscribe_sync(
+    remote: Address | Sequence[Address],
+    user: str,
+    passwd: str,
+    session_id: str = "",
+    sequence: int = 1,
+    **options: Any,
+) -> SyncSubscriber:
+    """Blocking :func:`subscribe`: ``with subscribe_sync(...) as sub: for msg in sub: ...``."""
+    return SyncSubscriber(Subscriber(remote, user, passwd, session_id, sequence, **options))
