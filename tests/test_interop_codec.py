@@ -9,6 +9,7 @@ module for all packets.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ from nasdaq_protocols.soup import (
     SoupMessage,
     UnSequencedData,
 )
-from peers import PeerSetupError, run_reference_program
+from peers import reference_python, require_peer, run_reference_program
 
 pytestmark = pytest.mark.interop
 
@@ -80,33 +81,36 @@ def our_bytes(msg: SoupMessage) -> bytes:
     return packet
 
 
-@pytest.fixture(scope="module")
-def reference() -> dict[str, Any]:
-    """The reference's answers: ``decoded`` (ours, then the 4.1 login) and ``encoded`` (MESSAGES)."""
+@functools.cache
+def _ask_reference() -> dict[str, Any]:
     request = {
         "decode": [our_bytes(msg).hex() for _, msg in MESSAGES] + [our_bytes(LOGIN_REQUEST_41).hex()],
         "encode": [fields(msg) for _, msg in MESSAGES],
     }
-    try:
-        answer = run_reference_program("ref_codec.py", input_json=request)
-    except PeerSetupError as exc:
-        pytest.fail(f"reference implementation unavailable: {exc}", pytrace=False)
+    answer: dict[str, Any] = run_reference_program("ref_codec.py", input_json=request)
     assert answer["reference"] == "1.3.0"
     assert len(answer["decoded"]) == len(MESSAGES) + 1
     assert len(answer["encoded"]) == len(MESSAGES)
     return answer
 
 
-@pytest.mark.parametrize("index", range(len(MESSAGES)), ids=IDS)
-def test_reference_decodes_what_we_encode(reference: dict[str, Any], index: int) -> None:
-    _, msg = MESSAGES[index]
-    assert reference["decoded"][index] == fields(msg)
+def reference() -> dict[str, Any]:
+    """The reference's answers (asked once per run, from a test body so that a missing reference
+    fails the test): ``decoded`` (ours, then the 4.1 login) and ``encoded`` (MESSAGES)."""
+    require_peer(reference_python)
+    return _ask_reference()
 
 
 @pytest.mark.parametrize("index", range(len(MESSAGES)), ids=IDS)
-def test_we_decode_what_the_reference_encodes(reference: dict[str, Any], index: int) -> None:
+def test_reference_decodes_what_we_encode(index: int) -> None:
     _, msg = MESSAGES[index]
-    encoded = reference["encoded"][index]
+    assert reference()["decoded"][index] == fields(msg)
+
+
+@pytest.mark.parametrize("index", range(len(MESSAGES)), ids=IDS)
+def test_we_decode_what_the_reference_encodes(index: int) -> None:
+    _, msg = MESSAGES[index]
+    encoded = reference()["encoded"][index]
     assert isinstance(encoded, str), f"the reference could not encode {msg!r}: {encoded}"
     packet = bytes.fromhex(encoded)
     length, decoded = SoupMessage.from_bytes(packet)
@@ -117,9 +121,9 @@ def test_we_decode_what_the_reference_encodes(reference: dict[str, Any], index: 
 
 
 @pytest.mark.parametrize("index", range(len(MESSAGES)), ids=IDS)
-def test_reference_bytes_differ_from_ours_only_in_padding(reference: dict[str, Any], index: int) -> None:
+def test_reference_bytes_differ_from_ours_only_in_padding(index: int) -> None:
     _, msg = MESSAGES[index]
-    theirs = bytes.fromhex(reference["encoded"][index])
+    theirs = bytes.fromhex(reference()["encoded"][index])
     ours = our_bytes(msg)
     if isinstance(msg, LoginRequest | LoginAccepted):
         # Same length and type; the fields only moved within their padding.
@@ -129,13 +133,13 @@ def test_reference_bytes_differ_from_ours_only_in_padding(reference: dict[str, A
         assert theirs == ours
 
 
-def test_reference_uses_the_left_justified_layout(reference: dict[str, Any]) -> None:
+def test_reference_uses_the_left_justified_layout() -> None:
     """Guards the point of the reverse direction: the reference really writes the other layout."""
     index = IDS.index("login-accepted")
-    assert bytes.fromhex(reference["encoded"][index]) == b"\x00\x1fAINTEROP   1" + b" " * 19
+    assert bytes.fromhex(reference()["encoded"][index]) == b"\x00\x1fAINTEROP   1" + b" " * 19
     assert our_bytes(LoginAccepted("INTEROP", 1)) == b"\x00\x1fA   INTEROP" + b" " * 19 + b"1"
 
 
-def test_reference_reads_only_the_40_login_request(reference: dict[str, Any]) -> None:
+def test_reference_reads_only_the_40_login_request() -> None:
     """Why we emit the 46-byte 4.0 Login Request unless asked: a strict 4.0 reader rejects 4.1."""
-    assert "error" in reference["decoded"][len(MESSAGES)]
+    assert "error" in reference()["decoded"][len(MESSAGES)]

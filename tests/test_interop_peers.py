@@ -2,23 +2,23 @@
 
 Each test runs one scenario client (``tests/peers``: the reference nasdaq-protocols 1.3.0 or npm
 soupbintcp 1.0.2) against one scenario server and checks the client's whole JSON result. If the
-peers cannot be installed (no network) these tests fail with the reason; they never skip.
+peers cannot be installed (no network) these tests fail with the reason; they never skip (the
+install happens in the test body, through ``require_peer``, so it is a failure, not a setup error).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from peers import (
     EXPECTED_CLIENT_RESULT,
-    PeerSetupError,
     assert_scenario_passed,
     npm_peer_dir,
     reference_python,
+    require_peer,
     run_peer_client,
     start_peer_server,
 )
@@ -26,25 +26,10 @@ from peers import (
 pytestmark = pytest.mark.interop
 
 
-@pytest.fixture(scope="session")
-def reference_venv_python() -> Path:
-    try:
-        return reference_python()
-    except PeerSetupError as exc:
-        pytest.fail(f"reference implementation unavailable: {exc}", pytrace=False)
-
-
-@pytest.fixture(scope="session")
-def npm_peer() -> Path:
-    try:
-        return npm_peer_dir()
-    except PeerSetupError as exc:
-        pytest.fail(f"npm soupbintcp unavailable: {exc}", pytrace=False)
-
-
-@pytest.fixture
-def peers_installed(reference_venv_python: Path, npm_peer: Path) -> None:
-    """Install both peers up front, so a missing network fails in setup with the reason."""
+def require_both_peers() -> None:
+    """Install both peers (once per run), failing the test with the reason if that is impossible."""
+    require_peer(reference_python)
+    require_peer(npm_peer_dir)
 
 
 # (server, client, echo_sequenced). The npm client cannot receive U, so it needs echo_sequenced.
@@ -58,9 +43,8 @@ PAIRS = [
 
 
 @pytest.mark.parametrize(("server_kind", "client_kind", "echo_sequenced"), PAIRS)
-def test_scenario_between_peers(
-    peers_installed: None, server_kind: str, client_kind: str, echo_sequenced: bool
-) -> None:
+def test_scenario_between_peers(server_kind: str, client_kind: str, echo_sequenced: bool) -> None:
+    require_both_peers()
     with start_peer_server(server_kind, echo_sequenced=echo_sequenced) as server:
         assert server.port > 0
         result = run_peer_client(client_kind, server.host, server.port, echo_sequenced=echo_sequenced)
@@ -77,7 +61,8 @@ def test_expected_result_is_the_documented_scenario() -> None:
     assert EXPECTED_CLIENT_RESULT["resume"]["messages"] == [f"msg-{n}" for n in range(51, 101)]
 
 
-def test_reference_lives_outside_our_venv(reference_venv_python: Path) -> None:
+def test_reference_lives_outside_our_venv() -> None:
+    reference_venv_python = require_peer(reference_python)
     with pytest.raises(importlib.metadata.PackageNotFoundError):
         importlib.metadata.distribution("nasdaq-protocols")
     version = subprocess.run(

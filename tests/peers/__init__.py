@@ -67,10 +67,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "CLIENT_TIMEOUT",
@@ -92,6 +92,7 @@ __all__ = [
     "client_command",
     "npm_peer_dir",
     "reference_python",
+    "require_peer",
     "run_client_process",
     "run_peer_client",
     "run_reference_program",
@@ -100,6 +101,8 @@ __all__ = [
     "start_server_process",
     "stream_message",
 ]
+
+T = TypeVar("T")
 
 PEERS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PEERS_DIR.parents[1]
@@ -365,6 +368,22 @@ def npm_peer_dir() -> Path:
     return _cached_setup("npm", _install_npm_peer)
 
 
+def require_peer(install: Callable[[], T]) -> T:
+    """Call ``install`` (e.g. :func:`reference_python`) from a test *body*, failing the test on
+    :class:`PeerSetupError`: a missing peer is a failure with the reason, never a skip.
+
+    (In a fixture the same ``pytest.fail`` would report an error at setup instead.)
+    """
+    import pytest
+
+    try:
+        return install()
+    except PeerSetupError as exc:
+        reason = str(exc)
+    # Outside the except block, so the report shows the reason once, without a chained traceback.
+    pytest.fail(f"interop peer unavailable: {reason}", pytrace=False)
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -540,8 +559,8 @@ def start_server_process(
     got_line.wait(timeout)
     line = first_line[0].decode(errors="replace").strip() if first_line else ""
     if not line.isdigit():
-        server.stop()
         reason = f"printed {line!r}" if first_line else f"printed nothing in {timeout:.0f} s"
+        server.stop()
         raise PeerError(
             f"server {name} {reason} instead of its port (exit code {process.returncode});"
             f" command {' '.join(argv)}\n--- its stderr ---\n{server.output()}"

@@ -474,6 +474,12 @@ class AsyncSession(asyncio.Protocol):
             if self._closed_waiter is not None and not self._closed_waiter.done():
                 self._closed_waiter.set_result(None)
 
+    def abort(self, detail: str = "connection aborted") -> None:
+        """Drop the connection at once, unflushed and without a goodbye (as a network failure would)."""
+        if self._transport is not None and not self._closing:
+            self._transport.abort()
+        self.initiate_close(CloseReason.LOCAL_CLOSE, detail)
+
     async def close(self) -> None:
         """Close the session and wait until ``on_close_coro`` has run. Idempotent."""
         self.initiate_close(CloseReason.LOCAL_CLOSE)

@@ -243,7 +243,8 @@ class SoupClientSession(SoupSession):
         if isinstance(reply, LoginRejected):
             await self.wait_closed()
             raise LoginRejectedError(
-                f"{self.session_id}> login rejected: {reply.reason.name} ({reply.reason.value!r})",
+                f"login rejected by {self.session_id.host}:{self.session_id.port}:"
+                f" {reply.reason.name.lower().replace('_', ' ')} ({reply.reason.value})",
                 reply.reason,
                 CloseReason.LOGIN_REJECTED,
             )

@@ -61,6 +61,7 @@ journal (``readonly=True``) while one process writes it; a second writer is refu
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -146,7 +147,7 @@ class FileRange(NamedTuple):
     #: Bytes to send.
     length: int
     #: Messages those bytes hold.
-    count: int
+    messages: int
 
 
 @runtime_checkable
@@ -606,7 +607,7 @@ class FileStore(_PacketLog):
         r.length)``. The bytes are those of ``read_packets(start, max_bytes)``.
 
         Returns:
-            A :class:`FileRange` ``(fd, offset, length, count)``; ``length`` and ``count`` are 0
+            A :class:`FileRange` ``(fd, offset, length, messages)``; ``length`` and ``messages`` are 0
             when ``start > last_sequence``.
 
         Raises:
@@ -789,10 +790,8 @@ class FileStore(_PacketLog):
                 os.fdatasync(self._fd)
                 _sync_directory(self.path)
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
-            except OSError:
-                pass
             raise self._os_error(exc, "cannot create journal") from exc
         logger.info("created journal %s for session %r", self.path, self._session)
 
@@ -949,10 +948,8 @@ class FileStore(_PacketLog):
             logger.warning(
                 "journal %s: cannot save index file (%s); it will be rebuilt on open", self.path, exc
             )
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(temporary)
-            except OSError:
-                pass
             return
         self._index_file_count = self._count
 

@@ -186,6 +186,8 @@ class Subscriber:
     async def close(self) -> None:
         """Log out and stop. Iteration ends after the messages already received. Idempotent."""
         self._closing = True
+        if self._space is not None:
+            self._space.set()  # a delivery waiting for buffer space would hold up the logout
         session = self._session
         if session is not None and not session.is_closed():
             session.logout()
@@ -376,7 +378,7 @@ class Subscriber:
         buffer.append(message)
         if len(buffer) == 1:
             self._readable.set()  # type: ignore[union-attr]
-        if len(buffer) >= self.buffer_size:
+        if len(buffer) >= self.buffer_size and not self._closing:
             space = self._space
             assert space is not None
             space.clear()
