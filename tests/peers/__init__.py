@@ -447,6 +447,7 @@ class PeerServer:
         self._log_path = log_path
         self._log_text: str | None = None
         self._stdout_lines: list[str] = []
+        self._stdout_reader: threading.Thread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -483,6 +484,9 @@ class PeerServer:
                     break
                 except subprocess.TimeoutExpired:
                     continue
+        if self._stdout_reader is not None:
+            # The process is gone, so its stdout reaches EOF and the reader ends by itself.
+            self._stdout_reader.join(timeout=2.0)
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None:
                 with contextlib.suppress(OSError):
@@ -549,13 +553,19 @@ def start_server_process(
 
     def read_stdout() -> None:
         assert process.stdout is not None
-        first_line.append(process.stdout.readline())
-        got_line.set()
-        # Keep draining so a chatty server never blocks on a full pipe.
-        for line in process.stdout:
-            server._stdout_lines.append(line.decode(errors="replace"))
+        try:
+            first_line.append(process.stdout.readline())
+            got_line.set()
+            # Keep draining so a chatty server never blocks on a full pipe.
+            for line in process.stdout:
+                server._stdout_lines.append(line.decode(errors="replace"))
+        except (OSError, ValueError):  # the pipe was closed under us: the server is being stopped
+            pass
+        finally:
+            got_line.set()
 
-    threading.Thread(target=read_stdout, name=f"{name}-stdout", daemon=True).start()
+    server._stdout_reader = threading.Thread(target=read_stdout, name=f"{name}-stdout", daemon=True)
+    server._stdout_reader.start()
     got_line.wait(timeout)
     line = first_line[0].decode(errors="replace").strip() if first_line else ""
     if not line.isdigit():

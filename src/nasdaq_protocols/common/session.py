@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Protocol
@@ -40,7 +41,8 @@ QUEUE_LOW_WATER = 16384
 class Decoder(Protocol):
     """What a session needs of a sans-IO decoder (see ``soup.framing.SoupDecoder``)."""
 
-    error: Exception | None
+    @property
+    def error(self) -> Exception | None: ...
 
     def feed(self, data: bytes) -> list[Any]: ...
 
@@ -113,6 +115,7 @@ class AsyncSession(asyncio.Protocol):
         self._queue_waiter: asyncio.Future[None] | None = None
         self._backlog: collections.deque[Any] = collections.deque()
         self._dispatch_task: asyncio.Task[None] | None = None
+        self._callback_broken = False  # the callback raised: deliver nothing more
         self._read_pauses = 0  # reasons reading is paused (backlog, queue): resume at 0
         # flow control
         self._write_paused = False
@@ -123,6 +126,7 @@ class AsyncSession(asyncio.Protocol):
         self._send_interval: float | None = None
         self._receive_timeout: float | None = None
         self._receive_timeout_reason = CloseReason.TIMEOUT
+        self._receive_timeout_armed_at = 0.0
         self._send_timer: asyncio.TimerHandle | None = None
         self._receive_timer: asyncio.TimerHandle | None = None
         # counters
@@ -255,10 +259,21 @@ class AsyncSession(asyncio.Protocol):
         self._send_interval = send_interval
         self._receive_timeout = receive_timeout
         self._receive_timeout_reason = timeout_reason
+        self._receive_timeout_armed_at = loop.time()
         if send_interval:
             self._send_timer = loop.call_at(self._last_sent + send_interval, self._on_send_timer)
         if receive_timeout:
-            self._receive_timer = loop.call_at(self._last_received + receive_timeout, self._on_receive_timer)
+            self._receive_timer = loop.call_at(
+                self._receive_timeout_since() + receive_timeout, self._on_receive_timer
+            )
+
+    def _receive_timeout_since(self) -> float:
+        # A login timeout is a deadline counted from when it was armed (the connection):
+        # heartbeats or Debug packets sent instead of a Login Request must not extend it.
+        # Every other receive timeout counts silence, from the last byte received.
+        if self._receive_timeout_reason is CloseReason.LOGIN_TIMEOUT:
+            return self._receive_timeout_armed_at
+        return self._last_received
 
     def _cancel_timers(self) -> None:
         if self._send_timer is not None:
@@ -286,7 +301,8 @@ class AsyncSession(asyncio.Protocol):
             return
         loop = self._loop
         assert loop is not None
-        silent_for = loop.time() - self._last_received
+        since = self._receive_timeout_since()
+        silent_for = loop.time() - since
         if silent_for >= timeout:
             if self._receive_timeout_reason is CloseReason.LOGIN_TIMEOUT:
                 detail = f"no Login Request within {timeout:g} s"
@@ -295,7 +311,7 @@ class AsyncSession(asyncio.Protocol):
             self.log.warning("%s> %s", self.session_id, detail)
             self.initiate_close(self._receive_timeout_reason, detail)
             return
-        self._receive_timer = loop.call_at(self._last_received + timeout, self._on_receive_timer)
+        self._receive_timer = loop.call_at(since + timeout, self._on_receive_timer)
 
     # ------------------------------------------------------------------ delivery
 
@@ -317,6 +333,8 @@ class AsyncSession(asyncio.Protocol):
         if not self._dispatching:
             self._enqueue(message)
             return
+        if self._callback_broken:
+            return
         if self._dispatch_task is not None:
             self._backlog.append(message)
             return
@@ -333,7 +351,8 @@ class AsyncSession(asyncio.Protocol):
         # The callback suspended: a task finishes it, later messages wait in the backlog.
         self._pause_reading()
         self._dispatch_task = self._loop.create_task(  # type: ignore[union-attr]
-            self._finish_dispatch(_Resume(coroutine, first)), name=f"dispatch:{self.session_id}"
+            self._finish_dispatch(_Resume(coroutine, first)),  # type: ignore[arg-type]
+            name=f"dispatch:{self.session_id}",
         )
 
     async def _finish_dispatch(self, suspended: _Resume) -> None:
@@ -352,6 +371,8 @@ class AsyncSession(asyncio.Protocol):
             self._resume_reading()
 
     def _callback_failed(self, exc: Exception) -> None:
+        # The rest of the batch being decoded must not reach a callback that just failed.
+        self._callback_broken = True
         self.log.error("%s> message callback raised %r; closing", self.session_id, exc, exc_info=exc)
         self.initiate_close(CloseReason.APPLICATION_ERROR, f"message callback raised {exc!r}")
 
@@ -457,10 +478,8 @@ class AsyncSession(asyncio.Protocol):
     async def _finish_close(self) -> None:
         dispatch = self._dispatch_task
         if dispatch is not None and dispatch is not asyncio.current_task():
-            try:
+            with contextlib.suppress(BaseException):  # its failure was already reported
                 await asyncio.shield(dispatch)
-            except BaseException:  # noqa: S110 - its failure was already reported
-                pass
         self._closed = True
         waiter = self._queue_waiter
         if waiter is not None and not waiter.done():

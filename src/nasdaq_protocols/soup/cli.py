@@ -29,7 +29,7 @@ import click
 
 from nasdaq_protocols import __version__
 
-from .core import SequencedData, SoupMessage, UnSequencedData
+from .core import SequencedData, SoupMessage
 from .errors import SoupError
 from .framing import SoupDecoder
 from .server import SoupServer
@@ -95,7 +95,7 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _Address(click.ParamType):
+class _Address(click.ParamType):  # type: ignore[type-arg]
     name = "HOST:PORT"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, int]:
@@ -112,7 +112,9 @@ ADDRESS = _Address()
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if verbose == 0:
         # Without -v a failure is one line from the command itself, not the library's log too.
         logging.getLogger("nasdaq_protocols").setLevel(logging.ERROR)
@@ -259,7 +261,9 @@ async def _demo(total: int, size: int) -> None:
             sequence = 0
             while sequence < total:
                 batch = min(500, total - sequence)
-                server.publish_many([b"%010d" % (sequence + i + 1) + b"." * (size - 10) for i in range(batch)])
+                server.publish_many(
+                    [b"%010d" % (sequence + i + 1) + b"." * (size - 10) for i in range(batch)]
+                )
                 sequence += batch
                 await asyncio.sleep(0)
 
@@ -320,15 +324,23 @@ def _credentials(user: str | None, password: str | None) -> dict[str, str] | Non
 
 
 @main.command()
-@click.option("--listen", type=ADDRESS, default="127.0.0.1:7000", show_default=True, help="Address to serve on.")
-@click.option("--journal", type=click.Path(dir_okay=True), help="Journal file (a folder with --per-user); memory if absent.")
+@click.option(
+    "--listen", type=ADDRESS, default="127.0.0.1:7000", show_default=True, help="Address to serve on."
+)
+@click.option(
+    "--journal",
+    type=click.Path(dir_okay=True),
+    help="Journal file (a folder with --per-user); memory if absent.",
+)
 @click.option("--session", help="Session name (default: the journal's, else SESSION).")
 @click.option("--user", help="Username clients must log in with (any login when absent).")
 @click.option("--password", help="Password clients must log in with.")
 @click.option("--stdin", "from_stdin", is_flag=True, help="Publish each line of standard input as a message.")
 @click.option("--per-user", is_flag=True, help="A stream per username (order-entry style).")
 @click.option("--heartbeat", default=1.0, show_default=True, help="Server heartbeat interval, seconds.")
-@click.option("--client-timeout", default=15.0, show_default=True, help="Drop a client silent this long, seconds.")
+@click.option(
+    "--client-timeout", default=15.0, show_default=True, help="Drop a client silent this long, seconds."
+)
 @click.option("--login-timeout", default=30.0, show_default=True, help="Seconds a client has to log in.")
 @click.option(
     "--durability",
@@ -338,9 +350,13 @@ def _credentials(user: str | None, password: str | None) -> dict[str, str] | Non
     help="When a published message is durable.",
 )
 @click.option("--max-lag", type=int, help="Drop a client more than this many messages behind.")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve TLS with this certificate.")
+@click.option(
+    "--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve TLS with this certificate."
+)
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Private key of --tls-cert.")
-@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), help="Require client certificates from this CA.")
+@click.option(
+    "--tls-ca", type=click.Path(exists=True, dir_okay=False), help="Require client certificates from this CA."
+)
 def serve(
     listen: tuple[str, int],
     journal: str | None,
@@ -401,7 +417,8 @@ async def _serve(
             os.makedirs(journal, exist_ok=True)
 
             def store_factory(user: str) -> MessageStore:
-                return FileStore(os.path.join(journal, f"{user}.journal"), session=session, durability=durability)  # type: ignore[arg-type]
+                path = os.path.join(journal, f"{user}.journal")
+                return FileStore(path, session=session, durability=durability)  # type: ignore[arg-type]
     else:
         store = _open_store(journal, session, durability)
     server = SoupServer(
@@ -427,7 +444,10 @@ async def _serve(
     def describe() -> str:
         stats = server.stats()
         last = sum(stats["streams"].values())
-        return f"seq {last:,}  clients {stats['logged_in']}  sent {stats['messages_sent']:,}  {rate(last):,.0f} msg/s"
+        return (
+            f"seq {last:,}  clients {stats['logged_in']}  sent {stats['messages_sent']:,}"
+            f"  {rate(last):,.0f} msg/s"
+        )
 
     with _stop_on_signals(stop), _Progress(describe):
         reader = asyncio.create_task(_publish_stdin(server)) if from_stdin else None
@@ -449,7 +469,7 @@ async def _publish_stdin(server: SoupServer) -> None:
             break
         batch = [line.rstrip(b"\r\n") if line.endswith(b"\n") else line]
         # Take whatever else is already buffered, to publish it in one write.
-        while len(batch) < 1000 and b"\n" in reader._buffer:  # noqa: SLF001 - a cheap peek
+        while len(batch) < 1000 and b"\n" in reader._buffer:  # type: ignore[attr-defined]
             batch.append((await reader.readline()).rstrip(b"\r\n"))
         server.publish_many(batch)
         published += len(batch)
@@ -464,11 +484,19 @@ async def _publish_stdin(server: SoupServer) -> None:
 @click.option("--user", default="", help="Username.")
 @click.option("--password", default="", help="Password.")
 @click.option("--session", default="", help="Session to join (default: the current one).")
-@click.option("--sequence", default=1, show_default=True, help="First sequence number (0: only new messages).")
+@click.option(
+    "--sequence", default=1, show_default=True, help="First sequence number (0: only new messages)."
+)
 @click.option("--count", type=int, help="Exit after this many messages.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "hex"]), default="text", show_default=True)
-@click.option("--reconnect/--no-reconnect", default=True, show_default=True, help="Resume after a dropped connection.")
-@click.option("--heartbeat", default=1.0, show_default=True, help="Heartbeat interval, seconds (3x silence: reconnect).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "hex"]), default="text", show_default=True
+)
+@click.option(
+    "--reconnect/--no-reconnect", default=True, show_default=True, help="Resume after a dropped connection."
+)
+@click.option(
+    "--heartbeat", default=1.0, show_default=True, help="Heartbeat interval, seconds (3x silence: reconnect)."
+)
 @click.option("--tls", is_flag=True, help="Connect with TLS.")
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), help="CA to verify the server with.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Client certificate.")
@@ -533,15 +561,17 @@ async def _tail(
                         break
                     write(format_message(message, fmt) + "\n")
                     received += 1
-                    if not sub._buffer:  # noqa: SLF001 - flush when caught up, not per line
+                    if not sub._buffer:
                         sys.stdout.flush()
             finally:
                 stopper.cancel()
                 with contextlib.suppress(BrokenPipeError):
                     sys.stdout.flush()
     if sub.end_of_session:
-        click.echo(f"soup tail: end of session {sub.session!r} after sequence {sub.next_sequence - 1}", err=True)
-    elif not options.get("max_attempts") is None and count is not None and received < count:
+        click.echo(
+            f"soup tail: end of session {sub.session!r} after sequence {sub.next_sequence - 1}", err=True
+        )
+    elif options.get("max_attempts") is not None and count is not None and received < count:
         raise SoupError(f"connection lost after {received} messages")
 
 
@@ -652,7 +682,10 @@ async def _record(
 
     def describe() -> str:
         state = "connected" if sub.connected else "DISCONNECTED"
-        return f"recorded up to {position[0]:,}  {rate(position[0]):,.0f} msg/s  reconnects {sub.stats.reconnects}  {state}"
+        return (
+            f"recorded up to {position[0]:,}  {rate(position[0]):,.0f} msg/s"
+            f"  reconnects {sub.stats.reconnects}  {state}"
+        )
 
     def open_journal(name: str) -> MessageStore:
         return FileStore(journal, session=None if stored_session else name, durability=durability)  # type: ignore[arg-type]
@@ -675,7 +708,9 @@ async def _record(
 @click.argument("journal", type=click.Path(exists=True, dir_okay=False))
 @click.option("--from", "start", default=1, show_default=True, help="First sequence number to print.")
 @click.option("--count", type=int, help="Print at most this many messages.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "hex"]), default="text", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "hex"]), default="text", show_default=True
+)
 @click.option("--stats", is_flag=True, help="Summarise the journal instead of printing it.")
 def cat(journal: str, start: int, count: int | None, fmt: str, stats: bool) -> None:
     """Print a journal (also one another process is still writing), without changing it."""
@@ -746,8 +781,12 @@ def _cat_stats(store: FileStore) -> None:
 
 @main.command()
 @click.argument("upstream", type=ADDRESS)
-@click.option("--listen", type=ADDRESS, default="127.0.0.1:7001", show_default=True, help="Address to serve on.")
-@click.option("--journal", required=True, type=click.Path(dir_okay=False), help="Journal that buffers the stream.")
+@click.option(
+    "--listen", type=ADDRESS, default="127.0.0.1:7001", show_default=True, help="Address to serve on."
+)
+@click.option(
+    "--journal", required=True, type=click.Path(dir_okay=False), help="Journal that buffers the stream."
+)
 @click.option("--upstream-user", default="", help="Username for the upstream server.")
 @click.option("--upstream-password", default="", help="Password for the upstream server.")
 @click.option("--session", default="", help="Upstream session (default: its current one).")
@@ -773,8 +812,20 @@ def relay(
     durable buffer and fan-out). Sequence numbers and session name are the upstream's."""
     credentials = _credentials(user, password)
     options = _subscriber_options(heartbeat, True)
-    _run(_relay(upstream, listen, journal, upstream_user, upstream_password, session, credentials, heartbeat,
-                durability, options))
+    _run(
+        _relay(
+            upstream,
+            listen,
+            journal,
+            upstream_user,
+            upstream_password,
+            session,
+            credentials,
+            heartbeat,
+            durability,
+            options,
+        )
+    )
 
 
 async def _relay(
@@ -791,14 +842,16 @@ async def _relay(
 ) -> None:
     stored_session, last = _journal_position(journal)
     stop = asyncio.Event()
-    sub = subscribe(upstream, upstream_user, upstream_password, session or stored_session, last + 1, **options)
+    sub = subscribe(
+        upstream, upstream_user, upstream_password, session or stored_session, last + 1, **options
+    )
     servers: list[SoupServer] = []
 
     def open_and_serve(name: str) -> MessageStore:
         store = FileStore(journal, session=None if stored_session else name, durability=durability)  # type: ignore[arg-type]
         server = SoupServer(name, store=store, credentials=credentials, heartbeat_interval=heartbeat)
         servers.append(server)
-        return _RelayStore(store, server)
+        return _RelayStore(store, server)  # type: ignore[return-value]
 
     with _stop_on_signals(stop):
         async with sub:
@@ -806,7 +859,9 @@ async def _relay(
             store = open_and_serve(sub.session)
             await servers[0].start(*listen)
             host, port = servers[0].address
-            click.echo(f"soup relay: {upstream[0]}:{upstream[1]} -> {host}:{port}, session {sub.session!r}", err=True)
+            click.echo(
+                f"soup relay: {upstream[0]}:{upstream[1]} -> {host}:{port}, session {sub.session!r}", err=True
+            )
             await _copy_stream(sub, lambda name: store, lambda sequence: None, stop, None)
             if sub.end_of_session:
                 servers[0].end_session()

@@ -284,7 +284,9 @@ class SoupServer:
         if credentials is not None and authenticate is not None:
             raise ValueError("give credentials or authenticate, not both")
         self.per_user = per_user
-        self._shared_store = store if store is not None else (None if per_user else MemoryStore(session or ""))
+        self._shared_store = (
+            store if store is not None else (None if per_user else MemoryStore(session or ""))
+        )
         stored_name = self._shared_store.session if self._shared_store is not None else ""
         self.session = session or stored_name or "SESSION"
         if len(self.session) > 10 or not self.session.isascii():
@@ -302,7 +304,7 @@ class SoupServer:
         self._streams: dict[str, _Stream] = {}
         if self._shared_store is not None and not per_user:
             self._streams[""] = _Stream("", self._shared_store, self)
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._sessions: set[ServedSession] = set()
         self._ended = False
         # counters

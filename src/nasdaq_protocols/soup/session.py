@@ -24,7 +24,7 @@ import attrs
 
 from nasdaq_protocols.common import SessionId
 from nasdaq_protocols.common.errors import CloseReason
-from nasdaq_protocols.common.session import AsyncSession, OnCloseCoro, OnMsgCoro
+from nasdaq_protocols.common.session import AsyncSession, Decoder, OnCloseCoro, OnMsgCoro
 
 from .core import (
     ClientHeartbeat,
@@ -113,7 +113,7 @@ class SoupSession(AsyncSession, abc.ABC):
 
     SessionType: ClassVar[str] = "base"
     ROLE: ClassVar[Role] = Role.CLIENT
-    log: ClassVar[logging.Logger] = logging.getLogger(__name__)
+    log: logging.Logger = logging.getLogger(__name__)
 
     on_msg_coro: OnMsgCoro | None = None
     on_close_coro: OnCloseCoro | None = None
@@ -130,7 +130,7 @@ class SoupSession(AsyncSession, abc.ABC):
         self.state = State.CONNECTED
         self._init_async_session()
 
-    def _new_decoder(self) -> SoupDecoder:
+    def _new_decoder(self) -> Decoder:
         return SoupDecoder(self.max_packet_size)
 
     def _on_connected(self, transport: asyncio.Transport) -> None:
@@ -192,7 +192,7 @@ class SoupClientSession(SoupSession):
 
     SessionType: ClassVar[str] = "client"
     ROLE: ClassVar[Role] = Role.CLIENT
-    log: ClassVar[logging.Logger] = logging.getLogger(__name__ + ".client")
+    log: logging.Logger = logging.getLogger(__name__ + ".client")
 
     dispatch_on_connect: bool = False
 
@@ -302,7 +302,7 @@ class SoupClientSession(SoupSession):
         if action is Action.DELIVER:
             if msg.__class__ is SequencedData:
                 self.sequence += 1
-                msg.sequence = self.sequence  # type: ignore[attr-defined]
+                msg.sequence = self.sequence
             elif isinstance(msg, Debug):
                 self.log.info("%s> server debug: %s", self.session_id, msg.msg)
             self._deliver(msg)
@@ -346,7 +346,7 @@ class SoupServerSession(SoupSession):
 
     SessionType: ClassVar[str] = "server"
     ROLE: ClassVar[Role] = Role.SERVER
-    log: ClassVar[logging.Logger] = logging.getLogger(__name__ + ".server")
+    log: logging.Logger = logging.getLogger(__name__ + ".server")
 
     on_msg_coro: OnMsgCoro | None = attrs.field(init=False, default=None)
     login_timeout: float | None = attrs.field(default=30, kw_only=True)
@@ -529,7 +529,9 @@ async def connect_async(
             timeout=connect_timeout,
         )
     except asyncio.TimeoutError:
-        raise ConnectError(f"cannot connect to {host}:{port}: no answer within {connect_timeout:g} s") from None
+        raise ConnectError(
+            f"cannot connect to {host}:{port}: no answer within {connect_timeout:g} s"
+        ) from None
     except OSError as exc:
         raise ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import logging
 import random
@@ -195,10 +196,8 @@ class Subscriber:
         task = self._task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
-            try:
+            with contextlib.suppress(BaseException):  # cancelled on purpose; errors are stored
                 await task
-            except BaseException:  # noqa: S110 - cancelled on purpose, errors already stored
-                pass
         self._finish()
 
     async def __aenter__(self) -> Subscriber:
@@ -285,14 +284,26 @@ class Subscriber:
                 await self._call_hook(self.on_disconnect, self, reason)
                 if reason is CloseReason.END_OF_SESSION:
                     self.end_of_session = True
-                    log.info("%s: end of session %r after sequence %d", self.user, self.session, self.next_sequence - 1)
+                    log.info(
+                        "%s: end of session %r after sequence %d",
+                        self.user,
+                        self.session,
+                        self.next_sequence - 1,
+                    )
                     break
-                if self._closing:
+                if self._stopping():
                     break
-                log.info("%s: disconnected from %s:%d (%s); resuming at %d", self.user, *address,
-                         reason.value, self.next_sequence)
+                log.info(
+                    "%s: disconnected from %s:%d (%s); resuming at %d",
+                    self.user,
+                    *address,
+                    reason.value,
+                    self.next_sequence,
+                )
                 if reason in (CloseReason.PEER_CLOSED, CloseReason.TIMEOUT, CloseReason.PROTOCOL_ERROR):
-                    self._remote_index += 1 if len(self.remotes) > 1 and reason is not CloseReason.PEER_CLOSED else 0
+                    self._remote_index += (
+                        1 if len(self.remotes) > 1 and reason is not CloseReason.PEER_CLOSED else 0
+                    )
                 await asyncio.sleep(self._backoff(1))
         except asyncio.CancelledError:
             raise
@@ -304,6 +315,9 @@ class Subscriber:
             if not first_login.done():
                 first_login.set_exception(ConnectError("subscriber stopped before logging in"))
             self._finish()
+
+    def _stopping(self) -> bool:
+        return self._closing
 
     def _login_refusal(self, exc: LoginRejectedError) -> SoupError:
         if exc.reason is LoginRejectReason.SESSION_NOT_AVAILABLE and self.stats.connects:
@@ -340,7 +354,8 @@ class Subscriber:
             session.logout()
             raise SequenceGapError(
                 f"the server at {address[0]}:{address[1]} resumes at {accepted.sequence},"
-                f" after the next expected {sequence}: messages {sequence}..{accepted.sequence - 1} are missing"
+                f" after the next expected {sequence}:"
+                f" messages {sequence}..{accepted.sequence - 1} are missing"
             )
         resumed = self.stats.connects > 0
         self.session = accepted.session_id
@@ -362,13 +377,13 @@ class Subscriber:
 
     async def _on_message(self, message: SoupMessage) -> None:
         if message.__class__ is SequencedData:
-            sequence = message.sequence  # type: ignore[attr-defined]
+            sequence = message.sequence
             if sequence < self.next_sequence:
                 self.stats.duplicates_dropped += 1
                 return
             self.next_sequence = sequence + 1
             self.stats.messages += 1
-            self.stats.bytes += len(message.data)  # type: ignore[attr-defined]
+            self.stats.bytes += len(message.data)
         elif isinstance(message, Debug):
             log.info("%s: server debug: %s", self.user, message.msg)
             return
@@ -393,8 +408,8 @@ class Subscriber:
                 raise SubscriberGaveUp(f"gave up after {down:.1f} s disconnected; last: {exc}") from exc
 
     def _backoff(self, failures: int) -> float:
-        delay = min(self.backoff_max, self.backoff_initial * (2 ** max(0, failures - 1)))
-        return delay * (1 - self.backoff_jitter * random.random())
+        delay: float = min(self.backoff_max, self.backoff_initial * 2.0 ** max(0, failures - 1))
+        return delay * (1.0 - self.backoff_jitter * random.random())
 
     async def _call_hook(self, hook: Hook | None, *args: Any) -> None:
         if hook is None:
@@ -417,7 +432,7 @@ class Subscriber:
 def _addresses(remote: Address | Sequence[Address]) -> list[Address]:
     if isinstance(remote, tuple) and len(remote) == 2 and isinstance(remote[1], int):
         return [(str(remote[0]), remote[1])]
-    addresses = [(str(host), int(port)) for host, port in remote]  # type: ignore[misc]
+    addresses = [(str(host), int(port)) for host, port in remote]
     if not addresses:
         raise ValueError("no address to subscribe to")
     return addresses
