@@ -86,10 +86,12 @@ async def in_thread(function: Callable[..., T], *args: Any, timeout: float = PRO
             loop.call_soon_threadsafe(settle, functools.partial(future.set_result, result))
 
     threading.Thread(target=run, name=f"in_thread:{function.__name__}", daemon=True).start()
-    try:
-        return await asyncio.wait_for(future, timeout)
-    except asyncio.TimeoutError:
+    # Not wait_for: the call itself may raise TimeoutError, which must not read as a hang.
+    done, _ = await asyncio.wait([future], timeout=timeout)
+    if not done:
+        future.cancel()
         pytest.fail(f"blocking call {function.__name__} did not return within {timeout:g} s")
+    return future.result()
 
 
 class EchoServerSession(soup.SoupServerSession):

@@ -54,6 +54,25 @@ Programs by kind (:data:`PEER_PROGRAMS`): ``reference`` = ``ref_server.py`` / ``
 by the reference venv's python; ``npm`` = ``npm_server.js`` / ``npm_client.js`` run by ``node``
 with ``NODE_PATH`` pointing at the npm install; ``ours`` = ``our_server.py`` / ``our_client.py``
 run by this interpreter (to be written on top of our session layer, same contract).
+
+USING IT (test modules import it as ``peers``: pytest puts ``tests/`` on ``sys.path``)
+=====================================================================================
+
+::
+
+    from peers import (
+        assert_scenario_passed, reference_python, require_peer, run_peer_client, start_peer_server,
+    )
+
+    @pytest.mark.interop
+    def test_npm_client_against_reference_server():
+        require_peer(reference_python)  # in the test body: a missing peer fails, never skips
+        with start_peer_server("reference", echo_sequenced=True) as server:  # killed on exit
+            result = run_peer_client("npm", server.host, server.port, echo_sequenced=True)
+        assert_scenario_passed(result, server)
+
+``run_peer_client`` blocks: from an async test that serves with our in-process server, call it
+as ``await asyncio.to_thread(run_peer_client, ...)`` so the event loop keeps serving.
 """
 
 from __future__ import annotations
@@ -175,7 +194,7 @@ _setup_lock = threading.Lock()
 _setup_results: dict[str, Path | PeerSetupError] = {}
 
 
-def _cached_setup(name: str, create: Any) -> Path:
+def _cached_setup(name: str, create: Callable[[], Path]) -> Path:
     with _setup_lock:
         if name not in _setup_results:
             try:
@@ -328,8 +347,8 @@ def reference_python() -> Path:
 def _npm_installed(prefix: Path) -> bool:
     manifest = prefix / "node_modules" / NPM_PACKAGE / "package.json"
     try:
-        return json.loads(manifest.read_text()).get("version") == NPM_VERSION
-    except (OSError, ValueError):
+        return bool(json.loads(manifest.read_text()).get("version") == NPM_VERSION)
+    except (OSError, ValueError, AttributeError):
         return False
 
 

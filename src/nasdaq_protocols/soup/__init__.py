@@ -26,6 +26,7 @@ from .errors import (
     SessionClosedError,
     SoupError,
 )
+from .server import SoupServer
 from .session import (
     OnSoupMsgCoro,
     SoupClientSession,
@@ -33,6 +34,16 @@ from .session import (
     SoupSession,
     SoupSessionId,
     connect_async,
+)
+from .store import FileStore, MemoryStore, MessageStore, StoreError
+from .subscriber import (
+    NotConnectedError,
+    SequenceGapError,
+    SessionChangedError,
+    Subscriber,
+    SubscriberGaveUp,
+    subscribe,
+    subscribe_sync,
 )
 from .sync import SoupClientSessionSync, connect
 
@@ -43,6 +54,7 @@ __all__ = [
     "Debug",
     "EndOfSession",
     "EndOfStream",
+    "FileStore",
     "InvalidSoupMessage",
     "LoginAccepted",
     "LoginRejectReason",
@@ -50,19 +62,30 @@ __all__ = [
     "LoginRejectedError",
     "LoginRequest",
     "LogoutRequest",
+    "MemoryStore",
+    "MessageStore",
+    "NotConnectedError",
     "OnSoupMsgCoro",
     "ProtocolError",
+    "SequenceGapError",
     "SequencedData",
     "ServerHeartbeat",
+    "SessionChangedError",
     "SessionClosedError",
     "SoupClientSession",
     "SoupClientSessionSync",
     "SoupError",
     "SoupMessage",
+    "SoupServer",
     "SoupServerSession",
     "SoupSession",
     "SoupSessionId",
+    "StoreError",
+    "Subscriber",
+    "SubscriberGaveUp",
     "UnSequencedData",
     "connect",
     "connect_async",
+    "subscribe",
+    "subscribe_sync",
 ]

@@ -35,6 +35,10 @@ class _LoopThread:
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
+            # Since Python 3.11 this is the builtin TimeoutError, which the coroutine itself may
+            # raise (``asyncio.wait_for``): only a future still running means *we* timed out.
+            if future.done():
+                raise
             future.cancel()
             raise TimeoutError(f"no result within {timeout:g} s") from None
 
@@ -72,6 +76,12 @@ class SoupClientSessionSync:
             TimeoutError: nothing arrived within ``timeout`` seconds (the session stays usable).
             EndOfStream: the session closed and every message was handed out.
         """
+        if self._runner.loop.is_closed():
+            # After close() or logout() the background loop is gone: hand out what was received.
+            message = self.session.receive_msg_nowait()
+            if message is None:
+                raise EndOfStream(f"{self.session.session_id}> end of stream", self.session.close_reason)
+            return message  # type: ignore[no-any-return]
 
         async def next_message() -> Any:
             return await asyncio.wait_for(self.session.receive_msg(), timeout)
@@ -91,6 +101,8 @@ class SoupClientSessionSync:
             raise StopIteration from None
 
     def _call(self, function: Any, *args: Any) -> Any:
+        if self._runner.loop.is_closed():
+            return function(*args)  # the session is closed: this raises SessionClosedError
         async def call() -> Any:
             return function(*args)
 
