@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -25,7 +26,9 @@ BATCHES_PER_SECOND = 100
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--journal", required=True, help="journal file (created when missing)")
     parser.add_argument("--port", type=int, required=True, help="port to listen on (127.0.0.1)")
     parser.add_argument("--total", type=int, default=0, help="publish until the journal holds this many")
@@ -73,10 +76,8 @@ async def serve(arguments: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     arguments = parse_arguments(argv)
     logging.basicConfig(level=logging.WARNING, format="serve_journal %(levelname)s %(name)s: %(message)s")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(arguments))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

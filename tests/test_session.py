@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import socket
 import threading
@@ -25,6 +26,7 @@ import pytest
 
 from nasdaq_protocols import soup
 from nasdaq_protocols.common import EndOfQueue
+from nasdaq_protocols.common.session import QUEUE_HIGH_WATER
 from nasdaq_protocols.soup.core import decode_payload
 
 T = TypeVar("T")
@@ -35,6 +37,8 @@ PASSWORD = "pass"
 SESSION = "SESS"
 #: Heartbeat intervals used unless a test needs others: fast, so silence is noticed in 0.3 s.
 FAST: dict[str, float] = {"client_heartbeat_interval": 0.1, "server_heartbeat_interval": 0.1}
+#: Heartbeat intervals long enough never to matter during a test.
+SLOW: dict[str, float] = {"client_heartbeat_interval": 10, "server_heartbeat_interval": 10}
 #: Upper bound for anything that should happen "at once" on loopback.
 PROMPTLY = 5.0
 
@@ -499,6 +503,36 @@ async def test_callback_that_raises_closes_with_application_error(suspend_first:
         assert delivered == [1, 2, 3], "messages were delivered to the callback after it raised"
 
 
+class RoomyClientSession(soup.SoupClientSession):
+    """A client session with a large socket receive buffer, so a burst arrives in one read."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        super().connection_made(transport)
+
+
+async def test_burst_larger_than_the_queue_high_water_mark_with_the_login_answer() -> None:
+    # Messages that arrive with the Login Accepted are queued until login() starts the callback;
+    # a burst above the queue's high-water mark pauses reading, which must resume once delivered.
+    burst = QUEUE_HIGH_WATER + 1000
+    # Long intervals: decoding and delivering the burst may block the loop for longer than 0.3 s.
+    collector = Collector()
+    async with raw_server() as server:
+        login = asyncio.create_task(
+            connect(server.port, session_factory=lambda: RoomyClientSession(on_msg_coro=collector, **SLOW))
+        )
+        peer = await server.accept()
+        peer.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        assert isinstance(await peer.read_packet(), soup.LoginRequest)
+        peer.send(wire(soup.LoginAccepted(SESSION, 1)) + wire(soup.SequencedData(b"")) * burst)
+        client = await asyncio.wait_for(login, PROMPTLY)
+        peer.send(wire(soup.UnSequencedData(b"after the burst")))
+        delivered = await collector.wait_for(burst + 1)
+        assert delivered[-1] == soup.UnSequencedData(b"after the burst"), "reading never resumed"
+        assert client.sequence == burst
+        await client.close()
+
+
 # --------------------------------------------------------------------------- heartbeats and silence
 
 
@@ -520,7 +554,7 @@ async def test_idle_session_is_kept_alive_by_heartbeats() -> None:
 
 
 def largest_gap(arrivals: list[float]) -> float:
-    return max(later - earlier for earlier, later in zip(arrivals, arrivals[1:]))
+    return max(later - earlier for earlier, later in itertools.pairwise(arrivals))
 
 
 HEARTBEAT_INTERVAL = 0.2
@@ -761,7 +795,9 @@ async def test_garbage_from_client_closes_only_that_session(garbage: bytes, expl
         offender = await server.session(1)
         peer.send(garbage)
         assert await closed_within(offender) is soup.CloseReason.PROTOCOL_ERROR
-        assert explanation in offender.close_detail, f"close_detail {offender.close_detail!r} does not say why"
+        assert explanation in offender.close_detail, (
+            f"close_detail {offender.close_detail!r} does not say why"
+        )
         courtesy = [p for p in await peer.read_until_eof() if isinstance(p, soup.Debug)]
         assert courtesy and explanation in courtesy[0].msg, "no Debug packet told the client why"
         healthy.send_unseq_data(b"still there?")
@@ -798,11 +834,12 @@ async def test_on_close_coro_runs_once_whatever_closes_the_session() -> None:
     async with serve() as server:
         client = await connect(server, on_close_coro=on_close)
         served = await server.session()
-        await served.close()  # the peer closes ...
+        served.initiate_close()  # the peer closes (its socket goes at the next loop turn) ...
         client.logout()  # ... while we log out and close, several times over
         await asyncio.gather(client.close(), client.close())
         client.logout()
         await client.close()
+        await closed_within(served)
         assert calls == 1, f"on_close_coro ran {calls} times"
         assert client.close_reason is soup.CloseReason.LOGOUT, "a later close overwrote the first reason"
         await asyncio.sleep(0.05)

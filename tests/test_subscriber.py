@@ -39,11 +39,12 @@ from nasdaq_protocols.soup import (
     SoupMessage,
     UnSequencedData,
 )
-from nasdaq_protocols.soup.framing import SoupDecoder
+from nasdaq_protocols.soup.framing import SoupDecoder, frame_sequenced
 from nasdaq_protocols.soup.server import ServedSession, SoupServer
 from nasdaq_protocols.soup.store import FileStore
 from nasdaq_protocols.soup.subscriber import (
     NotConnectedError,
+    SequenceGapError,
     SessionChangedError,
     Subscriber,
     SubscriberGaveUp,
@@ -84,7 +85,7 @@ def assert_stream(
     sequences = [getattr(message, "sequence", None) for message in messages]
     expected = list(range(first, last + 1))
     if sequences != expected:
-        at = next((i for i, (a, b) in enumerate(zip(sequences, expected)) if a != b), None)
+        at = next((i for i, (a, b) in enumerate(zip(sequences, expected, strict=False)) if a != b), None)
         if at is None:
             pytest.fail(f"got {len(sequences)} messages, expected {len(expected)} ({first}..{last})")
         pytest.fail(
@@ -141,7 +142,6 @@ def write_journal(path: Path, count: int, payload_of: Callable[[int], bytes] = p
     with FileStore(path, session="FEED") as store:
         for start in range(1, count + 1, 10_000):
             store.append_many(payload_of(n) for n in range(start, min(count, start + 9_999) + 1))
-        store.close()
 
 
 class JournalServer:
@@ -163,10 +163,11 @@ class JournalServer:
         """Start the process and wait until it prints ``ready`` (it then listens)."""
         assert self.process is None, "already running"
         self.starts += 1
+        command = [sys.executable, str(SERVE_JOURNAL), "--journal", str(self.journal)]
+        command += ["--port", str(self.port), *self.arguments]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, str(SERVE_JOURNAL), "--journal", str(self.journal)]
-                + ["--port", str(self.port), *self.arguments],
+                command,
                 stdout=subprocess.PIPE,
                 stderr=log,
             )
@@ -231,14 +232,20 @@ def journal_servers(tmp_path: Path) -> Iterator[Callable[..., JournalServer]]:
 
 
 class ScriptedLoginServer:
-    """Accepts any Login Request with Login Accepted (for ``session``), then sends nothing at all.
+    """Accepts any Login Request with Login Accepted (for ``session``), then sends nothing more.
 
-    Enough to play a server that went silent after login, or one that serves another session.
-    It reads (and ignores) whatever the client sends until the client closes.
+    Enough to play a server that went silent after login, one that serves another session, or one
+    that resumes ahead of the sequence asked for (``accept_at``). ``messages``, sent as Sequenced
+    Data in the same write as Login Accepted, are what a careless client would take in. It reads
+    (and ignores) whatever the client sends until the client closes.
     """
 
-    def __init__(self, session: str) -> None:
+    def __init__(
+        self, session: str, *, accept_at: int | None = None, messages: tuple[bytes, ...] = ()
+    ) -> None:
         self.session = session
+        self.accept_at = accept_at
+        self.messages = messages
         self.logins = 0
         self.closed_by_client = 0
         self._server: asyncio.AbstractServer | None = None
@@ -274,7 +281,8 @@ class ScriptedLoginServer:
                     if isinstance(message, LoginRequest):
                         login = message
             self.logins += 1
-            writer.write(LoginAccepted(self.session, max(1, int(login.sequence))).to_bytes()[1])
+            start = self.accept_at or max(1, int(login.sequence))
+            writer.write(LoginAccepted(self.session, start).to_bytes()[1] + frame_sequenced(self.messages))
             while await reader.read(4096):  # heartbeats: heard and never answered
                 pass
             self.closed_by_client += 1
@@ -289,20 +297,29 @@ class HookRecorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
+        #: What a hook saw that it should not have (a hook's own exception would only be logged).
+        self.problems: list[str] = []
 
     def on_connect(self, subscriber: Subscriber, address: tuple[str, int]) -> None:
-        assert subscriber.connected
+        if not subscriber.connected:
+            self.problems.append(f"on_connect({address}) while not connected")
         self.events.append(("connect", address))
 
     async def on_disconnect(self, subscriber: Subscriber, reason: CloseReason) -> None:
-        assert not subscriber.connected
+        if subscriber.connected:
+            self.problems.append(f"on_disconnect({reason}) while connected")
+        await asyncio.sleep(0)
         self.events.append(("disconnect", reason))
 
     def on_resume(self, subscriber: Subscriber, next_sequence: int) -> None:
         self.events.append(("resume", next_sequence))
 
     def hooks(self) -> dict[str, Any]:
-        return {"on_connect": self.on_connect, "on_disconnect": self.on_disconnect, "on_resume": self.on_resume}
+        return {
+            "on_connect": self.on_connect,
+            "on_disconnect": self.on_disconnect,
+            "on_resume": self.on_resume,
+        }
 
     def reasons(self) -> list[CloseReason]:
         return [value for name, value in self.events if name == "disconnect"]
@@ -339,18 +356,23 @@ async def test_dense_stream_while_server_is_killed_and_restarted_20_times(
             if len(messages) == total:
                 return
 
+    connects_at_kill = [0]
+
+    def logged_in_again() -> bool:
+        return sub.stats.connects > connects_at_kill[0]
+
     async with subscribe([server.address], USER, PASSWORD, **FAST, **recorder.hooks()) as sub:
         consumer = asyncio.create_task(consume(sub))
         try:
             for _ in range(kills):
-                # Kill only a server the subscriber is streaming from, at a random moment.
-                connects = sub.stats.connects
-                await wait_until(lambda: sub.stats.connects > connects or sub.connected, "reconnected")
+                # Kill only a server the subscriber streams from (it logged in to this incarnation),
+                # at a random moment: mid-replay, caught up, or in between.
+                await wait_until(logged_in_again, "logged in to the restarted server")
                 await asyncio.sleep(rng.uniform(0.0, 0.3))
+                connects_at_kill[0] = sub.stats.connects
                 server.kill()
                 with FileStore(server.journal, readonly=True) as journal:
                     stored_at_kill.append(journal.last_sequence)
-                    journal.close()
                 await server.start_async()
             await asyncio.wait_for(asyncio.shield(consumer), 60)
         except asyncio.TimeoutError:
@@ -490,14 +512,31 @@ async def test_server_restarted_under_another_session_name_raises(tmp_path: Path
 
 
 async def test_fail_over_to_a_server_of_another_session_raises(feed_server: SoupServer) -> None:
-    """A fail-over address that accepts the login for another session name is not followed."""
-    async with ScriptedLoginServer("OTHER") as other:
+    """A fail-over address that accepts the login for another session name is not followed, and
+    nothing it sends is delivered."""
+    other_messages = tuple(b"other %d" % n for n in range(11, 21))
+    async with ScriptedLoginServer("OTHER", messages=other_messages) as other:
         async with subscribe([feed_server.address, other.address], USER, PASSWORD, **FAST) as sub:
             messages = await take(sub, 10)
             await feed_server.close()
             with pytest.raises(SessionChangedError, match="OTHER"):
-                await take(sub, 1)
+                messages += await take(sub, 1)
+            assert sub.next_sequence == 11
         assert other.logins == 1
+    assert_stream(messages, 1, 10)
+
+
+async def test_fail_over_to_a_server_ahead_of_us_raises_sequence_gap(feed_server: SoupServer) -> None:
+    """A server that resumes after the next expected message would leave a gap: SequenceGapError,
+    and nothing after the gap is delivered."""
+    async with ScriptedLoginServer("FEED", accept_at=50, messages=(b"m50", b"m51")) as ahead:
+        async with subscribe([feed_server.address, ahead.address], USER, PASSWORD, **FAST) as sub:
+            messages = await take(sub, 10)
+            await feed_server.close()
+            with pytest.raises(SequenceGapError, match=r"11\.\.49"):
+                messages += await take(sub, 1)
+            assert sub.next_sequence == 11
+        assert ahead.logins == 1
     assert_stream(messages, 1, 10)
 
 
@@ -528,6 +567,24 @@ async def test_giving_up_mid_stream_ends_iteration_with_the_error(feed_server: S
     assert_stream(messages, 1, 10)
 
 
+async def test_leaving_the_loop_with_a_full_buffer_closes_promptly(feed_server: SoupServer) -> None:
+    """Breaking out of ``async for`` while deliveries wait for buffer space: the close (logout)
+    must not wait for a reader that is gone."""
+    feed_server.publish_many(payload(n) for n in range(11, 5_001))
+
+    async def read_one_then_leave() -> None:
+        async with subscribe(feed_server.address, USER, PASSWORD, buffer_size=8, **FAST) as sub:
+            assert_stream(await take(sub, 1), 1, 1)
+            await asyncio.sleep(0.2)  # the buffer fills, delivery waits for space
+        assert not sub.connected
+
+    try:
+        await asyncio.wait_for(read_one_then_leave(), 10)
+    except asyncio.TimeoutError:
+        pytest.fail("leaving the subscriber hung on a full buffer")
+    await wait_until(lambda: feed_server.stats()["logged_in"] == 0, "the server saw the logout")
+
+
 # --------------------------------------------------------------------------- state, hooks, sending
 
 
@@ -537,7 +594,10 @@ async def test_state_stats_and_hooks_across_an_outage(tmp_path: Path) -> None:
 
     async def serve() -> SoupServer:
         server = SoupServer(
-            "FEED", store=FileStore(journal, session="FEED"), credentials={USER: PASSWORD}, heartbeat_interval=0.2
+            "FEED",
+            store=FileStore(journal, session="FEED"),
+            credentials={USER: PASSWORD},
+            heartbeat_interval=0.2,
         )
         return await server.start(HOST, port)
 
@@ -576,6 +636,7 @@ async def test_state_stats_and_hooks_across_an_outage(tmp_path: Path) -> None:
         ("connect", (HOST, port)),
         ("resume", 11),
     ]
+    assert recorder.problems == []
 
 
 async def test_start_at_sequence_and_only_new_messages(feed_server: SoupServer) -> None:

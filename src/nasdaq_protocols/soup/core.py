@@ -327,7 +327,7 @@ class SequencedData(SoupMessage, indicator="S", description="Sequenced Data"):
     """
 
     data: bytes
-    sequence: int = attrs.field(default=0, eq=False, kw_only=True)
+    sequence: int = attrs.field(default=0, eq=False)
 
     def payload(self) -> bytes:
         return bytes(self.data)

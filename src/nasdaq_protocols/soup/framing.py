@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .core import MAX_PAYLOAD_SIZE, InvalidSoupMessage, SequencedData, SoupMessage, decode_payload
+from .core import MAX_PAYLOAD_SIZE, InvalidSoupMessage, LoginAccepted, SequencedData, SoupMessage, decode_payload
 
 __all__ = ["MAX_PACKET_SIZE", "SoupDecoder", "frame_packets", "frame_sequenced"]
 
@@ -42,7 +42,7 @@ class SoupDecoder:
             rejected as soon as its 2-byte header arrives, before its body is buffered.
     """
 
-    __slots__ = ("_need", "_pending", "bytes_fed", "error", "max_packet_size")
+    __slots__ = ("_need", "_pending", "bytes_fed", "error", "max_packet_size", "only_sequenced", "sequence")
 
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         if not 1 <= max_packet_size <= MAX_PACKET_SIZE:
@@ -54,6 +54,12 @@ class SoupDecoder:
         self.error: InvalidSoupMessage | None = None
         #: Total bytes given to :meth:`feed`.
         self.bytes_fed = 0
+        #: Sequence number of the last Sequenced Data decoded. The decoder numbers them as a
+        #: client counts (PROTOCOL.md): a Login Accepted sets the next number; each Sequenced
+        #: Data gets ``.sequence`` from this count, at no extra cost in the hot loop.
+        self.sequence = 0
+        #: True when every message the last :meth:`feed` returned was Sequenced Data.
+        self.only_sequenced = True
         self._pending = bytearray()  # an incomplete packet carried over from earlier reads
         self._need = 0  # bytes `_pending` must hold before it can be decoded (0: unknown yet)
 
@@ -73,6 +79,7 @@ class SoupDecoder:
             raise self.error
         self.bytes_fed += len(data)
         messages: list[SoupMessage] = []
+        self.only_sequenced = True
         if self._pending:
             data = self._complete_pending(data, messages)
             if self.error is not None or not data:
@@ -111,10 +118,23 @@ class SoupDecoder:
         pending.clear()
         self._need = 0
         try:
-            messages.append(decode_payload(packet[2], packet[3:]))
+            message = decode_payload(packet[2], packet[3:])
         except InvalidSoupMessage as exc:
             self.error = exc
+            return rest
+        self._count(message)
+        messages.append(message)
         return rest
+
+    def _count(self, message: SoupMessage) -> None:
+        """Number a message decoded outside the hot loop (see :attr:`sequence`)."""
+        if message.__class__ is SequencedData:
+            self.sequence += 1
+            message.sequence = self.sequence  # type: ignore[attr-defined]
+        else:
+            self.only_sequenced = False
+            if message.__class__ is LoginAccepted:
+                self.sequence = message.sequence - 1  # type: ignore[attr-defined]
 
     def _check_length(self, length: int, context: bytes) -> bool:
         if length == 0:
@@ -133,23 +153,32 @@ class SoupDecoder:
         max_length = self.max_packet_size
         end = len(data)
         position = 0
+        sequence = self.sequence
         while end - position >= 2:
             length = (data[position] << 8) | data[position + 1]
             if length == 0 or length > max_length:
                 self._check_length(length, data[position:])
-                return
+                break
             stop = position + 2 + length
             if stop > end:
                 break
             if data[position + 2] == _SEQUENCED:
-                append(sequenced(data[position + 3 : stop]))
+                sequence += 1
+                append(sequenced(data[position + 3 : stop], sequence))
             else:
                 try:
-                    append(decode_payload(data[position + 2], data[position + 3 : stop]))
+                    message = decode_payload(data[position + 2], data[position + 3 : stop])
                 except InvalidSoupMessage as exc:
                     self.error = exc
-                    return
+                    break
+                self.only_sequenced = False
+                if message.__class__ is LoginAccepted:
+                    sequence = message.sequence - 1  # type: ignore[attr-defined]
+                append(message)
             position = stop
+        self.sequence = sequence
+        if self.error is not None:
+            return
         if position < end:
             self._pending += data[position:]
             if end - position >= 2:

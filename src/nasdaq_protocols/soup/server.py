@@ -171,9 +171,11 @@ class ServedSession(SoupServerSession):
         return max(0, self.stream.store.last_sequence + 1 - self.sequence)
 
     def send_packets(self, data: bytes, count: int) -> None:
-        self._write(data)
+        # Count the packets as sent before writing: the write may call pause_writing, whose lag
+        # check must not count them as missing.
         self.sequence += count
         self.messages_sent += count
+        self._write(data)
 
     def pump(self) -> None:
         """Send from the store, from ``sequence``, until caught up or the transport pauses."""
@@ -194,6 +196,8 @@ class ServedSession(SoupServerSession):
 
     def _check_lag(self) -> None:
         assert self.server is not None
+        if self._closing:
+            return  # already dropped (or closing for another reason): count and tell once
         max_lag = self.server.max_lag
         if max_lag is not None and self.lag > max_lag:
             detail = f"dropped: {self.lag} messages behind exceeds the limit of {max_lag}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -199,13 +199,14 @@ class SoupClientSession(SoupSession):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._login_waiter: asyncio.Future[SoupMessage] | None = None
+        self._received = self.sequence - 1  # sequence number of the last Sequenced Data received
         self.login_accepted: LoginAccepted | None = None
         self.end_of_session = False
 
     @property
     def next_sequence(self) -> int:
         """The sequence number of the next Sequenced Data expected: what to request on re-login."""
-        return self.sequence + 1
+        return self._received + 1
 
     def _heartbeat_bytes(self) -> bytes:
         return _CLIENT_HEARTBEAT
@@ -272,45 +273,50 @@ class SoupClientSession(SoupSession):
             waiter.exception()  # mark retrieved: nobody may be awaiting it any more
 
     def _on_messages(self, messages: list[Any]) -> None:
-        deliver = self._deliver
-        sequenced = SequencedData
-        if self.state is State.LOGGED_IN:
-            # Hot path: a run of Sequenced Data needs no table lookup.
-            for msg in messages:
-                if msg.__class__ is sequenced:
-                    self.sequence += 1
-                    msg.sequence = self.sequence
-                    deliver(msg)
-                else:
-                    self._on_control(msg)
-                    if self._closing:
-                        return
+        if self.state is State.LOGGED_IN and self._decoder.only_sequenced:  # type: ignore[attr-defined]
+            # Hot path, the usual read: only Sequenced Data, already numbered by the decoder.
+            self._received = self.sequence = messages[-1].sequence
+            self._deliver_many(messages)
             return
+        pending: list[SoupMessage] = []
         for msg in messages:
-            self._on_control(msg)
-            if self._closing:
+            step = next_step(Role.CLIENT, self.state, msg.Indicator)
+            if step is None:
+                self._deliver_many(pending)
+                self._violation(msg)
                 return
+            action, self.state = step
+            if action is Action.DELIVER:
+                if msg.__class__ is SequencedData:
+                    self._received = self.sequence = msg.sequence  # type: ignore[attr-defined]
+                elif isinstance(msg, Debug):
+                    self.log.info("%s> server debug: %s", self.session_id, msg.msg)
+                pending.append(msg)
+            elif action is not Action.IGNORE:
+                self._deliver_many(pending)
+                pending = []
+                self._on_control(action, msg)
+                if self._closing:
+                    return
+        self._deliver_many(pending)
 
-    def _on_control(self, msg: SoupMessage) -> None:
-        step = next_step(Role.CLIENT, self.state, msg.Indicator)
-        if step is None:
-            self._violation(msg)
-            return
-        action, self.state = step
-        if action is Action.IGNORE:
-            return
-        if action is Action.DELIVER:
-            if msg.__class__ is SequencedData:
-                self.sequence += 1
-                msg.sequence = self.sequence
-            elif isinstance(msg, Debug):
-                self.log.info("%s> server debug: %s", self.session_id, msg.msg)
-            self._deliver(msg)
-        elif action is Action.ACCEPTED:
+    async def _drive(self, messages: Sequence[Any]) -> None:
+        # As the reference implementation does, ``sequence`` is that of the message being handled
+        # while its callback runs (it was already counted on receipt).
+        callback = self.on_msg_coro
+        assert callback is not None
+        sequenced = SequencedData
+        for message in messages:
+            if message.__class__ is sequenced:
+                self.sequence = message.sequence
+            await callback(message)
+
+    def _on_control(self, action: Action, msg: SoupMessage) -> None:
+        if action is Action.ACCEPTED:
             assert isinstance(msg, LoginAccepted)
             self.login_accepted = msg
             self.session_id.update(msg)
-            self.sequence = msg.sequence - 1
+            self._received = self.sequence = msg.sequence - 1
             self.log.info("%s> login accepted, next sequence %d", self.session_id, msg.sequence)
             self._start_timers(
                 self.client_heartbeat_interval, self.server_heartbeat_interval * self.heartbeat_timeout_factor
@@ -401,13 +407,9 @@ class SoupServerSession(SoupSession):
         self.initiate_close(CloseReason.END_OF_SESSION, "server ended the session")
 
     def _on_messages(self, messages: list[Any]) -> None:
-        deliver = self._deliver
-        for msg in messages:
-            if msg.__class__ is ClientHeartbeat:
-                continue  # activity was noted on receipt; heartbeats are never delivered
-            deliver(msg)
-            if self._closing:
-                return
+        # Heartbeats were noted as activity on receipt; they are never delivered.
+        heartbeat = ClientHeartbeat
+        self._deliver_many([msg for msg in messages if msg.__class__ is not heartbeat])
 
     async def _handle_client_message(self, msg: SoupMessage) -> None:
         """Every client packet, strictly in order (the dispatcher serialises them)."""

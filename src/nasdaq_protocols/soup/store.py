@@ -33,6 +33,9 @@ A record is only ever appended. A crash can leave an incomplete or malformed *ta
 length field, a length of 0, a type byte other than ``S``, a payload cut short); opening the
 journal for writing cuts everything from the first such record on and reports it
 (:attr:`FileStore.recovered_bytes`, :attr:`FileStore.tail_problem` and a logged warning).
+A torn write leaves at most one partial record (65,537 bytes), or zeros where a machine crash
+lost the data of blocks; anything longer that is not all zeros is damage, not a torn write, and
+is never cut: the writable open is refused (a read-only store still reads the good prefix).
 
 Index file (``<journal>.idx``), a hint that is verified, never trusted::
 
@@ -82,12 +85,14 @@ if sys.platform != "win32":
     import fcntl
 
 __all__ = [
+    "DEFAULT_INDEX_EVERY",
     "JOURNAL_HEADER_SIZE",
     "Durability",
     "FileRange",
     "FileStore",
     "MemoryStore",
     "MessageStore",
+    "Payload",
     "StoreError",
 ]
 
@@ -124,6 +129,7 @@ DEFAULT_INDEX_EVERY = 32
 _SCAN_CHUNK = 8 << 20
 
 _SEQUENCED = ord("S")
+_LARGEST_RECORD = 2 + MAX_PACKET_SIZE
 _PACK_RECORD_HEADER = struct.Struct(">HB").pack
 
 
@@ -526,7 +532,8 @@ class FileStore(_PacketLog):
 
     Raises:
         StoreError: the file cannot be opened, is not a journal (or of an unknown version), is
-            locked by another writer, or names another session than ``session``.
+            locked by another writer, names another session than ``session``, or (writable) holds
+            damage that is not a torn tail (see the module docstring).
         ValueError: an argument is invalid (session name too long or not ASCII, unknown
             durability, negative interval).
     """
@@ -827,6 +834,13 @@ class FileStore(_PacketLog):
         if problem is None:
             self.recovered_bytes, self.tail_problem = 0, None
             return
+        if not self._readonly and not self._is_torn_write(end, stop):
+            raise StoreError(
+                f"journal {self.path} is damaged: after message {count} (offset {end}): {problem},"
+                f" followed by {stop - end} bytes that are not a torn write. Refusing to cut them;"
+                f" open it with readonly=True to read the {count} good messages, or truncate it to"
+                f" {end} bytes to drop the rest"
+            )
         self._note_tail(end, stop - end, problem, cut=not self._readonly)
         if not self._readonly:
             try:
@@ -835,6 +849,24 @@ class FileStore(_PacketLog):
                     os.fdatasync(self._fd)
             except OSError as exc:
                 raise self._os_error(exc, "cannot cut the torn tail of journal") from exc
+
+    def _is_torn_write(self, start: int, stop: int) -> bool:
+        """True if file bytes ``[start, stop)`` can be what a crash left: one partial record, or
+        zeros (blocks a machine crash allocated but never wrote)."""
+        if stop - start <= _LARGEST_RECORD:
+            return True
+        position = start
+        while position < stop:
+            try:
+                chunk = os.pread(self._fd, min(_SCAN_CHUNK, stop - position), position)
+            except OSError as exc:
+                raise self._os_error(exc, "cannot read journal") from exc
+            if not chunk:
+                break
+            if chunk.count(0) != len(chunk):
+                return False
+            position += len(chunk)
+        return True
 
     def _note_tail(self, offset: int, size: int, problem: str, *, cut: bool) -> None:
         self.recovered_bytes, self.tail_problem = size, problem

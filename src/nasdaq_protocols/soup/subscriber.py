@@ -335,7 +335,7 @@ class Subscriber:
             self._password,
             self.session,
             sequence,
-            on_msg_coro=self._on_message,
+            on_msg_coro=None,  # messages queue in the session until the checks below pass
             client_heartbeat_interval=self.client_heartbeat_interval,
             server_heartbeat_interval=self.server_heartbeat_interval,
             connect_timeout=self.connect_timeout,
@@ -364,6 +364,8 @@ class Subscriber:
         self._session = session
         self.address = address
         self.stats.connects += 1
+        session.on_msg_coro = self._on_message
+        session.start_dispatching()
         if self._disconnected_since is not None:
             if resumed:
                 self.stats.disconnected_seconds += time.monotonic() - self._disconnected_since
@@ -371,8 +373,8 @@ class Subscriber:
         await self._call_hook(self.on_connect, self, address)
         if resumed:
             self.stats.reconnects += 1
-            log.info("%s: resumed at %s:%d from sequence %d, no gap", self.user, *address, self.next_sequence)
-            await self._call_hook(self.on_resume, self, self.next_sequence)
+            log.info("%s: resumed at %s:%d from sequence %d, no gap", self.user, *address, sequence)
+            await self._call_hook(self.on_resume, self, sequence)
         return session
 
     async def _on_message(self, message: SoupMessage) -> None:
