@@ -22,7 +22,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from .errors import CloseReason
 
@@ -95,7 +95,7 @@ class AsyncSession(asyncio.Protocol):
     session_id: Any
     on_msg_coro: OnMsgCoro | None
     on_close_coro: OnCloseCoro | None
-    log: logging.Logger = _log
+    log: ClassVar[logging.Logger] = _log
 
     # ------------------------------------------------------------------ construction
 
@@ -364,7 +364,7 @@ class AsyncSession(asyncio.Protocol):
         # A callback suspended: a task finishes the batch, later messages wait in the backlog.
         self._pause_reading()
         self._dispatch_task = self._loop.create_task(  # type: ignore[union-attr]
-            self._finish_dispatch(_Resume(driver, first)),  # type: ignore[arg-type]
+            self._finish_dispatch(_Resume(driver, first)),
             name=f"dispatch:{self.session_id}",
         )
 

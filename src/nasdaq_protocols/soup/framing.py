@@ -17,7 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .core import MAX_PAYLOAD_SIZE, InvalidSoupMessage, LoginAccepted, SequencedData, SoupMessage, decode_payload
+from .core import (
+    MAX_PAYLOAD_SIZE,
+    InvalidSoupMessage,
+    LoginAccepted,
+    SequencedData,
+    SoupMessage,
+    decode_payload,
+)
 
 __all__ = ["MAX_PACKET_SIZE", "SoupDecoder", "frame_packets", "frame_sequenced"]
 
@@ -130,11 +137,11 @@ class SoupDecoder:
         """Number a message decoded outside the hot loop (see :attr:`sequence`)."""
         if message.__class__ is SequencedData:
             self.sequence += 1
-            message.sequence = self.sequence  # type: ignore[attr-defined]
+            message.sequence = self.sequence
         else:
             self.only_sequenced = False
             if message.__class__ is LoginAccepted:
-                self.sequence = message.sequence - 1  # type: ignore[attr-defined]
+                self.sequence = message.sequence - 1
 
     def _check_length(self, length: int, context: bytes) -> bool:
         if length == 0:
@@ -173,7 +180,7 @@ class SoupDecoder:
                     break
                 self.only_sequenced = False
                 if message.__class__ is LoginAccepted:
-                    sequence = message.sequence - 1  # type: ignore[attr-defined]
+                    sequence = message.sequence - 1
                 append(message)
             position = stop
         self.sequence = sequence

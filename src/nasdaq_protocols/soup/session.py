@@ -113,7 +113,7 @@ class SoupSession(AsyncSession, abc.ABC):
 
     SessionType: ClassVar[str] = "base"
     ROLE: ClassVar[Role] = Role.CLIENT
-    log: logging.Logger = logging.getLogger(__name__)
+    log: ClassVar[logging.Logger] = logging.getLogger(__name__)
 
     on_msg_coro: OnMsgCoro | None = None
     on_close_coro: OnCloseCoro | None = None
@@ -192,7 +192,7 @@ class SoupClientSession(SoupSession):
 
     SessionType: ClassVar[str] = "client"
     ROLE: ClassVar[Role] = Role.CLIENT
-    log: logging.Logger = logging.getLogger(__name__ + ".client")
+    log: ClassVar[logging.Logger] = logging.getLogger(__name__ + ".client")
 
     dispatch_on_connect: bool = False
 
@@ -288,7 +288,7 @@ class SoupClientSession(SoupSession):
             action, self.state = step
             if action is Action.DELIVER:
                 if msg.__class__ is SequencedData:
-                    self._received = self.sequence = msg.sequence  # type: ignore[attr-defined]
+                    self._received = self.sequence = msg.sequence
                 elif isinstance(msg, Debug):
                     self.log.info("%s> server debug: %s", self.session_id, msg.msg)
                 pending.append(msg)
@@ -352,7 +352,7 @@ class SoupServerSession(SoupSession):
 
     SessionType: ClassVar[str] = "server"
     ROLE: ClassVar[Role] = Role.SERVER
-    log: logging.Logger = logging.getLogger(__name__ + ".server")
+    log: ClassVar[logging.Logger] = logging.getLogger(__name__ + ".server")
 
     on_msg_coro: OnMsgCoro | None = attrs.field(init=False, default=None)
     login_timeout: float | None = attrs.field(default=30, kw_only=True)

@@ -103,6 +103,7 @@ class SoupClientSessionSync:
     def _call(self, function: Any, *args: Any) -> Any:
         if self._runner.loop.is_closed():
             return function(*args)  # the session is closed: this raises SessionClosedError
+
         async def call() -> Any:
             return function(*args)
 
