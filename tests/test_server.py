@@ -36,7 +36,6 @@ from nasdaq_protocols.soup.core import (
     SequencedData,
     ServerHeartbeat,
     SoupMessage,
-    UnSequencedData,
 )
 from nasdaq_protocols.soup.framing import SoupDecoder
 from nasdaq_protocols.soup.server import PUMP_CHUNK, ClientStats, ServedSession, SoupServer
@@ -239,7 +238,7 @@ async def test_replay_from_random_sequences_while_publishing(make_server: Any, s
     publisher_task = asyncio.create_task(publisher())
     client_tasks = [
         asyncio.create_task(client(i, event, kind))
-        for i, ((_, event), kind) in enumerate(zip(published_enough, kinds))
+        for i, ((_, event), kind) in enumerate(zip(published_enough, kinds, strict=True))
     ]
     await asyncio.wait_for(publisher_task, WAIT)
     await wait_for_condition(

@@ -806,7 +806,10 @@ def test_kill_9_loses_nothing_append_returned(tmp_path: Path, round_number: int)
             time.sleep(chooser.random() * 0.05)
         finally:
             process.send_signal(signal.SIGKILL)
-            rest, errors = process.communicate()
+            # Not communicate(): it reads the pipe's fd and would skip what readline() buffered.
+            rest = process.stdout.read()
+            errors = process.stderr.read() if process.stderr else b""
+            process.wait()
         assert process.returncode == -signal.SIGKILL, errors.decode()
         printed += [int(line) for line in rest.split(b"\n")[:-1]]  # the last one is unfinished
         assert printed, f"run {run}: the writer printed nothing"
