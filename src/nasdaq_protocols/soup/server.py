@@ -36,7 +36,7 @@ import attrs
 from nasdaq_protocols.common.errors import CloseReason
 
 from .core import Debug, LoginAccepted, LoginRejected, LoginRejectReason, LoginRequest, UnSequencedData
-from .framing import frame_sequenced
+from .framing import MAX_PACKET_SIZE, frame_sequenced
 from .session import SoupServerSession
 from .store import MemoryStore, MessageStore
 
@@ -123,6 +123,7 @@ class ServedSession(SoupServerSession):
         self.messages_sent = 0
         self.replayed = 0
         self.connected_at = time.monotonic()
+        self.counted_unauthenticated = False
         self._pump_scheduled = False
 
     # ---- login and data
@@ -131,8 +132,15 @@ class ServedSession(SoupServerSession):
         assert self.server is not None
         return await self.server._login(self, msg)
 
+    def _on_connected(self, transport: asyncio.Transport) -> None:
+        super()._on_connected(transport)
+        assert self.server is not None
+        if not self.server._admit(self):
+            self.abort("too many connections that have not logged in from this address")
+
     async def on_logged_in(self, accepted: LoginAccepted) -> None:
         assert self.server is not None and self.stream is not None
+        self.server._authenticated(self)
         self.stream.clients.add(self)
         log.info(
             "%s> logged in at sequence %d (stream at %d)",
@@ -265,6 +273,11 @@ class SoupServer:
         max_lag: drop a client (with a Debug packet saying why) that falls more than this many
             messages behind while its transport is paused (``None``: never).
         max_connections: refuse connections beyond this many (closed at once, logged and counted).
+        max_unauthenticated_per_address: refuse a connection from an address that already has
+            this many connections that have not logged in yet.
+        max_packet_size: the largest packet accepted from a client (a Login Request is 49 bytes
+            with its length field; Unsequenced Data of an order-entry protocol rarely exceeds
+            a few hundred). Larger ones are protocol errors.
         ssl: an ``ssl.SSLContext`` to serve TLS.
     """
 
@@ -283,6 +296,8 @@ class SoupServer:
         on_unsequenced: OnUnsequenced | None = None,
         max_lag: int | None = None,
         max_connections: int = 10000,
+        max_unauthenticated_per_address: int = 100,
+        max_packet_size: int = MAX_PACKET_SIZE,
         ssl: Any = None,
     ) -> None:
         if credentials is not None and authenticate is not None:
@@ -304,6 +319,9 @@ class SoupServer:
         self.on_unsequenced = on_unsequenced
         self.max_lag = max_lag
         self.max_connections = max_connections
+        self.max_unauthenticated_per_address = max_unauthenticated_per_address
+        self.max_packet_size = max_packet_size
+        self._unauthenticated: dict[str, int] = {}
         self._ssl = ssl
         self._streams: dict[str, _Stream] = {}
         if self._shared_store is not None and not per_user:
@@ -362,6 +380,7 @@ class SoupServer:
             client_heartbeat_interval=self.client_timeout / 3,
             server_heartbeat_interval=self.heartbeat_interval,
             login_timeout=self.login_timeout,
+            max_packet_size=self.max_packet_size,
         )
         self._connections_total += 1
         if len(self._sessions) >= self.max_connections:
@@ -375,6 +394,35 @@ class SoupServer:
 
     def _forget(self, session: ServedSession) -> None:
         self._sessions.discard(session)
+        self._authenticated(session)
+
+    def _admit(self, session: ServedSession) -> bool:
+        """A new connection from ``session.session_id.host``: within the per-address limit?"""
+        host = session.session_id.host
+        pending = self._unauthenticated.get(host, 0)
+        if pending >= self.max_unauthenticated_per_address:
+            self._refused_connections += 1
+            log.warning(
+                "refusing a connection from %s: %d connections from it have not logged in (the limit)",
+                host,
+                pending,
+            )
+            return False
+        self._unauthenticated[host] = pending + 1
+        session.counted_unauthenticated = True
+        return True
+
+    def _authenticated(self, session: ServedSession) -> None:
+        """``session`` logged in or closed: it no longer counts as unauthenticated."""
+        if not session.counted_unauthenticated:
+            return
+        session.counted_unauthenticated = False
+        host = session.session_id.host
+        remaining = self._unauthenticated.get(host, 1) - 1
+        if remaining > 0:
+            self._unauthenticated[host] = remaining
+        else:
+            self._unauthenticated.pop(host, None)
 
     # ------------------------------------------------------------------ streams
 
