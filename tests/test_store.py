@@ -793,23 +793,22 @@ def test_kill_9_loses_nothing_append_returned(tmp_path: Path, round_number: int)
     chooser = random.Random(round_number)
     printed: list[int] = []
     for run in range(2):  # the second run appends to what the first left, then dies too
-        process = subprocess.Popen(
+        with subprocess.Popen(
             [sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        assert process.stdout is not None
-        try:
-            for _ in range(chooser.randrange(100, 3000)):
-                line = process.stdout.readline()
-                if not line.endswith(b"\n"):
-                    break
-                printed.append(int(line))
-            time.sleep(chooser.random() * 0.05)
-        finally:
-            process.send_signal(signal.SIGKILL)
+        ) as process:
+            assert process.stdout is not None and process.stderr is not None
+            try:
+                for _ in range(chooser.randrange(100, 3000)):
+                    line = process.stdout.readline()
+                    if not line.endswith(b"\n"):
+                        break
+                    printed.append(int(line))
+                time.sleep(chooser.random() * 0.05)
+            finally:
+                process.send_signal(signal.SIGKILL)
             # Not communicate(): it reads the pipe's fd and would skip what readline() buffered.
             rest = process.stdout.read()
-            errors = process.stderr.read() if process.stderr else b""
-            process.wait()
+            errors = process.stderr.read()
         assert process.returncode == -signal.SIGKILL, errors.decode()
         printed += [int(line) for line in rest.split(b"\n")[:-1]]  # the last one is unfinished
         assert printed, f"run {run}: the writer printed nothing"
@@ -819,6 +818,9 @@ def test_kill_9_loses_nothing_append_returned(tmp_path: Path, round_number: int)
             packets, count = store.read_packets(1, 1 << 31)
             assert count == store.last_sequence
             assert decode(packets) == [payload_for(n) for n in range(1, count + 1)]
+            print(
+                f"run {run}: {count} messages, {len(printed)} acknowledged, torn tail {store.recovered_bytes}"
+            )
 
 
 DISK_FULL = """

@@ -105,7 +105,7 @@ JOURNAL_HEADER_SIZE = 32
 Durability = Literal["flush", "fsync", "interval"]
 
 #: The payload types ``append`` accepts.
-Payload: TypeAlias = "bytes | bytearray | memoryview"
+Payload: TypeAlias = bytes | bytearray | memoryview
 
 _JOURNAL_MAGIC = b"SOUPJRNL"
 _JOURNAL_VERSION = 1
