@@ -279,6 +279,8 @@ class SoupServer:
             with its length field; Unsequenced Data of an order-entry protocol rarely exceeds
             a few hundred). Larger ones are protocol errors.
         ssl: an ``ssl.SSLContext`` to serve TLS.
+        flush_interval: seconds between calls of the stores' ``flush()`` while serving, so a
+            ``FileStore(durability="interval")`` syncs the end of a burst too.
     """
 
     def __init__(
@@ -298,6 +300,7 @@ class SoupServer:
         max_connections: int = 10000,
         max_unauthenticated_per_address: int = 100,
         max_packet_size: int = MAX_PACKET_SIZE,
+        flush_interval: float = 0.2,
         ssl: Any = None,
     ) -> None:
         if credentials is not None and authenticate is not None:
@@ -322,6 +325,8 @@ class SoupServer:
         self.max_unauthenticated_per_address = max_unauthenticated_per_address
         self.max_packet_size = max_packet_size
         self._unauthenticated: dict[str, int] = {}
+        self.flush_interval = flush_interval
+        self._flusher: asyncio.Task[None] | None = None
         self._ssl = ssl
         self._streams: dict[str, _Stream] = {}
         if self._shared_store is not None and not per_user:
@@ -342,6 +347,8 @@ class SoupServer:
         """Listen on ``host:port`` (port 0: any free port, see :attr:`address`). Returns self."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._new_session, host, port, ssl=self._ssl)
+        if self.flush_interval > 0:
+            self._flusher = loop.create_task(self._flush_periodically(), name="soup-server-flush")
         log.info("serving session %r on %s:%d", self.session, *self.address)
         return self
 
@@ -353,8 +360,20 @@ class SoupServer:
         name = self._server.sockets[0].getsockname()
         return str(name[0]), int(name[1])
 
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            for stream in list(self._streams.values()):
+                try:
+                    stream.store.flush()
+                except Exception as exc:  # a failing disk must not stop the server
+                    log.error("flushing the store of stream %r failed: %s", stream.name, exc)
+
     async def close(self) -> None:
         """Stop listening, disconnect every client, close the stores."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
         if self._server is not None:
             self._server.close()
         sessions = list(self._sessions)
@@ -473,11 +492,16 @@ class SoupServer:
         batch = list(payloads)
         if not batch:
             return stream.store.last_sequence
-        first = stream.store.last_sequence + 1
-        packets = frame_sequenced(batch)  # validates sizes before anything is stored
-        last = stream.store.append_many(batch)
+        store = stream.store
+        first = store.last_sequence + 1
+        append_batch = getattr(store, "append_batch", None)
+        if append_batch is not None:
+            last, packets = append_batch(batch)
+        else:
+            packets = frame_sequenced(batch)  # validates sizes before anything is stored
+            last = store.append_many(batch)
         stream.published(packets, len(batch), first)
-        return last
+        return int(last)
 
     def end_session(self) -> None:
         """End the session: every client gets End of Session, new logins are refused."""

@@ -300,6 +300,15 @@ class _PacketLog:
             ValueError: a payload is longer than 65,534 bytes; none of them is stored.
             StoreError: the store is closed or read-only, or the write failed; none is stored.
         """
+        return self.append_batch(payloads)[0]
+
+    def append_batch(self, payloads: Iterable[Payload]) -> tuple[int, bytes]:
+        """As :meth:`append_many`, and also return the packets as stored (wire form), so a
+        server can send exactly those bytes to its live clients without framing them twice.
+
+        Returns:
+            ``(last sequence number, packets)``; ``packets`` is ``b""`` when ``payloads`` is empty.
+        """
         self._check_writable()
         every = self._index_every
         count = self._count
@@ -322,13 +331,14 @@ class _PacketLog:
             position += 2 + length
             count += 1
         if not parts:
-            return self._count
-        self._write(b"".join(parts))
+            return self._count, b""
+        packets = b"".join(parts)
+        self._write(packets)
         self._checkpoints.extend(checkpoints)
         self._count = count
         self._end = position
         self._appended()
-        return count
+        return count, packets
 
     def get(self, sequence: int) -> bytes:
         """Return the payload of message ``sequence``.
