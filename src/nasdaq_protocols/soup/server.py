@@ -298,7 +298,7 @@ class SoupServer:
         on_unsequenced: OnUnsequenced | None = None,
         max_lag: int | None = None,
         max_connections: int = 10000,
-        max_unauthenticated_per_address: int = 100,
+        max_unauthenticated_per_address: int = 1000,
         max_packet_size: int = MAX_PACKET_SIZE,
         flush_interval: float = 0.2,
         ssl: Any = None,

@@ -111,6 +111,7 @@ class Subscriber:
         backoff_jitter: float = 0.5,
         max_attempts: int | None = None,
         max_downtime: float | None = None,
+        stable_after: float = 1.0,
         buffer_size: int = 65536,
         on_connect: Hook | None = None,
         on_disconnect: Hook | None = None,
@@ -134,6 +135,8 @@ class Subscriber:
         self.backoff_jitter = backoff_jitter
         self.max_attempts = max_attempts
         self.max_downtime = max_downtime
+        #: A connection shorter than this (seconds) counts as a failed attempt.
+        self.stable_after = stable_after
         self.buffer_size = buffer_size
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
@@ -275,7 +278,7 @@ class Subscriber:
                     self._remote_index += 1
                     await asyncio.sleep(self._backoff(failures))
                     continue
-                failures = 0
+                connected_at = time.monotonic()
                 if not first_login.done():
                     first_login.set_result(None)
                 reason = await session.wait_closed()
@@ -300,11 +303,16 @@ class Subscriber:
                     reason.value,
                     self.next_sequence,
                 )
-                if reason in (CloseReason.PEER_CLOSED, CloseReason.TIMEOUT, CloseReason.PROTOCOL_ERROR):
-                    self._remote_index += (
-                        1 if len(self.remotes) > 1 and reason is not CloseReason.PEER_CLOSED else 0
-                    )
-                await asyncio.sleep(self._backoff(1))
+                if reason in (CloseReason.TIMEOUT, CloseReason.PROTOCOL_ERROR):
+                    self._remote_index += 1  # that server misbehaves: try the next one first
+                # A connection that dropped soon after login counts as a failed attempt, so a
+                # server that accepts and drops at once meets the backoff and the caps.
+                if time.monotonic() - connected_at < self.stable_after:
+                    failures += 1
+                    self._check_give_up(failures, ConnectError(f"connection dropped: {reason.value}"))
+                else:
+                    failures = 0
+                await asyncio.sleep(self._backoff(max(failures, 1)))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -322,8 +330,8 @@ class Subscriber:
     def _login_refusal(self, exc: LoginRejectedError) -> SoupError:
         if exc.reason is LoginRejectReason.SESSION_NOT_AVAILABLE and self.stats.connects:
             return SessionChangedError(
-                f"the server no longer serves session {self.session!r} (Login Rejected 'S'); "
-                f"not mixing two sessions"
+                f"the server no longer serves session {self.session!r} (Login Rejected 'S': it ended"
+                f" or changed); not mixing two sessions"
             )
         return exc
 
@@ -380,9 +388,13 @@ class Subscriber:
     async def _on_message(self, message: SoupMessage) -> None:
         if message.__class__ is SequencedData:
             sequence = message.sequence
-            if sequence < self.next_sequence:
-                self.stats.duplicates_dropped += 1
-                return
+            if sequence != self.next_sequence:
+                if sequence < self.next_sequence:
+                    self.stats.duplicates_dropped += 1
+                    return
+                # Cannot happen on one connection; if it does, drop it and log in again at the
+                # next expected number rather than deliver past a gap.
+                raise SequenceGapError(f"got message {sequence}, expected {self.next_sequence}")
             self.next_sequence = sequence + 1
             self.stats.messages += 1
             self.stats.bytes += len(message.data)
