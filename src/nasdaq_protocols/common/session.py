@@ -36,6 +36,8 @@ _log = logging.getLogger(__name__)
 #: Queue mode: pause reading above this many undelivered messages, resume at the low mark.
 QUEUE_HIGH_WATER = 65536
 QUEUE_LOW_WATER = 16384
+#: Seconds a closing session waits for the peer to read what was written before aborting.
+CLOSE_GRACE_PERIOD = 5.0
 
 
 class Decoder(Protocol):
@@ -105,6 +107,7 @@ class AsyncSession(asyncio.Protocol):
         self._decoder: Decoder = self._new_decoder()
         self._closing = False
         self._closed = False
+        self._connection_lost = False
         self._close_task: asyncio.Task[None] | None = None
         self._closed_waiter: asyncio.Future[None] | None = None
         self.close_reason: CloseReason | None = None
@@ -181,6 +184,7 @@ class AsyncSession(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """:meta private:"""
+        self._connection_lost = True
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -486,6 +490,10 @@ class AsyncSession(asyncio.Protocol):
         self.log.info("%s> closing: %s (%s)", self.session_id, reason.value, self.close_detail)
         if self._transport is not None:
             self._transport.close()
+            # close() first flushes what was written; a peer that never reads would keep the
+            # socket and its buffer forever, so after a grace period the connection is aborted.
+            loop = self._loop or asyncio.get_event_loop()
+            loop.call_later(CLOSE_GRACE_PERIOD, self._abort_unflushed)
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -493,6 +501,16 @@ class AsyncSession(asyncio.Protocol):
         self._on_closing()
         loop = self._loop or asyncio.get_event_loop()
         self._close_task = loop.create_task(self._finish_close(), name=f"close:{self.session_id}")
+
+    def _abort_unflushed(self) -> None:
+        transport = self._transport
+        if transport is not None and not self._connection_lost:
+            self.log.info(
+                "%s> peer did not read the last %d bytes: aborting",
+                self.session_id,
+                transport.get_write_buffer_size(),
+            )
+            transport.abort()
 
     def _on_closing(self) -> None:
         """Hook for subclasses: the session just started closing."""

@@ -44,6 +44,8 @@ __all__ = ["ClientStats", "SoupServer"]
 
 log = logging.getLogger(__name__)
 
+_DUMMY_PASSWORD = b"\x00" * 10  # a Login Request's password field is 10 bytes
+
 Authenticate = Callable[[str, str], Awaitable[bool]]
 OnUnsequenced = Callable[["ServedSession", bytes], Any]
 
@@ -77,6 +79,11 @@ class _Stream:
         self.live_start = store.last_sequence + 1  # sequence of the first packet in `live`
         self.live_count = 0
         self.flush_scheduled = False
+        # A store that is also appended to from elsewhere (a replicated log such as JetStream)
+        # tells the stream, so those messages go out live as the server's own publishes do.
+        set_listener = getattr(store, "set_append_listener", None)
+        if set_listener is not None:
+            set_listener(self.published)
 
     def published(self, packets: bytes, count: int, first: int) -> None:
         if not self.live:
@@ -310,6 +317,8 @@ class SoupServer:
             store if store is not None else (None if per_user else MemoryStore(session or ""))
         )
         stored_name = self._shared_store.session if self._shared_store is not None else ""
+        if session and stored_name and session != stored_name:
+            raise ValueError(f"the store holds session {stored_name!r}, not {session!r}")
         self.session = session or stored_name or "SESSION"
         if len(self.session) > 10 or not self.session.isascii():
             raise ValueError(f"session name {self.session!r} must be at most 10 ASCII characters")
@@ -330,6 +339,7 @@ class SoupServer:
         self._ssl = ssl
         self._streams: dict[str, _Stream] = {}
         if self._shared_store is not None and not per_user:
+            self._name_store(self._shared_store)
             self._streams[""] = _Stream("", self._shared_store, self)
         self._server: asyncio.Server | None = None
         self._sessions: set[ServedSession] = set()
@@ -340,6 +350,8 @@ class SoupServer:
         self._logins_rejected = 0
         self._drops = 0
         self._refused_connections = 0
+        self._gone_messages_sent = 0  # by clients no longer connected
+        self._gone_bytes_sent = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -382,7 +394,11 @@ class SoupServer:
         for session in sessions:
             await session.wait_closed()
         for stream in self._streams.values():
-            stream.store.close()
+            aclose = getattr(stream.store, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            else:
+                stream.store.close()
         self._server = None
 
     async def __aenter__(self) -> SoupServer:
@@ -412,7 +428,10 @@ class SoupServer:
         return session
 
     def _forget(self, session: ServedSession) -> None:
-        self._sessions.discard(session)
+        if session in self._sessions:
+            self._sessions.discard(session)
+            self._gone_messages_sent += session.messages_sent
+            self._gone_bytes_sent += session.bytes_sent
         self._authenticated(session)
 
     def _admit(self, session: ServedSession) -> bool:
@@ -451,8 +470,20 @@ class SoupServer:
         if stream is None:
             if not self.per_user:
                 raise RuntimeError("the shared stream has no store")
-            stream = self._streams[key] = _Stream(key, self._store_factory(user), self)
+            store = self._store_factory(user)
+            self._name_store(store)
+            stream = self._streams[key] = _Stream(key, store, self)
         return stream
+
+    def _name_store(self, store: MessageStore) -> None:
+        """Record the session name in a store that has none (so a restart serves the same one)."""
+        if store.session == self.session:
+            return
+        if store.session:
+            raise ValueError(f"the store holds session {store.session!r}, not {self.session!r}")
+        name_session = getattr(store, "name_session", None)
+        if name_session is not None and not getattr(store, "readonly", False):
+            name_session(self.session)
 
     def store(self, user: str | None = None) -> MessageStore:
         """The store of the shared stream, or of ``user``'s stream in per-user mode."""
@@ -524,7 +555,7 @@ class SoupServer:
         # Compare in constant time, even for unknown users, so timing does not reveal which exist.
         candidate = password.encode()
         if expected is None:
-            hmac.compare_digest(candidate, candidate)
+            hmac.compare_digest(candidate, _DUMMY_PASSWORD)  # the same work as a known user's check
             return False
         return hmac.compare_digest(candidate, expected.encode())
 
@@ -575,8 +606,8 @@ class SoupServer:
             "logins_rejected": self._logins_rejected,
             "drops": self._drops,
             "streams": {name or "*": s.store.last_sequence for name, s in self._streams.items()},
-            "messages_sent": sum(c.messages_sent for c in clients),
-            "bytes_sent": sum(c.bytes_sent for c in clients),
+            "messages_sent": self._gone_messages_sent + sum(s.messages_sent for s in self._sessions),
+            "bytes_sent": self._gone_bytes_sent + sum(s.bytes_sent for s in self._sessions),
             "clients": clients,
         }
 

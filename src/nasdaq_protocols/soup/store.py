@@ -253,6 +253,24 @@ class _PacketLog:
         """Name of the session the stream belongs to (``''`` when none was given)."""
         return self._session
 
+    def name_session(self, session: str) -> None:
+        """Give an unnamed stream its session name (kept with the stream from now on).
+
+        Raises:
+            StoreError: the stream already has another name (or the store cannot record it).
+            ValueError: the name is longer than 10 characters or not ASCII.
+        """
+        session = _check_session(session)
+        if session == self._session:
+            return
+        if self._session:
+            raise StoreError(f"the stream belongs to session {self._session!r}, not {session!r}")
+        self._record_session(session)
+        self._session = session
+
+    def _record_session(self, session: str) -> None:
+        """Persist a new session name (memory: nothing to do)."""
+
     @property
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
@@ -700,6 +718,20 @@ class FileStore(_PacketLog):
             os.close(self._fd)
 
     # ----------------------------------------------------------------- _PacketLog
+
+    def _record_session(self, session: str) -> None:
+        self._check_writable()
+        # The journal's fd appends (O_APPEND), so rewrite the header's name through another one.
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, session.encode("ascii").rjust(_SESSION_WIDTH), 10)
+                if self._durability != "flush":
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._os_error(exc, "cannot record the session name") from exc
 
     def _check_writable(self) -> None:
         self._check_open()
