@@ -80,8 +80,10 @@ class Worker:
         return self._stderr.read().decode(errors="replace")
 
     def _fail(self, why: str) -> WorkerError:
-        return WorkerError(f"{self.name}: {why}\n--- command ---\n{' '.join(self.command)}\n--- stderr ---\n"
-                           f"{self.stderr()[-4000:]}")
+        return WorkerError(
+            f"{self.name}: {why}\n--- command ---\n{' '.join(self.command)}\n--- stderr ---\n"
+            f"{self.stderr()[-4000:]}"
+        )
 
     def read_json(self, timeout: float) -> dict[str, Any]:
         """The next JSON line the worker prints (waiting at most ``timeout`` seconds)."""
@@ -152,7 +154,9 @@ def workers() -> Iterator[list[Worker]]:
 
 
 def start(pool: list[Worker], implementation: Implementation, role: str, *options: Any) -> Worker:
-    worker = Worker(implementation.command(role, *options), implementation.env, f"{implementation.name} {role}")
+    worker = Worker(
+        implementation.command(role, *options), implementation.env, f"{implementation.name} {role}"
+    )
     pool.append(worker)
     return worker
 

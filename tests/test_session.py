@@ -431,8 +431,8 @@ ECHO_COUNT = 10_000
 async def test_echo_10000_unsequenced_in_order_via_callback() -> None:
     collector = Collector()
     payloads = [b"%d" % n for n in range(ECHO_COUNT)]
-    async with serve() as server:
-        client = await connect(server, on_msg_coro=collector)
+    async with serve(**SLOW) as server:  # a loaded machine may stall longer than FAST's 0.3 s
+        client = await connect(server, on_msg_coro=collector, **SLOW)
         for payload in payloads:
             client.send_unseq_data(payload)
         echoes = await collector.wait_for(ECHO_COUNT, timeout=20)
@@ -444,8 +444,8 @@ async def test_echo_10000_unsequenced_in_order_via_callback() -> None:
 
 async def test_echo_10000_unsequenced_in_order_via_receive_msg() -> None:
     payloads = [b"%d" % n for n in range(ECHO_COUNT)]
-    async with serve() as server:
-        client = await connect(server)
+    async with serve(**SLOW) as server:  # a loaded machine may stall longer than FAST's 0.3 s
+        client = await connect(server, **SLOW)
         for payload in payloads:
             client.send_unseq_data(payload)
 
@@ -470,7 +470,9 @@ async def test_callback_that_suspends_still_gets_each_message_once_in_order() ->
         busy = True
         delivered.append(message.sequence)
         if message.sequence == 500:
-            asyncio.get_running_loop().call_later(0.1, gate.set)
+            # Longer than the 0.3 s silence timeout: reading is paused meanwhile, which is not
+            # the server's silence.
+            asyncio.get_running_loop().call_later(0.5, gate.set)
             await gate.wait()  # later messages pile up meanwhile
         elif message.sequence % 7 == 0:
             await asyncio.sleep(0)
@@ -482,6 +484,7 @@ async def test_callback_that_suspends_still_gets_each_message_once_in_order() ->
         await asyncio.sleep(0.05)  # any duplicate would show now
         assert not overlaps, f"callback re-entered while suspended at {overlaps[:5]}"
         assert delivered == list(range(1, count + 1)), "messages lost, duplicated or reordered"
+        assert client.is_active(), f"a slow callback closed the session: {client.close_detail}"
         await client.close()
 
 

@@ -28,6 +28,7 @@ import asyncio
 import gc
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -210,7 +211,9 @@ async def replay_server(journal: str) -> None:
     gc.collect()
     rss_open, _ = rss_kb()
     watch = _ReplayWatch()
-    server = await SoupServer(SESSION, store=store, authenticate=watch.authenticate).start(HOST, 0)
+    server = await SoupServer(
+        SESSION, store=store, authenticate=watch.authenticate, heartbeat_interval=30.0, client_timeout=600.0
+    ).start(HOST, 0)
     watcher = asyncio.create_task(watch.watch(server))
     report(
         port=server.address[1],
@@ -230,7 +233,9 @@ async def replay_server(journal: str) -> None:
 async def fanout_server(clients: int, count: int, size: int, batch: int) -> None:
     loop = asyncio.get_running_loop()
     stop = stop_event_on_stdin_eof(loop)
-    server = await SoupServer(SESSION, heartbeat_interval=1.0).start(HOST, 0)
+    # No heartbeat while clients connect (the byte-counting clients count every byte); no timeout
+    # for clients that never send one.
+    server = await SoupServer(SESSION, heartbeat_interval=30.0, client_timeout=600.0).start(HOST, 0)
     report(port=server.address[1])
     while len(server.clients) < clients:
         await asyncio.sleep(0.005)
@@ -258,7 +263,8 @@ async def fanout_server(clients: int, count: int, size: int, batch: int) -> None
 async def stalled_server(clients: int, count: int, size: int, batch: int) -> None:
     loop = asyncio.get_running_loop()
     stop = stop_event_on_stdin_eof(loop)
-    with tempfile.TemporaryDirectory(prefix="soup-bench-") as directory:
+    directory = tempfile.mkdtemp(prefix="soup-bench-")
+    try:
         store = FileStore(os.path.join(directory, "stalled.journal"), session=SESSION)
         server = await SoupServer(SESSION, store=store, client_timeout=600.0).start(HOST, 0)
         report(port=server.address[1])
@@ -277,19 +283,19 @@ async def stalled_server(clients: int, count: int, size: int, batch: int) -> Non
             await asyncio.sleep(0)
         await asyncio.sleep(0.1)
         after, peak = rss_kb()
-        buffered = sum(client.write_buffer_size for client in server.clients)
-        lags = [client.lag for client in server.clients]
         await stop.wait()
-        await server.close()
-    report(
-        published=published,
-        rss_before_kb=before,
-        rss_after_kb=after,
-        peak_rss_kb=peak,
-        clients=clients,
-        buffered_bytes=buffered,
-        lag=lags,
-    )
+        report(
+            published=published,
+            rss_before_kb=before,
+            rss_after_kb=after,
+            peak_rss_kb=peak,
+            clients=clients,
+            buffered_bytes=sum(client.write_buffer_size for client in server.clients),
+            lag=[client.lag for client in server.clients],
+        )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    quiet_exit()  # no goodbye to a client that never reads
 
 
 def build_journal(path: str, count: int, size: int) -> None:

@@ -16,6 +16,8 @@ Roles (``python -m bench.workers.raw ROLE --help``):
 * ``fanout-server`` / ``fanout-client``: one publisher, many sessions.
 * ``stalled-server``: publishes while a client that never reads is connected (it drops what a
   paused transport cannot take: no store, the floor for memory).
+* ``sink``: ``--sessions`` clients that count bytes, not packets (C speed), so that a server is
+  what is measured (replay and fan-out capacity).
 * ``stalled-client``: connects, logs in, never reads (used against every implementation).
 """
 
@@ -197,6 +199,49 @@ async def fanout_client(port: int, sessions: int, count: int) -> None:
     report(
         sessions=sessions,
         messages=sum(client.received for client in clients),
+        first_at=min(client.first_at for client in clients),
+        last_at=max(client.last_at for client in clients),
+    )
+    for client in clients:
+        assert client.transport is not None
+        client.transport.close()
+
+
+class SinkClient(StreamClient):
+    """Counts bytes, not packets: a client that costs (almost) nothing, so that a server's own
+    speed is what a run measures. It is done after the Login Accepted and ``target`` packets of
+    ``size``-byte payloads (a heartbeat, 3 bytes, would end it a fraction of a message early)."""
+
+    def __init__(self, target: int, size: int) -> None:
+        super().__init__(target)
+        self.expected = len(login_accepted(1)) + target * (size + 3)
+        self.bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        if not self.bytes:
+            self.first_at = now()
+        self.bytes += len(data)
+        if self.bytes >= self.expected and not self.done.done():
+            self.last_at = now()
+            self.received = self.target
+            self.done.set_result(None)
+
+
+async def sink(port: int, sessions: int, count: int, size: int) -> None:
+    loop = asyncio.get_running_loop()
+    started = now()
+    clients = []
+    for _ in range(sessions):
+        _, client = await loop.create_connection(lambda: SinkClient(count, size), HOST, port)
+        clients.append(client)
+    await asyncio.gather(*(client.done for client in clients))
+    elapsed = now() - started
+    received = sum(client.received for client in clients)
+    report(
+        sessions=sessions,
+        messages=received,
+        seconds=elapsed,
+        rate=received / elapsed,
         first_at=min(client.first_at for client in clients),
         last_at=max(client.last_at for client in clients),
     )
@@ -405,9 +450,7 @@ async def serve(server: RawServer) -> None:
     report(port=listener.sockets[0].getsockname()[1], rss_kb=rss_kb()[0])
     job = asyncio.create_task(server.run())
     await stop.wait()
-    if job.done() and job.exception() is not None:
-        raise job.exception()  # type: ignore[misc]
-    job.cancel()
+    await job  # a job that publishes finishes first; the others return at once
     listener.close()
     for client in server.clients:
         if client.transport is not None:
@@ -445,6 +488,8 @@ def main() -> None:
         job = rtt_client(arguments.port, arguments.count, arguments.warmup, arguments.size)
     elif role == "fanout-client":
         job = fanout_client(arguments.port, arguments.sessions, arguments.count)
+    elif role == "sink":
+        job = sink(arguments.port, arguments.sessions, arguments.count, arguments.size)
     elif role == "rtt-server":
         job = serve(RawServer())
     elif role == "replay-server":
