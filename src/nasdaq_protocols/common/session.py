@@ -175,6 +175,9 @@ class AsyncSession(asyncio.Protocol):
         if messages:
             self.messages_received += len(messages)
             self._on_messages(messages)
+            # Silence counts from the end of our work on this read, not its start: a long batch
+            # on a busy loop must not look like a silent peer.
+            self._last_received = self._loop.time()  # type: ignore[union-attr]
         if decoder.error is not None and not self._closing:
             self._protocol_error(str(decoder.error))
 
@@ -518,8 +521,18 @@ class AsyncSession(asyncio.Protocol):
     async def _finish_close(self) -> None:
         dispatch = self._dispatch_task
         if dispatch is not None and dispatch is not asyncio.current_task():
-            with contextlib.suppress(BaseException):  # its failure was already reported
-                await asyncio.shield(dispatch)
+            # Messages already received are still delivered, but a callback that never returns
+            # must not hold the close forever.
+            done, _ = await asyncio.wait({dispatch}, timeout=CLOSE_GRACE_PERIOD)
+            if not done:
+                self.log.warning(
+                    "%s> message callback still running after %g s: cancelled",
+                    self.session_id,
+                    CLOSE_GRACE_PERIOD,
+                )
+                dispatch.cancel()
+                with contextlib.suppress(BaseException):
+                    await dispatch
         self._closed = True
         waiter = self._queue_waiter
         if waiter is not None and not waiter.done():

@@ -91,6 +91,8 @@ def _header(indicator: str, payload_length: int) -> bytes:
 
 
 def _encode_field(value: str, width: int, name: str, *, right: bool) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__} ({value!r})")
     try:
         raw = value.encode("ascii")
     except UnicodeEncodeError:

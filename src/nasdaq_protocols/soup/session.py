@@ -400,6 +400,10 @@ class SoupServerSession(SoupSession):
         """Send Unsequenced Data to the client (SoupBinTCP 4.0 and later)."""
         self.send_msg(UnSequencedData(data))
 
+    def logout(self) -> None:
+        """Close the connection (a server has no Logout Request to send; see :meth:`end_session`)."""
+        self.initiate_close(CloseReason.LOCAL_CLOSE, "closed by the server")
+
     def end_session(self) -> None:
         """Send End of Session, then close: the client must not expect more in this session."""
         if not self._closing:
@@ -442,6 +446,9 @@ class SoupServerSession(SoupSession):
     async def _handle_login(self, msg: LoginRequest) -> None:
         self.login_request = msg
         self.session_id.update(msg)
+        # The login arrived in time: the login timeout no longer applies while the application
+        # decides (the client's own silence timeout starts once it is accepted).
+        self._cancel_timers()
         reply = await self.on_login(msg)
         if self._closing:
             return
