@@ -40,10 +40,13 @@ class Implementation:
         return [*self.argv, role, *(str(option) for option in options)]
 
 
-def ours_implementation() -> Implementation:
+def ours_implementation(source: Path | None = None) -> Implementation:
+    """Our workers, importing ``nasdaq_protocols`` from ``source`` (default: this checkout's ``src``)."""
     env = dict(os.environ)
-    # Our package from this checkout, even if the interpreter has another copy installed.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "src"), env.get("PYTHONPATH")]))
+    # Our package from this checkout (or the one asked for), even if the interpreter has another
+    # copy installed.
+    source = source or REPO_ROOT / "src"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     return Implementation("ours", [sys.executable, "-m", "bench.workers.ours"], env)
 
 
@@ -61,10 +64,13 @@ def reference_implementation(python: Path) -> Implementation:
 class Worker:
     """A running worker process."""
 
-    def __init__(self, command: list[str], env: dict[str, str] | None = None, name: str = "") -> None:
+    def __init__(
+        self, command: list[str], env: dict[str, str] | None = None, name: str = "", ignore: bytes = b""
+    ) -> None:
         self.command = command
+        self.ignore = ignore  # stdout lines starting with this are not reports (a profiler's chatter)
         self.name = name or " ".join(command[-3:])
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -80,9 +86,12 @@ class Worker:
         return self._stderr.read().decode(errors="replace")
 
     def _fail(self, why: str) -> WorkerError:
+        stderr = self.stderr()
+        last = next((line for line in reversed(stderr.splitlines()) if line.strip()), "")
+        cause = f" ({last.strip()[:120]})" if last else ""
         return WorkerError(
-            f"{self.name}: {why}\n--- command ---\n{' '.join(self.command)}\n--- stderr ---\n"
-            f"{self.stderr()[-4000:]}"
+            f"{self.name}: {why}{cause}\n--- command ---\n{' '.join(self.command)}\n--- stderr ---\n"
+            f"{stderr[-4000:]}"
         )
 
     def read_json(self, timeout: float) -> dict[str, Any]:
@@ -92,18 +101,21 @@ class Worker:
         stdout = self.process.stdout
         with selectors.DefaultSelector() as selector:
             selector.register(stdout, selectors.EVENT_READ)
-            while b"\n" not in self._buffer:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self._fail(f"no report within {timeout:g} s")
-                if not selector.select(remaining):
-                    continue
-                chunk = os.read(stdout.fileno(), 65536)
-                if not chunk:
-                    self.process.wait(5)
-                    raise self._fail(f"exited with {self.process.returncode} before reporting")
-                self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
+            while True:
+                while b"\n" not in self._buffer:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise self._fail(f"no report within {timeout:g} s")
+                    if not selector.select(remaining):
+                        continue
+                    chunk = os.read(stdout.fileno(), 65536)
+                    if not chunk:
+                        self.process.wait(5)
+                        raise self._fail(f"exited with {self.process.returncode} before reporting")
+                    self._buffer += chunk
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                if line.strip() and not (self.ignore and line.startswith(self.ignore)):
+                    break
         try:
             report = json.loads(line)
         except ValueError:
@@ -186,7 +198,7 @@ def reference_python() -> Path:
     tests = str(REPO_ROOT / "tests")
     sys.path.insert(0, tests)
     try:
-        import peers  # tests/peers: the interop harness
+        import peers  # type: ignore[import-not-found]  # tests/peers: the interop harness
 
         return Path(peers.reference_python())
     except Exception as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import statistics
 import sys
@@ -39,6 +40,7 @@ class Sizes:
     """How big each scenario is; :data:`FULL` for the real run, :data:`QUICK` for CI's smoke run."""
 
     repeat: int
+    stream_repeat: int  # the stream runs are short and vary most from run to run: more of them
     payload: int
     stream: int
     roundtrip: int
@@ -47,6 +49,7 @@ class Sizes:
     fanout_clients: int
     fanout_processes: int
     fanout_messages: int
+    fanout_capacity_messages: int
     stalled_messages: int
     publish_batch: int
     # The reference is slow: each of its client runs stops at this many messages or seconds.
@@ -62,6 +65,7 @@ class Sizes:
 
 FULL = Sizes(
     repeat=3,
+    stream_repeat=5,
     payload=32,
     stream=1_000_000,
     roundtrip=100_000,
@@ -70,6 +74,7 @@ FULL = Sizes(
     fanout_clients=100,
     fanout_processes=2,
     fanout_messages=50_000,
+    fanout_capacity_messages=200_000,
     stalled_messages=1_000_000,
     publish_batch=1_000,
     reference_seconds=5.0,
@@ -83,6 +88,7 @@ FULL = Sizes(
 
 QUICK = Sizes(
     repeat=1,
+    stream_repeat=1,
     payload=32,
     stream=5_000,
     roundtrip=200,
@@ -91,6 +97,7 @@ QUICK = Sizes(
     fanout_clients=10,
     fanout_processes=2,
     fanout_messages=200,
+    fanout_capacity_messages=200,
     stalled_messages=20_000,
     publish_batch=1_000,
     reference_seconds=1.0,
@@ -136,8 +143,8 @@ class Row:
 
     def ratio(self, implementation: str) -> float | None:
         ours, other = self.value(OURS), self.value(implementation)
-        if ours is None or not other:
-            return None
+        if ours is None or not other or (self.unit == "MB" and abs(other) < 1.0):
+            return None  # a ratio of two near-zero memory growths means nothing
         return ours / other
 
     def status(self) -> str:
@@ -184,12 +191,18 @@ class Context:
     """What every scenario needs: sizes, the implementations, where the cache is, progress output."""
 
     def __init__(
-        self, sizes: Sizes, quick: bool, cache: Path, with_reference: bool, with_uvloop: bool
+        self,
+        sizes: Sizes,
+        quick: bool,
+        cache: Path,
+        with_reference: bool,
+        with_uvloop: bool,
+        ours_source: Path | None = None,
     ) -> None:
         self.sizes = sizes
         self.quick = quick
         self.cache = cache
-        self.ours = harness.ours_implementation()
+        self.ours = harness.ours_implementation(ours_source)
         self.ours_uvloop = with_uvloop
         self.raw = harness.raw_implementation()
         self.reference: Implementation | None = None
@@ -204,6 +217,12 @@ class Context:
             self.reference_problem = "skipped (--no-reference)"
         self.errors: list[str] = []
 
+    def reference_missing(self) -> Cell:
+        """The cell of a reference measurement that was not made (skipped, or not installable)."""
+        if self.reference_problem.startswith("skipped"):
+            return Cell(note=self.reference_problem)
+        return Cell(error=f"reference unavailable: {self.reference_problem}")
+
     def clients(self) -> list[tuple[str, Implementation, list[str]]]:
         """``(column, implementation, extra options)`` for every client-side implementation."""
         result: list[tuple[str, Implementation, list[str]]] = [(OURS, self.ours, [])]
@@ -212,11 +231,11 @@ class Context:
         return result
 
     def measure(
-        self, row_cells: dict[str, Cell], column: str, job: Callable[[], float | None], note: str = ""
+        self, row_cells: dict[str, Cell], column: str, job: Callable[[], float | None], repeat: int = 0
     ) -> None:
-        """Run ``job`` ``repeat`` times (once for the reference's capped runs is not enough either)."""
-        cell = row_cells.setdefault(column, Cell(note=note))
-        for repetition in range(self.sizes.repeat):
+        """Run ``job`` ``repeat`` times (default: the sizes' ``repeat``) into the column's cell."""
+        cell = row_cells.setdefault(column, Cell())
+        for repetition in range(repeat or self.sizes.repeat):
             try:
                 value = job()
             except (WorkerError, OSError, KeyError, ValueError, ZeroDivisionError) as exc:
@@ -265,38 +284,39 @@ def stream_rows(ctx: Context) -> list[Row]:
         with workers() as pool:
             sender = start(pool, ctx.raw, "sender", "--count", count, "--size", sizes.payload)
             port = sender.read_json(30)["port"]
-            result = harness.run(
+            return harness.run(
                 implementation, role, "--port", port, "--count", count, *options, timeout=sizes.timeout
             )
-            return result
+
+    def rate(implementation: Implementation, role: str, *options: Any) -> float:
+        return float(client_run(implementation, role, sizes.stream, *options)["rate"])
 
     for column, implementation, options in ctx.clients():
         log(f"stream/callback {column}")
         ctx.measure(
             callback.cells,
             column,
-            lambda i=implementation, o=options: client_run(i, "stream-callback", sizes.stream, *o)["rate"],
+            functools.partial(rate, implementation, "stream-callback", *options),
+            sizes.stream_repeat,
         )
         log(f"stream/subscribe {column}")
         ctx.measure(
             iterate.cells,
             column,
-            lambda i=implementation, o=options: client_run(i, "stream-subscribe", sizes.stream, *o)["rate"],
+            functools.partial(rate, implementation, "stream-subscribe", *options),
+            sizes.stream_repeat,
         )
     log("stream raw")
-    ctx.measure(callback.cells, RAW, lambda: client_run(ctx.raw, "stream", sizes.stream)["rate"])
+    ctx.measure(callback.cells, RAW, functools.partial(rate, ctx.raw, "stream"), sizes.stream_repeat)
     iterate.cells[RAW] = callback.cells[RAW]
     if ctx.reference is not None:
         log("stream reference")
         got: list[int] = []
+        reference = ctx.reference
 
         def reference_run() -> float:
             result = client_run(
-                ctx.reference,
-                "stream",
-                sizes.reference_stream,  # type: ignore[arg-type]
-                "--max-seconds",
-                sizes.reference_seconds,
+                reference, "stream", sizes.reference_stream, "--max-seconds", sizes.reference_seconds
             )
             got.append(result["messages"])
             return float(result["rate"])
@@ -304,14 +324,14 @@ def stream_rows(ctx: Context) -> list[Row]:
         ctx.measure(callback.cells, REFERENCE, reference_run)
         callback.cells[REFERENCE].note = "capped"
         callback.notes.append(
-            f"reference: capped at {sizes.reference_stream:,} messages or {sizes.reference_seconds:g} s per run;"
-            f" it received {', '.join(f'{n:,}' for n in got)} (its reader takes one message per event-loop turn"
-            " and sleeps 0.1 ms between turns)"
+            f"reference: capped at {sizes.reference_stream:,} messages or {sizes.reference_seconds:g} s per"
+            f" run; it received {', '.join(f'{n:,}' for n in got)} (its reader takes one message per"
+            " event-loop turn and sleeps 0.1 ms between turns)"
         )
         iterate.cells[REFERENCE] = Cell(note="n/a: the reference has no subscribe()")
     else:
-        callback.cells[REFERENCE] = Cell(error=ctx.reference_problem)
-        iterate.cells[REFERENCE] = Cell(error=ctx.reference_problem)
+        callback.cells[REFERENCE] = ctx.reference_missing()
+        iterate.cells[REFERENCE] = ctx.reference_missing()
     return [callback, iterate]
 
 
@@ -363,7 +383,7 @@ def roundtrip_rows(ctx: Context) -> list[Row]:
             rows[key].cells[column] = Cell(samples=[s[key] for s in summaries])
 
     for column, implementation, options in ctx.clients():
-        measure(column, lambda i=implementation, o=options: pair(i, i, sizes.roundtrip, *o))
+        measure(column, functools.partial(pair, implementation, implementation, sizes.roundtrip, *options))
     measure(RAW, lambda: pair(ctx.raw, ctx.raw, sizes.roundtrip))
     if ctx.reference is not None:
         reference = ctx.reference
@@ -383,7 +403,7 @@ def roundtrip_rows(ctx: Context) -> list[Row]:
                 row.cells[REFERENCE].note = "capped"
     else:
         for row in rows.values():
-            row.cells[REFERENCE] = Cell(error=ctx.reference_problem)
+            row.cells[REFERENCE] = ctx.reference_missing()
     rows["p50_us"].notes.insert(
         0,
         f"{sizes.roundtrip:,} sequential round trips (after {sizes.roundtrip_warmup:,} warm-up) of a"
@@ -433,7 +453,8 @@ def replay_rows(ctx: Context) -> list[Row]:
     cpu = Row("replay: server CPU", "server CPU time / wall time", "%", False)
     end_to_end = Row("replay: end to end, our client", "msg/s received (connect_async)", "msg/s", True)
     rate.notes.append(
-        f"{sizes.replay:,} stored messages of {sizes.payload} bytes; ours = SoupServer on a read-only FileStore,"
+        f"{sizes.replay:,} stored messages of {sizes.payload} bytes; ours = SoupServer on a read-only"
+        " FileStore,"
         " raw = a bare server writing the journal's bytes (os.pread chunks), reference = a"
         " SoupServerSession calling send_seq_msg per message (it has no store); the client counts bytes,"
         " not packets (C speed), so the server is what is measured"
@@ -471,16 +492,22 @@ def replay_rows(ctx: Context) -> list[Row]:
         ctx.measure(
             rate.cells,
             column,
-            lambda c=column, i=implementation, o=tuple(options): replay(
-                c, i, ctx.raw, "sink", sizes.replay, o, sink
+            functools.partial(
+                replay, column, implementation, ctx.raw, "sink", sizes.replay, tuple(options), sink
             ),
         )
         log(f"replay end to end {column}")
         ctx.measure(
             end_to_end.cells,
             column,
-            lambda c=column, i=implementation, o=tuple(options): replay(
-                c, i, i, "stream-callback", sizes.replay, o, o
+            functools.partial(
+                replay,
+                column,
+                implementation,
+                implementation,
+                "stream-callback",
+                sizes.replay,
+                *[tuple(options)] * 2,
             ),
         )
     log("replay raw")
@@ -511,8 +538,8 @@ def replay_rows(ctx: Context) -> list[Row]:
         rate.notes.append(f"reference: the first {sizes.reference_replay:,} messages per run")
         end_to_end.cells[REFERENCE] = Cell(note="n/a: see the stream rows")
     else:
-        rate.cells[REFERENCE] = Cell(error=ctx.reference_problem)
-        end_to_end.cells[REFERENCE] = Cell(error=ctx.reference_problem)
+        rate.cells[REFERENCE] = ctx.reference_missing()
+        end_to_end.cells[REFERENCE] = ctx.reference_missing()
     return [rate, cpu, end_to_end]
 
 
@@ -535,15 +562,17 @@ def fanout_rows(ctx: Context) -> list[Row]:
     )
     per_process = clients // sizes.fanout_processes
     capacity.notes.append(
-        f"the server publishes {sizes.fanout_messages:,} messages of {sizes.payload} bytes (publish batches of"
-        f" {sizes.publish_batch:,}) to {clients} sessions spread over {sizes.fanout_processes} client processes;"
-        " aggregate = messages received by all / (last received - publish start). Ours = SoupServer.publish_many;"
-        " raw = a bare server writing pre-framed blocks in lock-step with the slowest transport; reference ="
-        " send_seq_msg per session per message. The clients count bytes, so the server is what is measured"
+        f"the server publishes {sizes.fanout_capacity_messages:,} messages of {sizes.payload} bytes (publish"
+        f" batches of {sizes.publish_batch:,}) to {clients} sessions spread over {sizes.fanout_processes}"
+        " client processes; aggregate = messages received by all / (last received - publish start)."
+        " Ours = SoupServer.publish_many (MemoryStore); raw = a bare server writing pre-framed blocks in"
+        " lock-step with the slowest transport; reference = send_seq_msg per session per message. The"
+        " clients count bytes, so the server is what is measured"
     )
     end_to_end.notes.append(
-        "the same, received by each implementation's own clients (ours: connect_async + on_msg_coro; raw: the"
-        " packet-counting protocol; reference: its connect_async, capped): client decoding shares the 2 cores"
+        f"{sizes.fanout_messages:,} messages received by each implementation's own clients (ours:"
+        " connect_async + on_msg_coro; raw: the packet-counting protocol; reference: its connect_async,"
+        " capped); the client processes decode on the same 2 cores as the server"
     )
     delivered: dict[str, list[int]] = {}
 
@@ -591,7 +620,7 @@ def fanout_rows(ctx: Context) -> list[Row]:
             final = server.stop(60)
         received = sum(report["messages"] for report in reports)
         delivered.setdefault(column, []).append(received)
-        return received / (max(report["last_at"] for report in reports) - final["publish_started_at"])
+        return float(received / (max(report["last_at"] for report in reports) - final["publish_started_at"]))
 
     sink = ("--size", sizes.payload)
     for column, implementation, options in ctx.clients():
@@ -599,21 +628,36 @@ def fanout_rows(ctx: Context) -> list[Row]:
         ctx.measure(
             capacity.cells,
             column,
-            lambda c=column, i=implementation, o=tuple(options): fanout(
-                c, i, ctx.raw, "sink", sizes.fanout_messages, o, sink
+            functools.partial(
+                fanout,
+                column,
+                implementation,
+                ctx.raw,
+                "sink",
+                sizes.fanout_capacity_messages,
+                tuple(options),
+                sink,
             ),
         )
         log(f"fan-out end to end {column}")
         ctx.measure(
             end_to_end.cells,
             column,
-            lambda c=column, i=implementation, o=tuple(options): fanout(
-                c + "/e2e", i, i, "fanout-client", sizes.fanout_messages, o, o
+            functools.partial(
+                fanout,
+                column + "/e2e",
+                implementation,
+                implementation,
+                "fanout-client",
+                sizes.fanout_messages,
+                *[tuple(options)] * 2,
             ),
         )
     log("fan-out raw")
     ctx.measure(
-        capacity.cells, RAW, lambda: fanout(RAW, ctx.raw, ctx.raw, "sink", sizes.fanout_messages, (), sink)
+        capacity.cells,
+        RAW,
+        lambda: fanout(RAW, ctx.raw, ctx.raw, "sink", sizes.fanout_capacity_messages, (), sink),
     )
     log("fan-out end to end raw")
     ctx.measure(
@@ -653,8 +697,8 @@ def fanout_rows(ctx: Context) -> list[Row]:
             + " messages in all"
         )
     else:
-        capacity.cells[REFERENCE] = Cell(error=ctx.reference_problem)
-        end_to_end.cells[REFERENCE] = Cell(error=ctx.reference_problem)
+        capacity.cells[REFERENCE] = ctx.reference_missing()
+        end_to_end.cells[REFERENCE] = ctx.reference_missing()
     return [capacity, end_to_end]
 
 
@@ -694,11 +738,16 @@ def memory_rows(ctx: Context) -> list[Row]:
         opened.cells.setdefault(implementation.name, Cell()).samples.append(
             first.get("rss_open_kb", first.get("rss_kb", 0)) / 1024
         )
-        stored.cells.setdefault(implementation.name, Cell()).samples.append(final["peak_rss_kb"] / 1024)
+        peak = max(final["peak_rss_kb"], first.get("peak_rss_open_kb", 0))
+        stored.cells.setdefault(implementation.name, Cell()).samples.append(peak / 1024)
         if "rss_interpreter_kb" in first:
             details[implementation.name] = (
-                f"interpreter {first['rss_interpreter_kb'] / 1024:.1f} MB, with our package imported"
-                f" {first['rss_imported_kb'] / 1024:.1f} MB, store opened in {first['open_seconds']:.2f} s"
+                f"ours: interpreter {first['rss_interpreter_kb'] / 1024:.1f} MB, with our package imported"
+                f" {first['rss_imported_kb'] / 1024:.1f} MB; opening the store took"
+                f" {first['open_seconds']:.2f} s"
+                f" and peaked at {first['peak_rss_open_kb'] / 1024:.1f} MB (index file check: CRC of the"
+                f" journal read in chunks), leaving {first['rss_open_kb'] / 1024:.1f} MB; serving the replay"
+                f" peaked at {final['peak_rss_kb'] / 1024:.1f} MB"
             )
 
     log("memory: store, ours")
@@ -715,7 +764,8 @@ def memory_rows(ctx: Context) -> list[Row]:
     opened.cells[REFERENCE] = Cell(note="n/a: no store")
     stored.notes.append(
         "one run: VmHWM of the server process, which opened the journal and replayed all of it to one client"
-        f" ({details.get(OURS, '')}); raw = a bare server that pread()s the journal (the floor)"
+        f" (the raw packet-counting client); {details.get(OURS, '')}; raw = a bare server that pread()s the"
+        " journal (the floor)"
     )
 
     growth: dict[str, dict[int, float]] = {}
@@ -751,7 +801,7 @@ def memory_rows(ctx: Context) -> list[Row]:
     if ctx.reference is not None:
         implementations.append((REFERENCE, ctx.reference))
     else:
-        stalled.cells[REFERENCE] = Cell(error=ctx.reference_problem)
+        stalled.cells[REFERENCE] = ctx.reference_missing()
     for column, implementation in implementations:
         log(f"memory: stalled client, {column}")
         try:
@@ -769,7 +819,8 @@ def memory_rows(ctx: Context) -> list[Row]:
         "peak RSS growth during the publish with one client that logged in and never reads, minus the growth"
         " of the same publish with no client; "
         + "; ".join(
-            f"{name}: +{values.get(1, float('nan')):.1f} MB with, +{values.get(0, float('nan')):.1f} MB without"
+            f"{name}: +{values.get(1, float('nan')):.1f} MB with,"
+            f" +{values.get(0, float('nan')):.1f} MB without"
             for name, values in growth.items()
         )
         + ". Ours publishes into a FileStore (so storing costs no RSS); raw writes only to a transport that"
@@ -800,15 +851,18 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:.4g}"
 
 
-def cell_text(row: Row, column: str) -> str:
+def cell_text(row: Row, column: str, spread: bool = False) -> str:
     cell = row.cells.get(column)
     if cell is None:
         return "-"
     if cell.error:
-        return f"error: {cell.error[:60]}" if cell.error else "-"
+        return f"error: {cell.error[:90]}"
     if cell.value is None:
         return cell.note or "-"
     text = format_value(cell.value, row.unit)
+    if spread and len(cell.samples) > 1:
+        low, high = min(cell.samples), max(cell.samples)
+        text += f" ({format_value(low, row.unit)} to {format_value(high, row.unit)})"
     if cell.note == "capped":
         text += " (capped)"
     return text
@@ -829,7 +883,7 @@ def columns(rows: list[Row]) -> list[str]:
 HEADINGS = {OURS: "Ours", OURS_UVLOOP: "Ours (uvloop)", REFERENCE: "Reference 1.3.0", RAW: "Raw asyncio"}
 
 
-def table(rows: list[Row]) -> list[list[str]]:
+def table(rows: list[Row], spread: bool = False) -> list[list[str]]:
     shown = columns(rows)
     lines = [
         ["Scenario", "Metric", *(HEADINGS[c] for c in shown), "Ours/raw", "Ours/ref", "Target", "Status"]
@@ -839,7 +893,7 @@ def table(rows: list[Row]) -> list[list[str]]:
             [
                 row.scenario,
                 row.metric,
-                *(cell_text(row, c) for c in shown),
+                *(cell_text(row, c, spread) for c in shown),
                 ratio_text(row, RAW),
                 ratio_text(row, REFERENCE),
                 row.target,
@@ -854,17 +908,58 @@ def plain_table(rows: list[Row]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     out = []
     for index, line in enumerate(lines):
-        out.append("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip())
+        out.append("  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip())
         if index == 0:
             out.append("  ".join("-" * width for width in widths))
     return "\n".join(out)
 
 
 def markdown_table(rows: list[Row]) -> str:
-    lines = table(rows)
+    lines = table(rows, spread=True)
     out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
     out += ["| " + " | ".join(text.replace("|", "\\|") for text in line) + " |" for line in lines[1:]]
     return "\n".join(out)
+
+
+MARKDOWN = """\
+# Benchmarks
+
+Produced by the benchmark suite in `bench/` (issue 7). Every scenario measures, in the same run,
+**ours** (this package), the **reference** implementation `nasdaq-protocols==1.3.0` (in its own
+virtualenv, in subprocesses) and a **raw asyncio** baseline: a bare `asyncio.Protocol` that only
+walks length fields and counts packets, no objects: the practical limit of Python on this machine.
+Servers and clients run in separate processes over loopback TCP. Each number is the median of
+{repeat} runs unless a note says otherwise (the stream rows: {stream_repeat}); the lowest and highest
+run follow in brackets. Ratios are ours / raw and ours / reference (above 1 is
+faster for rates, slower for latencies and memory). The targets are those of issue 7.
+
+## Reproduce
+
+```
+{command}
+```
+
+`python -m bench --quick` is the smoke run (tiny sizes, one repetition, under a minute: its numbers
+mean nothing). `--scenario NAME` (repeatable) runs some of {scenarios}. `--profile` profiles our
+stream clients. The replay journal is built once and cached under `--cache-dir`.
+
+## Machine
+
+- Date: {date} (the run took {minutes:.1f} minutes)
+- CPU: {cpu}, {cores} cores
+- RAM: {memory}
+- Python: {python} ({os})
+- Event loop: {loops}
+- Load average at start / end: {load} / {load_end} (other work shares this machine when it is high)
+
+## Results
+
+{table}
+
+## Notes
+
+{notes}
+"""
 
 
 def markdown(
@@ -876,50 +971,19 @@ def markdown(
     sizes: Sizes,
     uvloop: bool,
 ) -> str:
-    notes = [f"- **{row.scenario}**: {note}" for row in rows for note in row.notes]
-    return "\n".join(
-        [
-            "# Benchmarks",
-            "",
-            "Produced by the benchmark suite in `bench/` (issue 7). Every scenario measures, in the same run,",
-            "**ours** (this package), the **reference** implementation `nasdaq-protocols==1.3.0` (in its own",
-            "virtualenv, in subprocesses) and a **raw asyncio** baseline: a bare `asyncio.Protocol` that only walks",
-            "length fields and counts packets, no objects - the practical limit of Python on this machine.",
-            "Servers and clients run in separate processes on the loopback interface. Each number is the median",
-            f"of {sizes.repeat} runs unless a note says otherwise. Ratios are ours / raw and ours / reference",
-            "(above 1 is faster for rates, slower for latencies and memory).",
-            "",
-            "## Reproduce",
-            "",
-            "```",
-            command,
-            "```",
-            "",
-            "`python -m bench --quick` is the smoke run (tiny sizes, one repetition, under a minute; its numbers",
-            "mean nothing). `--scenario NAME` (repeatable) runs some of: "
-            + ", ".join(f"`{s}`" for s in SCENARIOS)
-            + ".",
-            "`--profile` profiles our stream client. The replay journal is built once and cached (see `--cache-dir`).",
-            "",
-            "## Machine",
-            "",
-            f"- Date: {started.strftime('%Y-%m-%d %H:%M %Z').strip()} ({seconds / 60:.1f} minutes)",
-            f"- CPU: {info['cpu']}, {info['cores']} cores",
-            f"- RAM: {info['memory']}",
-            f"- Python: {info['python']} ({info['os']})",
-            f"- Event loop: asyncio{' and uvloop (column Ours (uvloop))' if uvloop else ' (uvloop not installed)'}",
-            f"- Load average at start / end: {info['load']} / {info.get('load_end', '?')} (other work shares the"
-            " machine when this is high)",
-            "",
-            "## Results",
-            "",
-            markdown_table(rows),
-            "",
-            "## Notes",
-            "",
-            *notes,
-            "",
-        ]
+    return MARKDOWN.format(
+        repeat=sizes.repeat,
+        stream_repeat=sizes.stream_repeat,
+        command=command,
+        scenarios=", ".join(f"`{name}`" for name in SCENARIOS),
+        date=started.strftime("%Y-%m-%d %H:%M %Z").strip(),
+        minutes=seconds / 60,
+        loops="asyncio, and uvloop in the column Ours (uvloop)"
+        if uvloop
+        else "asyncio (uvloop is not installed)",
+        table=markdown_table(rows),
+        notes="\n".join(f"- **{row.scenario}**: {note}" for row in rows for note in row.notes),
+        **{"load_end": "?", **info},
     )
 
 
@@ -959,7 +1023,17 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="write the results as Markdown (default: BENCHMARKS.md for a full run of every"
         " scenario, nothing otherwise)",
     )
-    parser.add_argument("--repeat", type=int, help="repetitions per measurement (default 3, quick 1)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="repetitions per measurement (default 3, and 5 for the stream rows; quick 1)",
+    )
+    parser.add_argument(
+        "--ours-src",
+        type=Path,
+        metavar="DIR",
+        help="benchmark the nasdaq_protocols package under DIR instead of ./src (to compare a change)",
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip the reference implementation")
     parser.add_argument("--no-uvloop", action="store_true", help="do not add the uvloop column")
     parser.add_argument(
@@ -979,7 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(harness.REPO_ROOT)
     sizes = QUICK if arguments.quick else FULL
     if arguments.repeat:
-        sizes = Sizes(**{**sizes.__dict__, "repeat": arguments.repeat})
+        sizes = Sizes(**{**sizes.__dict__, "repeat": arguments.repeat, "stream_repeat": arguments.repeat})
     if arguments.profile:
         from bench.profile import profile_stream
 
@@ -988,13 +1062,18 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     info = harness.machine()
     uvloop = not arguments.no_uvloop and harness.uvloop_available()
-    ctx = Context(sizes, arguments.quick, arguments.cache_dir, not arguments.no_reference, uvloop)
+    ctx = Context(
+        sizes, arguments.quick, arguments.cache_dir, not arguments.no_reference, uvloop, arguments.ours_src
+    )
     chosen = arguments.scenario or list(SCENARIOS)
     rows: list[Row] = []
     for name in SCENARIOS:
         if name in chosen:
             log(f"== {name}")
             rows += RUNNERS[name](ctx)
+    if arguments.quick:
+        for row in rows:  # tiny sizes: the numbers exercise the code, they measure nothing
+            row.check = None
     seconds = time.monotonic() - began
     info["load_end"] = harness.machine()["load"]
     print(plain_table(rows))

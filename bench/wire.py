@@ -8,6 +8,7 @@ import it. Nothing here knows about any SoupBinTCP implementation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -220,10 +221,8 @@ def stop_event_on_stdin_eof(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
     event = asyncio.Event()
 
     def stop() -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
             loop.call_soon_threadsafe(event.set)
-        except RuntimeError:  # the loop is already closed
-            pass
 
     on_stdin_closed(stop)
     return event
@@ -233,7 +232,7 @@ def install_uvloop(wanted: bool) -> str:
     """Use uvloop's event loop policy when ``wanted``; return the loop's name."""
     if not wanted:
         return "asyncio"
-    import uvloop  # optional; the controller only asks for it when it is installed
+    import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional: asked for when installed
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return "uvloop"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -44,6 +45,7 @@ from bench.wire import (
     PASSWORD,
     SESSION,
     USER,
+    PacketCounter,
     cpu_seconds,
     install_uvloop,
     latency_summary,
@@ -53,6 +55,7 @@ from bench.wire import (
     report,
     reset_peak_rss,
     rss_kb,
+    sequenced_block,
     stop_event_on_stdin_eof,
 )
 
@@ -62,12 +65,14 @@ from nasdaq_protocols.soup import (  # noqa: E402  (after the RSS of the bare in
     FileStore,
     LoginAccepted,
     LoginRequest,
+    SequencedData,
     SoupServer,
     SoupServerSession,
     UnSequencedData,
     connect_async,
     subscribe,
 )
+from nasdaq_protocols.soup.framing import SoupDecoder  # noqa: E402
 
 RSS_AFTER_IMPORT_KB = rss_kb()[0]
 
@@ -209,7 +214,8 @@ async def replay_server(journal: str) -> None:
     store = FileStore(journal, readonly=True)
     open_seconds = now() - opened_at
     gc.collect()
-    rss_open, _ = rss_kb()
+    rss_open, peak_open = rss_kb()
+    reset_peak_rss()  # from here on VmHWM is the peak while serving
     watch = _ReplayWatch()
     server = await SoupServer(
         SESSION, store=store, authenticate=watch.authenticate, heartbeat_interval=30.0, client_timeout=600.0
@@ -222,6 +228,7 @@ async def replay_server(journal: str) -> None:
         rss_interpreter_kb=RSS_AT_START_KB,
         rss_imported_kb=RSS_AFTER_IMPORT_KB,
         rss_open_kb=rss_open,
+        peak_rss_open_kb=peak_open,
     )
     await stop.wait()
     rss, peak = rss_kb()
@@ -298,6 +305,139 @@ async def stalled_server(clients: int, count: int, size: int, batch: int) -> Non
     quiet_exit()  # no goodbye to a client that never reads
 
 
+# --------------------------------------------------------------------------- micro-benchmarks
+
+
+class _TupleMessage(tuple):  # type: ignore[type-arg]
+    """What a message built by ``tuple.__new__`` costs (fields read through C-level getters)."""
+
+    __slots__ = ()
+
+
+class _SlotsMessage:
+    """What a plain ``__slots__`` class with a Python ``__init__`` costs."""
+
+    __slots__ = ("data", "sequence")
+
+    def __init__(self, data: bytes, sequence: int) -> None:
+        self.data = data
+        self.sequence = sequence
+
+
+def micro(count: int, size: int) -> None:
+    """Decode cost per message without sockets: where the client's time goes, in ns/message.
+
+    The input is ``count`` Sequenced Data packets cut into 256 KiB reads (what asyncio hands
+    ``data_received``), so packets straddle reads as they do on a socket.
+    """
+    stream = sequenced_block(count, size)
+    reads = [stream[offset : offset + 256 * 1024] for offset in range(0, len(stream), 256 * 1024)]
+    results: dict[str, float] = {}
+
+    def timed(name: str, run: Any) -> None:
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - started)
+        results[name] = best / count * 1e9
+
+    def walk_only() -> None:
+        counter = PacketCounter()
+        for data in reads:
+            counter.feed(data)
+
+    def walk_with(build: Any) -> Any:
+        def run() -> None:
+            tail = b""
+            sequence = 0
+            for data in reads:
+                if tail:
+                    data = tail + data
+                end = len(data)
+                position = 0
+                messages: list[Any] = []
+                append = messages.append
+                while end - position >= 3:
+                    stop = position + 2 + ((data[position] << 8) | data[position + 1])
+                    if stop > end:
+                        break
+                    sequence += 1
+                    append(build(data, position, stop, sequence))
+                    position = stop
+                tail = data[position:]
+
+        return run
+
+    def ours_decoder() -> None:
+        decoder = SoupDecoder()
+        for data in reads:
+            decoder.feed(data)
+
+    received = 0
+
+    async def on_msg(message: Any) -> None:
+        nonlocal received
+        received += 1
+
+    async def drive(messages: list[Any]) -> None:
+        for message in messages:
+            await on_msg(message)
+
+    def ours_decoder_and_callback() -> None:
+        decoder = SoupDecoder()
+        for data in reads:
+            messages = decoder.feed(data)
+            with contextlib.suppress(StopIteration):
+                drive(messages).send(None)
+
+    async def fused_driver(data: bytes, start_sequence: int) -> tuple[int, int]:
+        # Prototype of a decoder that calls the callback as it walks: no list, no second loop.
+        sequenced = SequencedData
+        callback = on_msg
+        end = len(data)
+        position = 0
+        sequence = start_sequence
+        while end - position >= 3:
+            stop = position + 2 + ((data[position] << 8) | data[position + 1])
+            if stop > end:
+                break
+            sequence += 1
+            await callback(sequenced(data[position + 3 : stop], sequence=sequence))
+            position = stop
+        return position, sequence
+
+    def fused() -> None:
+        tail = b""
+        sequence = 0
+        for data in reads:
+            if tail:
+                data = tail + data
+            try:
+                fused_driver(data, sequence).send(None)
+            except StopIteration as done:
+                position, sequence = done.value
+            tail = data[position:]
+
+    tuple_new = tuple.__new__
+    timed("raw walk (PacketCounter)", walk_only)
+    timed("walk + slice payload", walk_with(lambda data, start, stop, sequence: data[start + 3 : stop]))
+    timed(
+        "walk + slice + tuple.__new__ message",
+        walk_with(
+            lambda data, start, stop, sequence: tuple_new(_TupleMessage, (data[start + 3 : stop], sequence))
+        ),
+    )
+    timed(
+        "walk + slice + __slots__ class message",
+        walk_with(lambda data, start, stop, sequence: _SlotsMessage(data[start + 3 : stop], sequence)),
+    )
+    timed("SoupDecoder.feed (ours: SequencedData objects)", ours_decoder)
+    timed("SoupDecoder.feed + await on_msg_coro per message", ours_decoder_and_callback)
+    timed("prototype: decode and await on_msg_coro in one loop", fused)
+    report(messages=count, payload=size, ns_per_message=results)
+
+
 def build_journal(path: str, count: int, size: int) -> None:
     """Write ``count`` messages to a new journal at ``path`` (through a temporary name)."""
     temporary = path + ".building"
@@ -337,6 +477,9 @@ def main() -> None:
     role = arguments.role
     if role == "build-journal":
         build_journal(arguments.journal, arguments.count, arguments.size)
+        quiet_exit()
+    if role == "micro":
+        micro(arguments.count, arguments.size)
         quiet_exit()
     install_uvloop(arguments.uvloop)
     if role == "stream-callback":

@@ -32,6 +32,7 @@ import sys
 import time
 from array import array
 from pathlib import Path
+from typing import cast
 
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -113,9 +114,8 @@ class StreamClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(login_request(self.sequence))
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport
+        self.transport.write(login_request(self.sequence))
 
     def data_received(self, data: bytes) -> None:
         count = self.counter.feed(data)
@@ -152,9 +152,8 @@ class RoundTripClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(login_request(1))
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport
+        self.transport.write(login_request(1))
 
     def data_received(self, data: bytes) -> None:
         sequenced = self.counter.feed(data)
@@ -278,9 +277,7 @@ class ServerProtocol(asyncio.Protocol):
         self.resumed: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None

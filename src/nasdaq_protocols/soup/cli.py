@@ -1,4 +1,4 @@
-"""The ``soup`` command: demo, serve, tail, record, cat, relay.
+"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish.
 
 One process per subcommand, each a thin shell over the library: :class:`SoupServer`,
 :func:`subscribe`, :class:`FileStore`. Output conventions:
@@ -21,8 +21,9 @@ import signal
 import ssl as ssl_module
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TextIO
 
 import click
@@ -198,6 +199,28 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
+async def _logged_in(sub: Subscriber, stop: asyncio.Event) -> bool:
+    """Start ``sub`` (log in, retrying as configured); False if ``stop`` is set first.
+
+    Without this, Ctrl-C or SIGTERM would go unheard while the subscriber retries a server that
+    is down: the signal handlers only set ``stop``.
+    """
+    starter = asyncio.ensure_future(sub.start())
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if starter.done():
+        starter.result()  # a login that failed for good raises here
+        return True
+    # Closing (rather than cancelling start) makes the pending start end with an error we retrieve.
+    await sub.close()
+    with contextlib.suppress(SoupError):
+        await starter
+    return False
+
+
 def _subscriber_options(heartbeat: float, reconnect: bool) -> dict[str, Any]:
     options: dict[str, Any] = {"client_heartbeat_interval": heartbeat, "server_heartbeat_interval": heartbeat}
     if not reconnect:
@@ -332,6 +355,17 @@ def _credentials(user: str | None, password: str | None) -> dict[str, str] | Non
     type=click.Path(dir_okay=True),
     help="Journal file (a folder with --per-user); memory if absent.",
 )
+@click.option(
+    "--store",
+    "store_url",
+    metavar="nats://HOST:PORT/STREAM",
+    help="Serve a stream held in NATS JetStream (instead of --journal); publish with `soup publish`.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(dir_okay=False),
+    help="With --store: keep the mirror in this journal (a restart downloads only what is new).",
+)
 @click.option("--session", help="Session name (default: the journal's, else SESSION).")
 @click.option("--user", help="Username clients must log in with (any login when absent).")
 @click.option("--password", help="Password clients must log in with.")
@@ -360,6 +394,8 @@ def _credentials(user: str | None, password: str | None) -> dict[str, str] | Non
 def serve(
     listen: tuple[str, int],
     journal: str | None,
+    store_url: str | None,
+    cache: str | None,
     session: str | None,
     user: str | None,
     password: str | None,
@@ -377,11 +413,18 @@ def serve(
     """Serve a SoupBinTCP session from a journal (or memory), e.g. ``producer | soup serve --stdin``."""
     if per_user and from_stdin:
         raise click.UsageError("--stdin publishes one shared stream; it cannot be used with --per-user")
+    jetstream = _jetstream_address(store_url) if store_url is not None else None
+    if jetstream is not None and (journal or per_user or from_stdin):
+        raise click.UsageError("--store serves a JetStream stream: no --journal, --per-user or --stdin")
+    if cache is not None and jetstream is None:
+        raise click.UsageError("--cache goes with --store")
     credentials = _credentials(user, password)
     _run(
         _serve(
             listen,
             journal,
+            jetstream,
+            cache,
             session,
             credentials,
             from_stdin,
@@ -399,6 +442,8 @@ def serve(
 async def _serve(
     listen: tuple[str, int],
     journal: str | None,
+    jetstream: tuple[list[str], str] | None,
+    cache: str | None,
     session: str | None,
     credentials: dict[str, str] | None,
     from_stdin: bool,
@@ -419,6 +464,8 @@ async def _serve(
             def store_factory(user: str) -> MessageStore:
                 path = os.path.join(journal, f"{user}.journal")
                 return FileStore(path, session=session, durability=durability)  # type: ignore[arg-type]
+    elif jetstream is not None:
+        store = await _open_jetstream(*jetstream, session, cache)
     else:
         store = _open_store(journal, session, durability)
     server = SoupServer(
@@ -434,7 +481,11 @@ async def _serve(
         ssl=ssl,
     )
     stop = asyncio.Event()
-    await server.start(*listen)
+    try:
+        await server.start(*listen)
+    except BaseException:
+        await server.close()  # closes the store too (a JetStream store's connection)
+        raise
     host, port = server.address
     click.echo(f"soup serve: session {server.session!r} on {host}:{port}", err=True)
     if credentials is None:
@@ -449,31 +500,148 @@ async def _serve(
             f"  {rate(last):,.0f} msg/s"
         )
 
+    def stop_if_failed(task: asyncio.Task[None]) -> None:
+        # A reader that fails (a line too long for a message, unreadable input) stops the
+        # server with its error, rather than leaving it serving a stream that silently stopped.
+        if not task.cancelled() and task.exception() is not None:
+            stop.set()
+
+    failure: BaseException | None = None
     with _stop_on_signals(stop), _Progress(describe):
         reader = asyncio.create_task(_publish_stdin(server)) if from_stdin else None
+        if reader is not None:
+            reader.add_done_callback(stop_if_failed)
         await stop.wait()
         if reader is not None:
+            if reader.done() and not reader.cancelled():
+                failure = reader.exception()
             reader.cancel()
     await server.close()
+    if failure is not None:
+        raise failure
 
 
 async def _publish_stdin(server: SoupServer) -> None:
     """Publish each line of standard input; keep serving after it ends."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     published = 0
-    while True:
-        line = await reader.readline()
-        if not line:
-            break
-        batch = [line.rstrip(b"\r\n") if line.endswith(b"\n") else line]
-        # Take whatever else is already buffered, to publish it in one write.
-        while len(batch) < 1000 and b"\n" in reader._buffer:  # type: ignore[attr-defined]
-            batch.append((await reader.readline()).rstrip(b"\r\n"))
-        server.publish_many(batch)
-        published += len(batch)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            batch = [line.rstrip(b"\r\n") if line.endswith(b"\n") else line]
+            # Take whatever else is already buffered, to publish it in one write.
+            while len(batch) < 1000 and b"\n" in reader._buffer:  # type: ignore[attr-defined]
+                batch.append((await reader.readline()).rstrip(b"\r\n"))
+            server.publish_many(batch)
+            published += len(batch)
+    except ValueError as exc:  # a line over the limits, or an input that is not a pipe
+        raise SoupError(f"standard input, after {published} lines: {exc}") from None
     log.info("standard input ended after %d messages; still serving", published)
+
+
+# ---- JetStream (serve --store, publish)
+
+
+def _jetstream_address(url: str) -> tuple[list[str], str]:
+    """``nats://HOST:PORT[,HOST:PORT]/STREAM`` to ``(servers, stream)``; a usage error if not."""
+    try:
+        from .jetstream import parse_store_url
+    except ImportError:
+        raise Failure("--store needs nats-py: pip install 'soupbintcp[nats]'") from None
+    try:
+        return parse_store_url(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--store") from None
+
+
+async def _open_jetstream(
+    servers: list[str], stream: str, session: str | None, cache: str | None
+) -> MessageStore:
+    """Connect a gateway store and let its mirror catch up (for a minute at most) before serving."""
+    from .jetstream import JetStreamStore
+
+    store = await JetStreamStore.connect(servers, stream, session=session, cache=cache)
+    try:
+        await store.wait_caught_up(timeout=60.0)
+    except (TimeoutError, SoupError) as exc:
+        log.warning("serving before the mirror caught up: %s", exc)
+    return store
+
+
+@main.command()
+@click.option(
+    "--store",
+    "store_url",
+    required=True,
+    metavar="nats://HOST:PORT/STREAM",
+    help="The JetStream stream (created when missing).",
+)
+@click.option("--session", help="Session name of a new stream (default: its name); else must match.")
+@click.option("--replicas", default=1, show_default=True, help="JetStream replicas of a new stream.")
+def publish(store_url: str, session: str | None, replicas: int) -> None:
+    """Publish each line of standard input (without its newline) as one message of a stream held
+    in NATS JetStream; at the end of input, print the last sequence number to standard error.
+
+    Any number of `soup serve --store` gateways serve the stream."""
+    servers, stream = _jetstream_address(store_url)
+    _run(_publish(servers, stream, session, replicas))
+
+
+async def _publish(servers: list[str], stream: str, session: str | None, replicas: int) -> None:
+    from .jetstream import JetStreamPublisher
+
+    publisher = await JetStreamPublisher.connect(servers, stream, session=session, replicas=replicas)
+    published = 0
+    try:
+        async for batch in _stdin_lines():
+            await publisher.publish_many(batch)
+            published += len(batch)
+    finally:
+        await publisher.aclose()
+    click.echo(
+        f"soup publish: {published} message{'' if published == 1 else 's'} to stream {stream}"
+        f" (session {publisher.session!r});"
+        f" last sequence {publisher.last_sequence}",
+        err=True,
+    )
+
+
+async def _stdin_lines(batch_size: int = 1000) -> AsyncIterator[list[bytes]]:
+    """Batches of standard input's lines, without ``\n`` (or ``\r\n``), as they arrive.
+
+    A daemon thread reads, so that files, pipes and terminals all work and Ctrl-C never waits
+    for a read to return."""
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=16)
+    descriptor = sys.stdin.buffer.fileno()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(descriptor, 1 << 16)
+            except OSError:
+                chunk = b""
+            asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
+            if not chunk:
+                return
+
+    threading.Thread(target=read, name="soup-publish-stdin", daemon=True).start()
+    rest = b""
+    while True:
+        chunk = await chunks.get()
+        if not chunk:
+            if rest:
+                yield [rest[:-1] if rest.endswith(b"\r") else rest]
+            return
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        for start in range(0, len(lines), batch_size):
+            yield lines[start : start + batch_size]
 
 
 # ---- tail
@@ -546,6 +714,8 @@ async def _tail(
         )
 
     with _stop_on_signals(stop), _Progress(describe):
+        if not await _logged_in(sub, stop):
+            return
         async with sub:
             stopper = asyncio.create_task(stop.wait())
             try:
@@ -559,10 +729,16 @@ async def _tail(
                         message = receiver.result()
                     except StopAsyncIteration:
                         break
-                    write(format_message(message, fmt) + "\n")
-                    received += 1
-                    if not sub._buffer:
-                        sys.stdout.flush()
+                    try:
+                        write(format_message(message, fmt) + "\n")
+                        received += 1
+                        if not sub._buffer:
+                            sys.stdout.flush()
+                    except BrokenPipeError:
+                        # The reader went away (e.g. `| head`): not an error, as in `soup cat`.
+                        # Point stdout at /dev/null so the interpreter's final flush is quiet too.
+                        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                        return
             finally:
                 stopper.cancel()
                 with contextlib.suppress(BrokenPipeError):
@@ -694,6 +870,8 @@ async def _record(
         position[0] = sequence
 
     with _stop_on_signals(stop), _Progress(describe):
+        if not await _logged_in(sub, stop):
+            return
         async with sub:
             store = await _copy_stream(sub, open_journal, advanced, stop, count)
     store.flush()
@@ -854,6 +1032,8 @@ async def _relay(
         return _RelayStore(store, server)  # type: ignore[return-value]
 
     with _stop_on_signals(stop):
+        if not await _logged_in(sub, stop):
+            return
         async with sub:
             # Serve as soon as the upstream session is known (logged in), before any message.
             store = open_and_serve(sub.session)

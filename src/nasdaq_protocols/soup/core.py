@@ -90,15 +90,19 @@ def _header(indicator: str, payload_length: int) -> bytes:
     return bytes((length >> 8, length & 0xFF, ord(indicator)))
 
 
-def _encode_field(value: str, width: int, name: str, *, right: bool) -> bytes:
+def _encode_field(value: str, width: int, name: str, *, right: bool, secret: bool = False) -> bytes:
+    # A secret (the password) is never quoted in an error: errors end up in logs.
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, not {type(value).__name__} ({value!r})")
+        raise TypeError(
+            f"{name} must be a str, not {type(value).__name__}" + ("" if secret else f" ({value!r})")
+        )
+    shown = f"of {len(value)} characters" if secret else repr(value)
     try:
         raw = value.encode("ascii")
     except UnicodeEncodeError:
-        raise ValueError(f"{name} {value!r} is not ASCII") from None
+        raise ValueError(f"{name} {shown} is not ASCII") from None
     if len(raw) > width:
-        raise ValueError(f"{name} {value!r} is longer than its {width}-byte field")
+        raise ValueError(f"{name} {shown} is longer than its {width}-byte field")
     return raw.rjust(width) if right else raw.ljust(width)
 
 
@@ -109,11 +113,24 @@ def _encode_number(value: int | str, width: int, name: str) -> bytes:
     return _encode_field(str(int(text)), width, name, right=True)
 
 
-def _decode_text(field: bytes, name: str) -> str:
+def _decode_text(field: bytes, name: str, *, secret: bool = False) -> str:
     try:
         return field.strip(_FIELD_PAD).decode("ascii")
     except UnicodeDecodeError:
-        raise InvalidSoupMessage(f"{name} field {field!r} is not ASCII") from None
+        shown = "" if secret else f" {field!r}"  # a secret is never quoted: errors reach logs
+        raise InvalidSoupMessage(f"{name} field{shown} is not ASCII") from None
+
+
+def _redacted_prefix(data: bytes | bytearray, limit: int) -> bytes:
+    """The first ``limit`` bytes of ``data``, which starts at a length field, for an error message.
+
+    A Login Request there (or right after a 2-byte empty packet) is cut after its username: its
+    password must not reach a log.
+    """
+    for type_position in (2, 4):
+        if data[type_position : type_position + 1] == b"L":
+            limit = min(limit, type_position + 1 + _USER_WIDTH)
+    return bytes(data[:limit])
 
 
 def _decode_number(field: bytes, name: str) -> int:
@@ -205,7 +222,8 @@ class SoupMessage(Serializable["SoupMessage"]):
         declared = (raw[0] << 8) | raw[1]
         if declared != len(raw) - 2:
             raise InvalidSoupMessage(
-                f"length field says {declared} bytes follow it, but {len(raw) - 2} do: {raw[:40]!r}"
+                f"length field says {declared} bytes follow it, but {len(raw) - 2} do:"
+                f" {_redacted_prefix(raw, 40)!r}"
             )
         message = decode_payload(raw[2], raw[3:])
         if cls is not SoupMessage and not isinstance(message, cls):
@@ -244,7 +262,7 @@ class LoginRequest(SoupMessage, indicator="L", description="Login Request"):
     def payload(self) -> bytes:
         fields = (
             _encode_field(self.user, _USER_WIDTH, "user", right=False)
-            + _encode_field(self.password, _PASSWORD_WIDTH, "password", right=False)
+            + _encode_field(self.password, _PASSWORD_WIDTH, "password", right=False, secret=True)
             + _encode_field(self.session, _SESSION_WIDTH, "session", right=True)
             + _encode_number(self.sequence, _SEQUENCE_WIDTH, "sequence")
         )
@@ -264,7 +282,7 @@ class LoginRequest(SoupMessage, indicator="L", description="Login Request"):
             heartbeat_timeout = _decode_number(payload[46:51], "heartbeat timeout")
         return cls(
             _decode_text(payload[0:6], "user"),
-            _decode_text(payload[6:16], "password"),
+            _decode_text(payload[6:16], "password", secret=True),
             _decode_text(payload[16:26], "session"),
             str(_decode_number(payload[26:46], "sequence")),
             heartbeat_timeout=heartbeat_timeout,
@@ -362,7 +380,8 @@ class Debug(SoupMessage, indicator="+", description="Debug"):
     """SoupBinTCP Debug packet: free ASCII text for humans; either side may send it.
 
     Args:
-        msg: the text. Non-ASCII received bytes are kept as ``\\xNN`` escapes rather than rejected.
+        msg: the text. Non-ASCII received bytes are kept as ``\\xNN`` escapes rather than rejected
+            (the text is then cut at 65,534 characters, so that it can be sent again).
     """
 
     msg: str
@@ -375,7 +394,9 @@ class Debug(SoupMessage, indicator="+", description="Debug"):
 
     @classmethod
     def _from_payload(cls, payload: bytes) -> Debug:
-        return cls(payload.decode("ascii", "backslashreplace"))
+        # Each non-ASCII byte becomes a 4-character escape; cut the text so that the message
+        # still fits in a packet and can be sent on (a relay, an echo) without a ValueError.
+        return cls(payload.decode("ascii", "backslashreplace")[:MAX_PAYLOAD_SIZE])
 
 
 @attrs.define(eq=True)

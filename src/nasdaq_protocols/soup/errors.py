@@ -4,6 +4,7 @@ Hierarchy (every class below also derives from :class:`SoupError`)::
 
     SoupError
      +-- InvalidSoupMessage      (ValueError)        malformed bytes
+     |    +-- PacketTooLarge                         a length field above the receiver's limit
      +-- ProtocolError                               a valid packet in a state that forbids it
      +-- LoginRejectedError      (ConnectionRefusedError)  Login Rejected, or no answer to a login
      +-- ConnectError            (ConnectionError)   TCP connect failed or timed out
@@ -30,6 +31,7 @@ __all__ = [
     "EndOfStream",
     "InvalidSoupMessage",
     "LoginRejectedError",
+    "PacketTooLarge",
     "ProtocolError",
     "SessionClosedError",
     "SoupError",
@@ -42,6 +44,20 @@ class SoupError(Exception):
 
 class InvalidSoupMessage(SoupError, ValueError):
     """Raised when bytes are not a valid SoupBinTCP packet; the message says what was wrong."""
+
+
+class PacketTooLarge(InvalidSoupMessage):
+    """A packet's length field exceeds the receiver's ``max_packet_size`` (found from its header).
+
+    Attributes:
+        length: the length field's value.
+        limit: the largest value accepted.
+    """
+
+    def __init__(self, message: str, length: int, limit: int) -> None:
+        super().__init__(message)
+        self.length = length
+        self.limit = limit
 
 
 class ProtocolError(SoupError):

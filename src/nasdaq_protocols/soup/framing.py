@@ -23,8 +23,10 @@ from .core import (
     LoginAccepted,
     SequencedData,
     SoupMessage,
+    _redacted_prefix,
     decode_payload,
 )
+from .errors import PacketTooLarge
 
 __all__ = ["MAX_PACKET_SIZE", "SoupDecoder", "frame_packets", "frame_sequenced"]
 
@@ -144,11 +146,16 @@ class SoupDecoder:
                 self.sequence = message.sequence - 1
 
     def _check_length(self, length: int, context: bytes) -> bool:
+        # `context` starts at the bad length field; what follows may be a Login Request.
         if length == 0:
-            self.error = InvalidSoupMessage(f"packet length 0 (no type byte) at {context[:16]!r}")
+            shown = _redacted_prefix(context, 16)
+            self.error = InvalidSoupMessage(f"packet length 0 (no type byte) at {shown!r}")
         elif length > self.max_packet_size:
-            self.error = InvalidSoupMessage(
-                f"packet length {length} exceeds the maximum of {self.max_packet_size} at {context[:16]!r}"
+            shown = _redacted_prefix(context, 16)
+            self.error = PacketTooLarge(
+                f"packet length {length} exceeds the maximum of {self.max_packet_size} at {shown!r}",
+                length,
+                self.max_packet_size,
             )
         else:
             return True

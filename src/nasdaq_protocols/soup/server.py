@@ -36,11 +36,12 @@ import attrs
 from nasdaq_protocols.common.errors import CloseReason
 
 from .core import Debug, LoginAccepted, LoginRejected, LoginRejectReason, LoginRequest, UnSequencedData
+from .errors import PacketTooLarge
 from .framing import MAX_PACKET_SIZE, frame_sequenced
 from .session import SoupServerSession
 from .store import MemoryStore, MessageStore
 
-__all__ = ["ClientStats", "SoupServer"]
+__all__ = ["LIMITS", "ClientStats", "SoupServer"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,16 @@ OnUnsequenced = Callable[["ServedSession", bytes], Any]
 
 #: Bytes read from the store per pump step (a replay chunk).
 PUMP_CHUNK = 256 * 1024
+
+#: The limits a server enforces, as named in ``stats()["limits_reached"]``.
+LIMITS = (
+    "max_connections",
+    "max_unauthenticated_per_address",
+    "max_packet_size",
+    "max_lag",
+    "login_timeout",
+    "client_timeout",
+)
 
 
 @attrs.define
@@ -140,10 +151,25 @@ class ServedSession(SoupServerSession):
         return await self.server._login(self, msg)
 
     def _on_connected(self, transport: asyncio.Transport) -> None:
-        super()._on_connected(transport)
         assert self.server is not None
+        # A session counts from here, not from its creation: a connection whose TLS handshake
+        # fails is never made (nor lost), and counting it earlier kept it counted forever.
+        if not self.server._register(self):
+            self.session_id.update(None, transport)
+            transport.abort()
+            self.initiate_close(CloseReason.LIMIT_EXCEEDED, "too many connections")
+            return
+        super()._on_connected(transport)
         if not self.server._admit(self):
-            self.abort("too many connections that have not logged in from this address")
+            transport.abort()
+            self.initiate_close(
+                CloseReason.LIMIT_EXCEEDED, "too many connections that have not logged in from this address"
+            )
+
+    def _on_protocol_error(self, detail: str) -> None:
+        if isinstance(self._decoder.error, PacketTooLarge) and self.server is not None:
+            self.server._limits_reached["max_packet_size"] += 1
+        super()._on_protocol_error(detail)
 
     async def on_logged_in(self, accepted: LoginAccepted) -> None:
         assert self.server is not None and self.stream is not None
@@ -218,6 +244,7 @@ class ServedSession(SoupServerSession):
             detail = f"dropped: {self.lag} messages behind exceeds the limit of {max_lag}"
             log.warning("%s> %s", self.session_id, detail)
             self.server._drops += 1
+            self.server._limits_reached["max_lag"] += 1
             try:
                 self._write(Debug(detail).to_bytes()[1])
             finally:
@@ -350,6 +377,8 @@ class SoupServer:
         self._logins_rejected = 0
         self._drops = 0
         self._refused_connections = 0
+        #: How many times each limit was reached (see :meth:`stats`).
+        self._limits_reached = dict.fromkeys(LIMITS, 0)
         self._gone_messages_sent = 0  # by clients no longer connected
         self._gone_bytes_sent = 0
 
@@ -410,26 +439,32 @@ class SoupServer:
         await self.close()
 
     def _new_session(self) -> ServedSession:
-        session = ServedSession(
+        return ServedSession(
             server=self,
             client_heartbeat_interval=self.client_timeout / 3,
             server_heartbeat_interval=self.heartbeat_interval,
             login_timeout=self.login_timeout,
             max_packet_size=self.max_packet_size,
         )
+
+    def _register(self, session: ServedSession) -> bool:
+        """A connection was made: count it, or refuse it beyond ``max_connections``."""
         self._connections_total += 1
         if len(self._sessions) >= self.max_connections:
             self._refused_connections += 1
+            self._limits_reached["max_connections"] += 1
             log.warning("refusing a connection: %d connections is the limit", self.max_connections)
-            session.dispatch_on_connect = False
-            session._on_connected = _refuse  # type: ignore[method-assign]
-            return session
+            return False
         self._sessions.add(session)
-        return session
+        return True
 
     def _forget(self, session: ServedSession) -> None:
         if session in self._sessions:
             self._sessions.discard(session)
+            if session.close_reason is CloseReason.LOGIN_TIMEOUT:
+                self._limits_reached["login_timeout"] += 1
+            elif session.close_reason is CloseReason.TIMEOUT:
+                self._limits_reached["client_timeout"] += 1
             self._gone_messages_sent += session.messages_sent
             self._gone_bytes_sent += session.bytes_sent
         self._authenticated(session)
@@ -440,6 +475,7 @@ class SoupServer:
         pending = self._unauthenticated.get(host, 0)
         if pending >= self.max_unauthenticated_per_address:
             self._refused_connections += 1
+            self._limits_reached["max_unauthenticated_per_address"] += 1
             log.warning(
                 "refusing a connection from %s: %d connections from it have not logged in (the limit)",
                 host,
@@ -594,7 +630,14 @@ class SoupServer:
         return [s for s in self._sessions if s.stream is not None and not s.is_closed()]
 
     def stats(self) -> dict[str, Any]:
-        """Server counters: connections, logins, drops, messages and bytes sent, per-client stats."""
+        """Server counters: connections, logins, drops, messages and bytes sent, per-client stats.
+
+        ``limits_reached`` counts, per limit (the keys of :data:`LIMITS`), the connections it
+        refused or closed: ``max_connections`` and ``max_unauthenticated_per_address`` refused
+        connections, ``max_packet_size`` packets too large, ``max_lag`` clients dropped for lag,
+        ``login_timeout`` connections that did not log in in time, ``client_timeout`` clients
+        dropped for silence. Each is also logged when it happens.
+        """
         clients = [s.stats() for s in self.clients]
         return {
             "session": self.session,
@@ -605,12 +648,9 @@ class SoupServer:
             "logins_accepted": self._logins_accepted,
             "logins_rejected": self._logins_rejected,
             "drops": self._drops,
+            "limits_reached": dict(self._limits_reached),
             "streams": {name or "*": s.store.last_sequence for name, s in self._streams.items()},
             "messages_sent": self._gone_messages_sent + sum(s.messages_sent for s in self._sessions),
             "bytes_sent": self._gone_bytes_sent + sum(s.bytes_sent for s in self._sessions),
             "clients": clients,
         }
-
-
-def _refuse(transport: asyncio.Transport) -> None:
-    transport.abort()

@@ -371,8 +371,9 @@ class SoupServerSession(SoupSession):
         """Handle Unsequenced Data from the logged-in client."""
 
     async def on_debug(self, msg: Debug) -> None:
-        """Handle a Debug packet from the client (default: log it)."""
-        self.log.info("%s> client debug: %s", self.session_id, msg.msg)
+        """Handle a Debug packet from the client (default: log it at DEBUG level)."""
+        # DEBUG, not INFO: a client may send thousands; they must not flood the server's log.
+        self.log.debug("%s> client debug: %s", self.session_id, msg.msg)
 
     def _on_connected(self, transport: asyncio.Transport) -> None:
         super()._on_connected(transport)
