@@ -273,12 +273,20 @@ def stream_rows(ctx: Context) -> list[Row]:
         target=">= 1,000,000 and >= 0.5 x raw",
         check=at_least(1_000_000, 0.5),
     )
+    # CPU time per message: steadier than the rate on a machine shared with other work, so the
+    # measure to compare two versions of the code with.
+    callback_cpu = Row("stream: connect_async + on_msg_coro", "client CPU per message", "ns", False)
+    iterate_cpu = Row("stream: async for in subscribe()", "client CPU per message", "ns", False)
     note = (
         f"{sizes.stream:,} Sequenced Data of {sizes.payload} bytes from a process writing pre-framed"
         " bytes as fast as the socket takes them (only the client is measured)"
     )
     callback.notes.append(note)
     iterate.notes.append(note)
+    callback_cpu.notes.append(
+        "the client process's CPU time (user + system, connection and login included) over the messages it"
+        " received, in the runs of the rate row: what the client costs, whatever else the machine runs"
+    )
 
     def client_run(implementation: Implementation, role: str, count: int, *options: Any) -> dict[str, Any]:
         with workers() as pool:
@@ -288,27 +296,37 @@ def stream_rows(ctx: Context) -> list[Row]:
                 implementation, role, "--port", port, "--count", count, *options, timeout=sizes.timeout
             )
 
-    def rate(implementation: Implementation, role: str, *options: Any) -> float:
-        return float(client_run(implementation, role, sizes.stream, *options)["rate"])
+    def rate(cpu_row: Row, column: str, implementation: Implementation, role: str, *options: Any) -> float:
+        result = client_run(implementation, role, sizes.stream, *options)
+        cpu_row.cells.setdefault(column, Cell()).samples.append(
+            1e9 * result["cpu_seconds"] / result["messages"]
+        )
+        return float(result["rate"])
 
     for column, implementation, options in ctx.clients():
         log(f"stream/callback {column}")
         ctx.measure(
             callback.cells,
             column,
-            functools.partial(rate, implementation, "stream-callback", *options),
+            functools.partial(rate, callback_cpu, column, implementation, "stream-callback", *options),
             sizes.stream_repeat,
         )
         log(f"stream/subscribe {column}")
         ctx.measure(
             iterate.cells,
             column,
-            functools.partial(rate, implementation, "stream-subscribe", *options),
+            functools.partial(rate, iterate_cpu, column, implementation, "stream-subscribe", *options),
             sizes.stream_repeat,
         )
     log("stream raw")
-    ctx.measure(callback.cells, RAW, functools.partial(rate, ctx.raw, "stream"), sizes.stream_repeat)
+    ctx.measure(
+        callback.cells,
+        RAW,
+        functools.partial(rate, callback_cpu, RAW, ctx.raw, "stream"),
+        sizes.stream_repeat,
+    )
     iterate.cells[RAW] = callback.cells[RAW]
+    iterate_cpu.cells[RAW] = callback_cpu.cells[RAW]
     if ctx.reference is not None:
         log("stream reference")
         got: list[int] = []
@@ -319,6 +337,9 @@ def stream_rows(ctx: Context) -> list[Row]:
                 reference, "stream", sizes.reference_stream, "--max-seconds", sizes.reference_seconds
             )
             got.append(result["messages"])
+            callback_cpu.cells.setdefault(REFERENCE, Cell(note="capped")).samples.append(
+                1e9 * result["cpu_seconds"] / max(1, result["messages"])
+            )
             return float(result["rate"])
 
         ctx.measure(callback.cells, REFERENCE, reference_run)
@@ -332,7 +353,9 @@ def stream_rows(ctx: Context) -> list[Row]:
     else:
         callback.cells[REFERENCE] = ctx.reference_missing()
         iterate.cells[REFERENCE] = ctx.reference_missing()
-    return [callback, iterate]
+    iterate_cpu.cells[REFERENCE] = iterate.cells[REFERENCE]
+    callback_cpu.cells.setdefault(REFERENCE, callback.cells[REFERENCE])
+    return [callback, callback_cpu, iterate, iterate_cpu]
 
 
 # --------------------------------------------------------------------------- scenario: round trip
@@ -842,10 +865,12 @@ def format_value(value: float | None, unit: str) -> str:
         if value >= 10_000:
             return f"{value / 1000:.0f} k/s"
         return f"{value:,.0f} /s"
+    if unit == "ns":
+        return f"{value:,.0f} ns"
     if unit == "us":
         return f"{value:,.0f} us" if value >= 100 else f"{value:.1f} us"
     if unit == "MB":
-        return f"{value:.1f} MB"
+        return f"{value + 0.0:.1f} MB" if abs(value) >= 0.05 else "0.0 MB"
     if unit == "%":
         return f"{value:.0f} %"
     return f"{value:.4g}"
@@ -870,7 +895,9 @@ def cell_text(row: Row, column: str, spread: bool = False) -> str:
 
 def ratio_text(row: Row, column: str) -> str:
     ratio = row.ratio(column)
-    return "-" if ratio is None else (f"{ratio:.2f}x" if ratio < 100 else f"{ratio:,.0f}x")
+    if ratio is None:
+        return "-"
+    return f"{abs(ratio) if abs(ratio) < 0.005 else ratio:.2f}x" if ratio < 100 else f"{ratio:,.0f}x"
 
 
 def columns(rows: list[Row]) -> list[str]:
@@ -930,7 +957,7 @@ virtualenv, in subprocesses) and a **raw asyncio** baseline: a bare `asyncio.Pro
 walks length fields and counts packets, no objects: the practical limit of Python on this machine.
 Servers and clients run in separate processes over loopback TCP. Each number is the median of
 {repeat} runs unless a note says otherwise (the stream rows: {stream_repeat}); the lowest and highest
-run follow in brackets. Ratios are ours / raw and ours / reference (above 1 is
+run follow in parentheses. Ratios are ours / raw and ours / reference (above 1 is
 faster for rates, slower for latencies and memory). The targets are those of issue 7.
 
 ## Reproduce

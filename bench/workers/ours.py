@@ -91,24 +91,24 @@ async def stream_callback(port: int, count: int) -> None:
         if received == count:
             done.set_result(None)
 
-    started = now()
+    started, cpu_started = now(), cpu_seconds()
     session = await connect_async((HOST, port), USER, PASSWORD, on_msg_coro=on_msg)
     await done
-    elapsed = now() - started
+    elapsed, cpu = now() - started, cpu_seconds() - cpu_started
     session.logout()
-    report(messages=received, seconds=elapsed, rate=received / elapsed)
+    report(messages=received, seconds=elapsed, rate=received / elapsed, cpu_seconds=cpu)
 
 
 async def stream_subscribe(port: int, count: int) -> None:
     received = 0
-    started = now()
+    started, cpu_started = now(), cpu_seconds()
     async with subscribe((HOST, port), USER, PASSWORD) as subscriber:
         async for _ in subscriber:
             received += 1
             if received == count:
                 break
-        elapsed = now() - started
-    report(messages=received, seconds=elapsed, rate=received / elapsed)
+        elapsed, cpu = now() - started, cpu_seconds() - cpu_started
+    report(messages=received, seconds=elapsed, rate=received / elapsed, cpu_seconds=cpu)
 
 
 async def rtt_client(port: int, count: int, warmup: int, size: int) -> None:

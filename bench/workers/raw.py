@@ -134,13 +134,13 @@ class StreamClient(asyncio.Protocol):
 
 async def stream_client(port: int, count: int) -> None:
     loop = asyncio.get_running_loop()
-    started = now()
+    started, cpu_started = now(), cpu_seconds()
     _, client = await loop.create_connection(lambda: StreamClient(count), HOST, port)
     await client.done
-    elapsed = now() - started
+    elapsed, cpu = now() - started, cpu_seconds() - cpu_started
     assert client.transport is not None
     client.transport.close()
-    report(messages=client.received, seconds=elapsed, rate=client.received / elapsed)
+    report(messages=client.received, seconds=elapsed, rate=client.received / elapsed, cpu_seconds=cpu)
 
 
 class RoundTripClient(asyncio.Protocol):

@@ -72,12 +72,14 @@ async def stream(port: int, count: int, max_seconds: float) -> None:
             if received == count and not done.done():
                 done.set_result(None)
 
-    started = now()
+    started, cpu_started = now(), cpu_seconds()
     await soup.connect_async((HOST, port), USER, PASSWORD, on_msg_coro=on_msg)
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(asyncio.shield(done), max_seconds)
-    elapsed = now() - started
-    report(messages=received, seconds=elapsed, rate=received / elapsed, capped=received < count)
+    elapsed, cpu = now() - started, cpu_seconds() - cpu_started
+    report(
+        messages=received, seconds=elapsed, rate=received / elapsed, capped=received < count, cpu_seconds=cpu
+    )
     quiet_exit()
 
 

@@ -489,7 +489,7 @@ async def _serve(
     host, port = server.address
     click.echo(f"soup serve: session {server.session!r} on {host}:{port}", err=True)
     if credentials is None:
-        log.warning("no --user/--password: any login is accepted")
+        click.echo("soup serve: no --user/--password given: any login is accepted", err=True)
     rate = _Rate()
 
     def describe() -> str:
@@ -522,23 +522,13 @@ async def _serve(
 
 
 async def _publish_stdin(server: SoupServer) -> None:
-    """Publish each line of standard input; keep serving after it ends."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
+    """Publish each line of standard input (a pipe, a file or a terminal); keep serving after it ends."""
     published = 0
     try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
-        while True:
-            line = await reader.readline()
-            if not line:
-                break
-            batch = [line.rstrip(b"\r\n") if line.endswith(b"\n") else line]
-            # Take whatever else is already buffered, to publish it in one write.
-            while len(batch) < 1000 and b"\n" in reader._buffer:  # type: ignore[attr-defined]
-                batch.append((await reader.readline()).rstrip(b"\r\n"))
+        async for batch in _stdin_lines():
             server.publish_many(batch)
             published += len(batch)
-    except ValueError as exc:  # a line over the limits, or an input that is not a pipe
+    except ValueError as exc:  # a line over the payload limit
         raise SoupError(f"standard input, after {published} lines: {exc}") from None
     log.info("standard input ended after %d messages; still serving", published)
 

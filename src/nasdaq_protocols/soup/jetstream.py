@@ -1081,10 +1081,12 @@ class JetStreamStore:
             self._resync.clear()
             try:
                 await self._start_consumer()
-            except (nats.errors.Error, asyncio.TimeoutError, StoreError, ValueError) as exc:
+            except Exception as exc:  # whatever it is, the follower must live on and retry
                 await self._stop_consumer()
                 if isinstance(exc, StoreError):
                     log.error("stream %s: cannot follow it: %s", self.stream, exc)
+                elif not isinstance(exc, (nats.errors.Error, asyncio.TimeoutError)):
+                    log.exception("stream %s: unexpected failure starting a consumer", self.stream)
                 self._note_outage(f"cannot follow the stream ({type(exc).__name__}: {exc})")
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._resync.wait(), delay)

@@ -415,7 +415,9 @@ class Subscriber:
 
     def _check_give_up(self, failures: int, exc: BaseException) -> None:
         if self.max_attempts is not None and failures >= self.max_attempts:
-            raise SubscriberGaveUp(f"gave up after {failures} failed attempts; last: {exc}") from exc
+            if failures == 1:
+                raise SubscriberGaveUp(str(exc)) from exc
+            raise SubscriberGaveUp(f"gave up after {failures} failed attempts; the last: {exc}") from exc
         if self.max_downtime is not None and self._disconnected_since is not None:
             down = time.monotonic() - self._disconnected_since
             if down > self.max_downtime:
