@@ -128,9 +128,11 @@ class Cell:
 
 @dataclass
 class Row:
+    """One line of the table: a metric of a scenario, a cell per implementation, the target."""
+
     scenario: str
     metric: str
-    unit: str  # "msg/s", "us", "MB", "%"
+    unit: str  # "msg/s", "ns", "us", "MB", "%"
     higher_is_better: bool
     cells: dict[str, Cell] = field(default_factory=dict)
     target: str = ""

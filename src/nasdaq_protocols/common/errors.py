@@ -31,5 +31,6 @@ class CloseReason(enum.Enum):
     PROTOCOL_ERROR = "protocol error"
     #: An application callback raised an exception.
     APPLICATION_ERROR = "application error"
-    #: A limit of the server was exceeded (lag, packet size, connection count).
+    #: A limit of the server was exceeded (lag, connection counts). A packet over the size limit
+    #: is malformed for that server: ``PROTOCOL_ERROR``.
     LIMIT_EXCEEDED = "limit exceeded"
