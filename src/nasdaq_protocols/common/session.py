@@ -22,7 +22,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 from .errors import CloseReason
 
@@ -150,7 +150,8 @@ class AsyncSession(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """:meta private:"""
-        assert isinstance(transport, asyncio.Transport)
+        # Not an isinstance check: uvloop's transports are not asyncio.Transport subclasses.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._closed_waiter = self._loop.create_future()

@@ -89,13 +89,14 @@ class SoupDecoder:
         self.bytes_fed += len(data)
         messages: list[SoupMessage] = []
         self.only_sequenced = True
-        if self._pending:
-            data = self._complete_pending(data, messages)
-            if self.error is not None or not data:
-                return self._finish(messages)
-        elif type(data) is not bytes:
+        if type(data) is not bytes:
             data = bytes(data)
-        self._decode(data, messages)
+        start = 0
+        if self._pending:
+            start = self._complete_pending(data, messages)
+            if self.error is not None or start >= len(data):
+                return self._finish(messages)
+        self._decode(data, messages, start)
         return self._finish(messages)
 
     def _finish(self, messages: list[SoupMessage]) -> list[SoupMessage]:
@@ -103,26 +104,27 @@ class SoupDecoder:
             raise self.error
         return messages
 
-    def _complete_pending(self, data: bytes | bytearray | memoryview, messages: list[SoupMessage]) -> bytes:
-        """Finish the packet carried over from earlier reads; return the bytes after it."""
+    def _complete_pending(self, data: bytes, messages: list[SoupMessage]) -> int:
+        """Finish the packet carried over from earlier reads; return the offset in ``data`` just
+        after it (``len(data)`` when it is still incomplete). The rest of the read is not copied."""
         pending = self._pending
+        offset = 0
         if self._need == 0:
             # Fewer than 2 bytes were carried: only the length field is incomplete.
-            missing = 2 - len(pending)
-            pending += data[:missing]
-            data = data[missing:]
+            offset = min(2 - len(pending), len(data))
+            pending += data[:offset]
             if len(pending) < 2:
-                return b""
+                return len(data)
             length = (pending[0] << 8) | pending[1]
             if not self._check_length(length, bytes(pending)):
-                return b""
+                return len(data)
             self._need = 2 + length
         missing = self._need - len(pending)
-        if len(data) < missing:
-            pending += data
-            return b""
-        pending += data[:missing]
-        rest = bytes(data[missing:])
+        if len(data) - offset < missing:
+            pending += data[offset:]
+            return len(data)
+        pending += data[offset : offset + missing]
+        offset += missing
         packet = bytes(pending)
         pending.clear()
         self._need = 0
@@ -130,10 +132,10 @@ class SoupDecoder:
             message = decode_payload(packet[2], packet[3:])
         except InvalidSoupMessage as exc:
             self.error = exc
-            return rest
+            return offset
         self._count(message)
         messages.append(message)
-        return rest
+        return offset
 
     def _count(self, message: SoupMessage) -> None:
         """Number a message decoded outside the hot loop (see :attr:`sequence`)."""
@@ -161,7 +163,7 @@ class SoupDecoder:
             return True
         return False
 
-    def _decode(self, data: bytes, messages: list[SoupMessage]) -> None:
+    def _decode(self, data: bytes, messages: list[SoupMessage], position: int) -> None:
         append = messages.append
         sequenced = SequencedData
         # Speed trick (measured: ~150 instead of ~210 ns per message): build Sequenced Data
@@ -169,7 +171,6 @@ class SoupDecoder:
         new = object.__new__
         max_length = self.max_packet_size
         end = len(data)
-        position = 0
         sequence = self.sequence
         try:
             # The loop ends with an IndexError when fewer than 2 bytes are left: cheaper than

@@ -151,6 +151,7 @@ class Subscriber:
         self._buffer: collections.deque[SoupMessage] = collections.deque()
         self._readable: asyncio.Event | None = None
         self._space: asyncio.Event | None = None
+        self._producer_waiting = False  # a delivery waits for the reader to make room
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._finished = False
@@ -230,8 +231,9 @@ class Subscriber:
             self._readable.clear()
             await self._readable.wait()
         message = buffer.popleft()
-        if len(buffer) < self.buffer_size // 2 and self._space is not None and not self._space.is_set():
-            self._space.set()
+        if self._producer_waiting and len(buffer) < self.buffer_size // 2:
+            self._producer_waiting = False
+            self._space.set()  # type: ignore[union-attr]
         return message
 
     async def receive(self, timeout: float | None = None) -> SoupMessage:
@@ -411,6 +413,7 @@ class Subscriber:
             space = self._space
             assert space is not None
             space.clear()
+            self._producer_waiting = True
             await space.wait()  # the session pauses reading meanwhile
 
     def _check_give_up(self, failures: int, exc: BaseException) -> None:
