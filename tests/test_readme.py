@@ -26,7 +26,7 @@ def block_containing(marker: str) -> str:
     ("marker", "expected"),
     [
         ('soup.LoginRequest("user", "secret"', "SequencedData(data=b'hello'"),
-        ('soup.SoupServer("FEED"', "101 b'message 101'"),
+        ("sequence=51", "101 b'message 101'"),
     ],
 )
 def test_readme_example_runs(tmp_path: Path, marker: str, expected: str) -> None:

@@ -13,6 +13,7 @@ One process per subcommand, each a thin shell over the library: :class:`SoupServ
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -615,7 +616,10 @@ async def _stdin_lines(batch_size: int = 1000) -> AsyncIterator[list[bytes]]:
                 chunk = os.read(descriptor, 1 << 16)
             except OSError:
                 chunk = b""
-            asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
+            try:
+                asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
+            except (RuntimeError, concurrent.futures.CancelledError):
+                return  # the command is ending (its loop closed): nobody reads any more
             if not chunk:
                 return
 
