@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TextIO
 
 import click
@@ -710,19 +710,9 @@ async def _tail(
     with _stop_on_signals(stop), _Progress(describe):
         if not await _logged_in(sub, stop):
             return
-        async with sub:
-            stopper = asyncio.create_task(stop.wait())
+        async with sub, contextlib.aclosing(_until_stopped(sub, stop)) as messages:
             try:
-                while count is None or received < count:
-                    receiver = asyncio.ensure_future(sub.__anext__())
-                    done, _ = await asyncio.wait({receiver, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    if receiver not in done:
-                        receiver.cancel()
-                        break
-                    try:
-                        message = receiver.result()
-                    except StopAsyncIteration:
-                        break
+                async for message in messages:
                     try:
                         write(format_message(message, fmt) + "\n")
                         received += 1
@@ -733,8 +723,9 @@ async def _tail(
                         # Point stdout at /dev/null so the interpreter's final flush is quiet too.
                         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                         return
+                    if count is not None and received >= count:
+                        break
             finally:
-                stopper.cancel()
                 with contextlib.suppress(BrokenPipeError):
                     sys.stdout.flush()
     if sub.end_of_session:
@@ -793,6 +784,24 @@ def _journal_position(journal: str) -> tuple[str, int]:
         store.close()
 
 
+async def _until_stopped(sub: Subscriber, stop: asyncio.Event) -> AsyncGenerator[SoupMessage, None]:
+    """The messages of ``sub`` until its stream ends or ``stop`` is set (Ctrl-C, SIGTERM)."""
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            receiver = asyncio.ensure_future(sub.__anext__())
+            done, _ = await asyncio.wait({receiver, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver not in done:
+                receiver.cancel()
+                return
+            try:
+                yield receiver.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stopper.cancel()
+
+
 async def _copy_stream(
     sub: Subscriber,
     store_for: Callable[[str], MessageStore],
@@ -802,18 +811,8 @@ async def _copy_stream(
 ) -> MessageStore:
     """Append every sequenced message of ``sub`` to the store; return the store."""
     store: MessageStore | None = None
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        while count is None or store is None or store.last_sequence < count:
-            receiver = asyncio.ensure_future(sub.__anext__())
-            done, _ = await asyncio.wait({receiver, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if receiver not in done:
-                receiver.cancel()
-                break
-            try:
-                message = receiver.result()
-            except StopAsyncIteration:
-                break
+    async with contextlib.aclosing(_until_stopped(sub, stop)) as messages:
+        async for message in messages:
             if store is None:
                 store = store_for(sub.session)
             if isinstance(message, SequencedData):
@@ -822,8 +821,8 @@ async def _copy_stream(
                     raise SoupError(f"journal is at {expected - 1} but message {message.sequence} arrived")
                 store.append(message.data)
                 on_message(message.sequence)
-    finally:
-        stopper.cancel()
+            if count is not None and store.last_sequence >= count:
+                break
     if store is None:
         store = store_for(sub.session)
     return store
