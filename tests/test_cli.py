@@ -21,7 +21,6 @@ import json
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ import pytest
 
 from nasdaq_protocols.soup.errors import SoupError
 from nasdaq_protocols.soup.store import FileStore
+from netutil import free_port
 
 #: Generous bound on any single wait: a loaded 2-core machine must never hit it.
 WAIT = 30.0
@@ -132,14 +132,6 @@ def wait_until(condition: Callable[[], T], what: str, process: Running | None = 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def single_error_line(stderr: str) -> str:

@@ -53,6 +53,7 @@ from nasdaq_protocols.soup.core import (
 from nasdaq_protocols.soup.framing import SoupDecoder
 from nasdaq_protocols.soup.server import LIMITS, PUMP_CHUNK, ServedSession, SoupServer
 from nasdaq_protocols.soup.store import FileStore, StoreError
+from netutil import free_port
 
 #: Generous bound on any single wait: a loaded 2-core machine must never hit it.
 WAIT = 30.0
@@ -65,12 +66,6 @@ LIBRARY = "nasdaq_protocols"
 def payload_of(sequence: int) -> bytes:
     """What every test publishes as message ``sequence``."""
     return b"%016d" % sequence
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def open_fds() -> int:

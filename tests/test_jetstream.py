@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from netutil import free_port
+
 try:
     import nats
     import nats.js.api
@@ -46,13 +48,6 @@ FAST = {"backoff_initial": 0.02, "backoff_max": 0.2, "server_heartbeat_interval"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (bound to port 0, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def nats_server_binary() -> str:

@@ -17,7 +17,6 @@ import random
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -51,6 +50,7 @@ from nasdaq_protocols.soup.subscriber import (
     subscribe,
     subscribe_sync,
 )
+from netutil import free_port
 
 SERVE_JOURNAL = Path(__file__).with_name("serve_journal.py")
 HOST = "127.0.0.1"
@@ -61,13 +61,6 @@ FAST = {"backoff_initial": 0.02, "backoff_max": 0.2, "server_heartbeat_interval"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (bound to port 0, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def payload(sequence: int) -> bytes:
