@@ -167,6 +167,10 @@ class AsyncSession(asyncio.Protocol):
             return
         self.bytes_received += len(data)
         self._last_received = self._loop.time()  # type: ignore[union-attr]
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
+        """Decode received bytes and hand the messages to :meth:`_on_messages` (the general path)."""
         decoder = self._decoder
         try:
             messages = decoder.feed(data)
@@ -361,7 +365,10 @@ class AsyncSession(asyncio.Protocol):
         if self._dispatch_task is not None:
             self._backlog.extend(messages)
             return
-        driver = self._drive(messages)
+        self._run_driver(self._drive(messages))
+
+    def _run_driver(self, driver: Coroutine[Any, Any, None]) -> None:
+        """Run a delivery coroutine now; if a callback suspends, a task finishes it."""
         try:
             first = driver.send(None)
         except StopIteration:

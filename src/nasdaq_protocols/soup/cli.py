@@ -13,7 +13,6 @@ One process per subcommand, each a thin shell over the library: :class:`SoupServ
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import logging
@@ -607,7 +606,8 @@ async def _stdin_lines(batch_size: int = 1000) -> AsyncIterator[list[bytes]]:
     A daemon thread reads, so that files, pipes and terminals all work and Ctrl-C never waits
     for a read to return."""
     loop = asyncio.get_running_loop()
-    chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=16)
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+    room = threading.Semaphore(16)  # chunks read ahead at most: the reader waits for the loop
     descriptor = sys.stdin.buffer.fileno()
 
     def read() -> None:
@@ -616,9 +616,10 @@ async def _stdin_lines(batch_size: int = 1000) -> AsyncIterator[list[bytes]]:
                 chunk = os.read(descriptor, 1 << 16)
             except OSError:
                 chunk = b""
+            room.acquire()
             try:
-                asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
-            except (RuntimeError, concurrent.futures.CancelledError):
+                loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            except RuntimeError:
                 return  # the command is ending (its loop closed): nobody reads any more
             if not chunk:
                 return
@@ -627,6 +628,7 @@ async def _stdin_lines(batch_size: int = 1000) -> AsyncIterator[list[bytes]]:
     rest = b""
     while True:
         chunk = await chunks.get()
+        room.release()
         if not chunk:
             if rest:
                 yield [rest[:-1] if rest.endswith(b"\r") else rest]

@@ -99,6 +99,25 @@ class SoupDecoder:
         self._decode(data, messages, start)
         return self._finish(messages)
 
+    def feed_carried(self, data: bytes) -> tuple[list[SoupMessage], int]:
+        """Complete only the packet carried over from earlier reads, for a caller that decodes
+        the rest of ``data`` itself (a session's fast path).
+
+        Returns:
+            The message completed (none if ``data`` does not complete it, or nothing was carried,
+            or it is malformed: see :attr:`error`), and the offset in ``data`` where the rest
+            begins.
+        """
+        if self.error is not None:
+            raise self.error
+        messages: list[SoupMessage] = []
+        if not self._pending:
+            return messages, 0
+        self.only_sequenced = True
+        offset = self._complete_pending(data, messages)
+        self.bytes_fed += offset
+        return messages, offset
+
     def _finish(self, messages: list[SoupMessage]) -> list[SoupMessage]:
         if self.error is not None and not messages:
             raise self.error
