@@ -119,6 +119,9 @@ class AsyncSession(asyncio.Protocol):
         self._backlog: collections.deque[Any] = collections.deque()
         self._dispatch_task: asyncio.Task[None] | None = None
         self._callback_broken = False  # the callback raised: deliver nothing more
+        #: Called (no arguments) when queue mode has something new to read, and at the close;
+        #: for a consumer that reads several sessions (the subscriber).
+        self.on_readable: Callable[[], None] | None = None
         self._read_pauses = 0  # reasons reading is paused (backlog, queue): resume at 0
         # flow control
         self._write_paused = False
@@ -414,11 +417,35 @@ class AsyncSession(asyncio.Protocol):
 
     def _enqueue(self, message: Any) -> None:
         self._queue.append(message)
+        if len(self._queue) == 1:
+            self._wake_reader()
+        elif len(self._queue) == QUEUE_HIGH_WATER:
+            self._pause_reading()
+
+    def _wake_reader(self) -> None:
+        """Queue mode: something new to read (or the close): wake ``receive_msg`` and the hook."""
         waiter = self._queue_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if len(self._queue) == QUEUE_HIGH_WATER:
-            self._pause_reading()
+        if self.on_readable is not None:
+            self.on_readable()
+
+    def _end_of_stream(self) -> Exception:
+        from nasdaq_protocols.soup.errors import EndOfStream
+
+        reason = self.close_reason.value if self.close_reason else "closed"
+        return EndOfStream(
+            f"{self.session_id}> end of stream ({reason}: {self.close_detail})", self.close_reason
+        )
+
+    def is_drained(self) -> bool:
+        """True once the session is closed and every message it received was handed out."""
+        return not self.has_unread() and (self._closed or (self._closing and self._dispatch_task is None))
+
+    def has_unread(self) -> bool:
+        """Queue mode: True when :meth:`receive_msg` has received data to hand out (a message, or
+        bytes not decoded yet) without waiting."""
+        return bool(self._queue)
 
     async def receive_msg(self) -> Any:
         """Wait for the next application message (when the session has no ``on_msg_coro``).
@@ -430,21 +457,15 @@ class AsyncSession(asyncio.Protocol):
             EndOfStream: the session is closed and every message it received was handed out
                 (``close_reason`` says why it closed).
         """
-        while not self._queue:
+        while True:
+            message = self.receive_msg_nowait()
+            if message is not None:
+                return message
             if self._closed or (self._closing and self._dispatch_task is None):
-                from nasdaq_protocols.soup.errors import EndOfStream
-
-                reason = self.close_reason.value if self.close_reason else "closed"
-                raise EndOfStream(
-                    f"{self.session_id}> end of stream ({reason}: {self.close_detail})", self.close_reason
-                )
+                raise self._end_of_stream()
             if self._queue_waiter is None or self._queue_waiter.done():
                 self._queue_waiter = asyncio.get_running_loop().create_future()
             await self._queue_waiter
-        message = self._queue.popleft()
-        if len(self._queue) == QUEUE_LOW_WATER:
-            self._resume_reading()
-        return message
 
     def receive_msg_nowait(self) -> Any | None:
         """The next queued application message, or ``None`` when there is none."""
@@ -542,9 +563,7 @@ class AsyncSession(asyncio.Protocol):
                 with contextlib.suppress(BaseException):
                     await dispatch
         self._closed = True
-        waiter = self._queue_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_reader()
         try:
             if self.on_close_coro is not None:
                 await self.on_close_coro()

@@ -61,7 +61,8 @@ class SoupDecoder:
         self.max_packet_size = max_packet_size
         #: The first malformed packet's error, once one was met.
         self.error: InvalidSoupMessage | None = None
-        #: Total bytes given to :meth:`feed`.
+        #: Total bytes given to :meth:`feed` and taken by :meth:`feed_carried` (not those a
+        #: session's fast path decodes itself).
         self.bytes_fed = 0
         #: Sequence number of the last Sequenced Data decoded. The decoder numbers them as a
         #: client counts (PROTOCOL.md): a Login Accepted sets the next number; each Sequenced

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -59,6 +60,10 @@ _SERVER_HEARTBEAT = ServerHeartbeat().to_bytes()[1]
 _LOGOUT_REQUEST = LogoutRequest().to_bytes()[1]
 _END_OF_SESSION = EndOfSession().to_bytes()[1]
 _SEQUENCED = ord("S")
+_new = object.__new__
+#: Queue mode: pause reading while this many received bytes wait to be read; resume at the low.
+RAW_HIGH_WATER = 4 << 20
+RAW_LOW_WATER = 1 << 20
 
 
 @attrs.define(eq=False)
@@ -205,6 +210,15 @@ class SoupClientSession(SoupSession):
         self.end_of_session = False
         self._streaming = False  # the fast path (see _stream) is running, maybe suspended
         self._stream_backlog: list[bytes] = []  # bytes received while it was suspended
+        # Queue mode once logged in: reads are kept as received and decoded as they are read
+        # (see receive_msg_nowait). `_raw` holds whole reads; `_raw_data` is the one being read,
+        # from `_raw_pos`, and `_raw_first` the count of Sequenced Data before it.
+        self._raw: collections.deque[bytes] = collections.deque()
+        self._raw_size = 0
+        self._raw_paused = False
+        self._raw_data = b""
+        self._raw_pos = 0
+        self._raw_first = 0
 
     @property
     def next_sequence(self) -> int:
@@ -289,13 +303,13 @@ class SoupClientSession(SoupSession):
             self.bytes_received += len(data)
             self._stream_backlog.append(data)
             return
-        if not (
-            self._dispatching
-            and self._dispatch_task is None
-            and self.state is State.LOGGED_IN
-            and not self._callback_broken
-            and type(data) is bytes
-        ):
+        if self.state is not State.LOGGED_IN or type(data) is not bytes:
+            super().data_received(data)
+            return
+        if not self._dispatching:
+            self._keep_for_reading(data)
+            return
+        if self._dispatch_task is not None or self._callback_broken:
             super().data_received(data)
             return
         self.bytes_received += len(data)
@@ -336,7 +350,6 @@ class SoupClientSession(SoupSession):
         sequenced = SequencedData
         first = sequence = decoder.sequence
         end = len(data)
-        start = position
         try:
             if carried is not None:  # already counted by the decoder
                 self.sequence = carried.sequence  # type: ignore[attr-defined]  # Sequenced Data
@@ -360,7 +373,6 @@ class SoupClientSession(SoupSession):
                 await callback(message)
         finally:
             decoder.sequence = self._received = sequence
-            decoder.bytes_fed += position - start
             self.messages_received += sequence - first + (carried is not None)
             self._last_received = self._loop.time()  # type: ignore[union-attr]
             self._streaming = False
@@ -373,6 +385,106 @@ class SoupClientSession(SoupSession):
             more = b"".join(backlog)
             backlog.clear()
             self._receive(more)
+
+    # ------------------------------------------------------------------ queue mode, decoded as read
+
+    def _keep_for_reading(self, data: bytes) -> None:
+        """Queue mode: keep a read as it is, to decode as it is read. Decoding a message just
+        before the application takes it means it is garbage once the application is done with it,
+        as in the callback fast path; a decoded backlog would keep the garbage collector busy.
+        """
+        self.bytes_received += len(data)
+        self._last_received = self._loop.time()  # type: ignore[union-attr]
+        self._raw.append(data)
+        self._raw_size += len(data)
+        if self._raw_size > RAW_HIGH_WATER and not self._raw_paused:
+            self._raw_paused = True
+            self._pause_reading()
+        if len(self._raw) == 1:
+            self._wake_reader()
+
+    def has_unread(self) -> bool:
+        return bool(self._queue) or self._raw_pos < len(self._raw_data) or bool(self._raw)
+
+    def receive_msg_nowait(self) -> Any | None:
+        while not self._queue:
+            data = self._raw_data
+            position = self._raw_pos
+            try:
+                length = (data[position] << 8) | data[position + 1]
+                if data[position + 2] == _SEQUENCED and 0 < length <= self.max_packet_size:
+                    stop = position + 2 + length
+                    if stop <= len(data):
+                        self._raw_pos = stop
+                        message = _new(SequencedData)
+                        message.data = data[position + 3 : stop]
+                        message.sequence = self._received = self.sequence = self._received + 1
+                        return message
+            except IndexError:
+                pass
+            if not self._next_raw():
+                return None
+        return super().receive_msg_nowait()
+
+    def _next_raw(self) -> bool:
+        """The next packet is not a whole Sequenced Data in the current read: let the decoder
+        take the rest of it, or start the next read. False when nothing is left."""
+        if self._raw_pos < len(self._raw_data):
+            self._receive(self._take_raw_rest())
+            return True
+        self._take_raw_rest()
+        if not self._raw:
+            return False
+        data = self._raw.popleft()
+        self._raw_size -= len(data)
+        if self._raw_paused and self._raw_size <= RAW_LOW_WATER:
+            self._raw_paused = False
+            self._resume_reading()
+        decoder: SoupDecoder = self._decoder  # type: ignore[assignment]
+        decoder.sequence = self._received
+        carried, position = decoder.feed_carried(data)  # a packet split across reads
+        if carried:
+            self.messages_received += 1
+            self._on_messages(carried)
+        if decoder.error is not None:
+            self._protocol_error(str(decoder.error))
+            return True
+        self._raw_data, self._raw_pos, self._raw_first = data, position, self._received
+        return True
+
+    def _take_raw_rest(self) -> bytes:
+        """Stop reading the current read: count what was read of it; return the rest."""
+        data, position = self._raw_data, self._raw_pos
+        if not data:
+            return b""
+        self.messages_received += self._received - self._raw_first
+        self._decoder.sequence = self._received  # type: ignore[attr-defined]
+        self._raw_data, self._raw_pos = b"", 0
+        return data[position:] if position < len(data) else b""
+
+    def _decode_raw(self) -> None:
+        """Decode everything kept, into the queue (before a close, or callback delivery)."""
+        rest = self._take_raw_rest()
+        more = [rest, *self._raw] if rest else list(self._raw)
+        self._raw.clear()
+        self._raw_size = 0
+        if self._raw_paused:
+            self._raw_paused = False
+            self._resume_reading()
+        if more and self._decoder.error is None:
+            self._receive(b"".join(more))
+
+    def start_dispatching(self) -> None:
+        if not self._dispatching:
+            self._decode_raw()
+        super().start_dispatching()
+
+    def initiate_close(self, reason: CloseReason = CloseReason.LOCAL_CLOSE, detail: str = "") -> None:
+        if not self._closing and (self._raw or self._raw_pos < len(self._raw_data)):
+            # What was received is still handed out; decoded now, while the state allows it
+            # (an End of Session in it makes the close reason END_OF_SESSION).
+            self._decode_raw()
+        super().initiate_close(reason, detail)
 
     def _on_messages(self, messages: list[Any]) -> None:
         if self.state is State.LOGGED_IN and self._decoder.only_sequenced:  # type: ignore[attr-defined]
