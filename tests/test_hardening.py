@@ -985,7 +985,7 @@ async def test_subscriber_resumes_gap_free_when_the_server_restarts_during_repla
             "user",
             "pass",
             sequence=1,
-            buffer_size=500,
+            buffer_bytes=16384,
             server_heartbeat_interval=0.2,
             backoff_initial=0.02,
             backoff_max=0.2,

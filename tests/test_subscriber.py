@@ -400,7 +400,7 @@ async def test_fail_over_to_the_other_server_mid_stream(
     recorder = HookRecorder()
 
     async with subscribe(
-        [s.address for s in servers], USER, PASSWORD, buffer_size=500, **FAST, **recorder.hooks()
+        [s.address for s in servers], USER, PASSWORD, buffer_bytes=16384, **FAST, **recorder.hooks()
     ) as sub:
         messages = await take(sub, 5_000)
         await asyncio.sleep(0.2)  # not consuming: the subscriber stops reading, the server stalls
@@ -452,7 +452,7 @@ async def test_end_of_session_ends_iteration_after_every_message(feed_server: So
 
 async def test_end_of_session_while_the_reader_lags_behind(feed_server: SoupServer) -> None:
     """End of Session arrives while the subscriber's buffer is full: nothing before it is lost."""
-    async with subscribe(feed_server.address, USER, PASSWORD, buffer_size=8, **FAST) as sub:
+    async with subscribe(feed_server.address, USER, PASSWORD, buffer_bytes=256, **FAST) as sub:
         feed_server.publish_many(payload(n) for n in range(11, 5_001))
         feed_server.end_session()
         await asyncio.sleep(0.2)
@@ -566,7 +566,7 @@ async def test_leaving_the_loop_with_a_full_buffer_closes_promptly(feed_server: 
     feed_server.publish_many(payload(n) for n in range(11, 5_001))
 
     async def read_one_then_leave() -> None:
-        async with subscribe(feed_server.address, USER, PASSWORD, buffer_size=8, **FAST) as sub:
+        async with subscribe(feed_server.address, USER, PASSWORD, buffer_bytes=256, **FAST) as sub:
             assert_stream(await take(sub, 1), 1, 1)
             await asyncio.sleep(0.2)  # the buffer fills, delivery waits for space
         assert not sub.connected

@@ -718,7 +718,7 @@ async def _tail(
                     try:
                         write(format_message(message, fmt) + "\n")
                         received += 1
-                        if not sub._buffer:
+                        if not sub.has_unread():
                             sys.stdout.flush()
                     except BrokenPipeError:
                         # The reader went away (e.g. `| head`): not an error, as in `soup cat`.

@@ -61,9 +61,8 @@ _LOGOUT_REQUEST = LogoutRequest().to_bytes()[1]
 _END_OF_SESSION = EndOfSession().to_bytes()[1]
 _SEQUENCED = ord("S")
 _new = object.__new__
-#: Queue mode: pause reading while this many received bytes wait to be read; resume at the low.
+#: Queue mode: pause reading while this many received bytes wait to be read (a quarter: resume).
 RAW_HIGH_WATER = 4 << 20
-RAW_LOW_WATER = 1 << 20
 
 
 @attrs.define(eq=False)
@@ -194,6 +193,11 @@ class SoupClientSession(SoupSession):
     ``sequence`` is the sequence number of the last Sequenced Data received (so, inside
     ``on_msg_coro``, that of the message being handled); :attr:`next_sequence` is the number to
     request when logging in again. Each delivered :class:`SequencedData` carries ``.sequence``.
+
+    Without ``on_msg_coro`` (queue mode) reads are kept as they arrive and each message is decoded
+    when :meth:`receive_msg` takes it: ``sequence`` counts what was taken until the session
+    closes, when everything received is decoded and counted. Reading pauses while more than
+    :attr:`max_unread_bytes` wait.
     """
 
     SessionType: ClassVar[str] = "client"
@@ -219,6 +223,8 @@ class SoupClientSession(SoupSession):
         self._raw_data = b""
         self._raw_pos = 0
         self._raw_first = 0
+        #: Queue mode: reading pauses while this many received bytes wait to be read.
+        self.max_unread_bytes = RAW_HIGH_WATER
 
     @property
     def next_sequence(self) -> int:
@@ -397,7 +403,7 @@ class SoupClientSession(SoupSession):
         self._last_received = self._loop.time()  # type: ignore[union-attr]
         self._raw.append(data)
         self._raw_size += len(data)
-        if self._raw_size > RAW_HIGH_WATER and not self._raw_paused:
+        if self._raw_size > self.max_unread_bytes and not self._raw_paused:
             self._raw_paused = True
             self._pause_reading()
         if len(self._raw) == 1:
@@ -426,6 +432,52 @@ class SoupClientSession(SoupSession):
                 return None
         return super().receive_msg_nowait()
 
+    def receive_batch_nowait(self, limit: int) -> list[Any]:
+        """Queue mode: up to ``limit`` messages already received, oldest first (empty: none yet).
+
+        For a consumer that hands messages out one by one from its own small buffer (the
+        subscriber): one call decodes a run of Sequenced Data in a tight loop. Keep ``limit``
+        small (tens): each message lives until the consumer drops it.
+        """
+        batch: list[Any] = []
+        if not self._queue:
+            data = self._raw_data
+            position = self._raw_pos
+            end = len(data)
+            max_length = self.max_packet_size
+            sequence = self._received
+            append = batch.append
+            new = _new
+            sequenced = SequencedData
+            for _ in range(limit):
+                try:
+                    length = (data[position] << 8) | data[position + 1]
+                    if data[position + 2] != _SEQUENCED or not 0 < length <= max_length:
+                        break
+                except IndexError:
+                    break
+                stop = position + 2 + length
+                if stop > end:
+                    break
+                sequence += 1
+                message = new(sequenced)
+                message.data = data[position + 3 : stop]
+                message.sequence = sequence
+                append(message)
+                position = stop
+            if batch:
+                self._raw_pos = position
+                self._received = self.sequence = sequence
+                return batch
+        while len(batch) < limit:
+            other = self.receive_msg_nowait()
+            if other is None:
+                break
+            batch.append(other)
+            if not self._queue:
+                break  # back to the loop above
+        return batch
+
     def _next_raw(self) -> bool:
         """The next packet is not a whole Sequenced Data in the current read: let the decoder
         take the rest of it, or start the next read. False when nothing is left."""
@@ -437,7 +489,7 @@ class SoupClientSession(SoupSession):
             return False
         data = self._raw.popleft()
         self._raw_size -= len(data)
-        if self._raw_paused and self._raw_size <= RAW_LOW_WATER:
+        if self._raw_paused and self._raw_size <= self.max_unread_bytes // 4:
             self._raw_paused = False
             self._resume_reading()
         decoder: SoupDecoder = self._decoder  # type: ignore[assignment]

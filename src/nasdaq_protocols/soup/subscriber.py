@@ -26,6 +26,7 @@ import collections
 import contextlib
 import inspect
 import logging
+import operator
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -53,6 +54,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Messages taken from a connection at a time: few, so that each is garbage soon after it is read.
+READ_BATCH = 32
+_data = operator.attrgetter("data")
 
 Address = tuple[str, int]
 Hook = Callable[..., Any]
@@ -112,7 +117,7 @@ class Subscriber:
         max_attempts: int | None = None,
         max_downtime: float | None = None,
         stable_after: float = 1.0,
-        buffer_size: int = 65536,
+        buffer_bytes: int = 4 << 20,
         on_connect: Hook | None = None,
         on_disconnect: Hook | None = None,
         on_resume: Hook | None = None,
@@ -124,8 +129,7 @@ class Subscriber:
         #: Session name: as requested, then as the server named it at the first login.
         self.session = session_id
         self._requested_sequence = sequence
-        #: Sequence number of the next Sequenced Data to deliver (0 until known, with sequence=0).
-        self.next_sequence = sequence
+        self._next = sequence  # the next Sequenced Data to take from a connection
         self.client_heartbeat_interval = client_heartbeat_interval
         self.server_heartbeat_interval = server_heartbeat_interval
         self.connect_timeout = connect_timeout
@@ -137,7 +141,8 @@ class Subscriber:
         self.max_downtime = max_downtime
         #: A connection shorter than this (seconds) counts as a failed attempt.
         self.stable_after = stable_after
-        self.buffer_size = buffer_size
+        #: Received bytes held for the reader before reading from the server pauses.
+        self.buffer_bytes = buffer_bytes
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.on_resume = on_resume
@@ -148,10 +153,12 @@ class Subscriber:
         self.address: Address | None = None
         self._remote_index = 0
         self._session: SoupClientSession | None = None
-        self._buffer: collections.deque[SoupMessage] = collections.deque()
+        # Sessions with messages not yet read, oldest first: the reader takes each message from
+        # the session that received it, decoded as it is taken (see SoupClientSession's queue
+        # mode), so an old connection's last messages come before the new one's first.
+        self._sources: collections.deque[SoupClientSession] = collections.deque()
+        self._ready: collections.deque[SoupMessage] = collections.deque()  # checked, to hand out
         self._readable: asyncio.Event | None = None
-        self._space: asyncio.Event | None = None
-        self._producer_waiting = False  # a delivery waits for the reader to make room
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._finished = False
@@ -177,8 +184,6 @@ class Subscriber:
         if self._task is not None:
             return self
         self._readable = asyncio.Event()
-        self._space = asyncio.Event()
-        self._space.set()
         first_login: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(first_login), name=f"subscriber:{self.user}")
         try:
@@ -191,8 +196,6 @@ class Subscriber:
     async def close(self) -> None:
         """Log out and stop. Iteration ends after the messages already received. Idempotent."""
         self._closing = True
-        if self._space is not None:
-            self._space.set()  # a delivery waiting for buffer space would hold up the logout
         session = self._session
         if session is not None and not session.is_closed():
             session.logout()
@@ -216,13 +219,15 @@ class Subscriber:
         return self
 
     async def __anext__(self) -> SoupMessage:
-        buffer = self._buffer
-        while not buffer:
-            if self._finished or self._error is not None:
-                if self._error is not None:
-                    error, self._error = self._error, None
-                    self._finished = True
-                    raise error
+        ready = self._ready
+        while True:
+            if ready or self._refill():
+                return ready.popleft()
+            if self._error is not None:
+                error, self._error = self._error, None
+                self._finished = True
+                raise error
+            if self._finished and not self._sources:
                 raise StopAsyncIteration
             if self._task is None:
                 await self.start()
@@ -230,11 +235,83 @@ class Subscriber:
             assert self._readable is not None
             self._readable.clear()
             await self._readable.wait()
-        message = buffer.popleft()
-        if self._producer_waiting and len(buffer) < self.buffer_size // 2:
-            self._producer_waiting = False
-            self._space.set()  # type: ignore[union-attr]
-        return message
+
+    def _refill(self) -> bool:
+        """Take the next few messages received into ``_ready``; False when none is there yet."""
+        sources = self._sources
+        ready = self._ready
+        while sources:
+            batch = sources[0].receive_batch_nowait(READ_BATCH)
+            if not batch:
+                if not sources[0].is_drained():
+                    return False  # more may come on this connection
+                sources.popleft()
+                continue
+            first, last = batch[0], batch[-1]
+            if (
+                first.__class__ is SequencedData
+                and last.__class__ is SequencedData
+                and first.sequence == self._next
+                and last.sequence - first.sequence == len(batch) - 1
+            ):
+                # The usual batch: only Sequenced Data (their numbers have no holes), next in line.
+                self._next = last.sequence + 1
+                stats = self.stats
+                stats.messages += len(batch)
+                stats.bytes += sum(map(len, map(_data, batch)))
+                ready.extend(batch)
+                return True
+            for message in batch:
+                if not self._accept(message):
+                    break
+            if ready:
+                return True
+        return False
+
+    def _accept(self, message: SoupMessage) -> bool:
+        """Check one message into ``_ready`` (or drop it); False if its connection was dropped."""
+        if message.__class__ is SequencedData:
+            sequence = message.sequence
+            if sequence != self._next:
+                if sequence < self._next:
+                    self.stats.duplicates_dropped += 1
+                    return True
+                self._gap(sequence)
+                return False
+            self._next = sequence + 1
+            self.stats.messages += 1
+            self.stats.bytes += len(message.data)
+        elif isinstance(message, Debug):
+            log.info("%s: server debug: %s", self.user, message.msg)
+            return True
+        else:
+            self.stats.unsequenced += 1
+        self._ready.append(message)
+        return True
+
+    @property
+    def next_sequence(self) -> int:
+        """Sequence number of the next Sequenced Data to hand out (0 until known, with sequence=0)."""
+        for message in self._ready:
+            if message.__class__ is SequencedData:
+                return message.sequence
+        return self._next
+
+    @next_sequence.setter
+    def next_sequence(self, value: int) -> None:
+        self._next = value
+
+    def _gap(self, sequence: int) -> None:
+        # Cannot happen: one connection numbers its messages itself, and a login that resumes
+        # past the next expected number is refused. If it does, drop that connection and log in
+        # again at the next expected number rather than deliver past a gap.
+        session = self._sources.popleft()
+        log.error("%s: got message %d, expected %d: dropping the connection", self.user, sequence, self._next)
+        session.abort(f"sequence gap: got {sequence}, expected {self._next}")
+
+    def has_unread(self) -> bool:
+        """True when data already received waits to be read (the next message may need none)."""
+        return bool(self._ready) or any(session.has_unread() for session in self._sources)
 
     async def receive(self, timeout: float | None = None) -> SoupMessage:
         """The next message (``None``-free): ``await sub.receive(timeout=1)``.
@@ -338,14 +415,18 @@ class Subscriber:
         return exc
 
     async def _connect(self, address: Address) -> SoupClientSession:
-        sequence = self.next_sequence
+        # Resume after the last message received, read or not (and after the last read).
+        sequence = self._next
+        if sequence:
+            for held in self._sources:
+                sequence = max(sequence, held.next_sequence)
         session = await connect_async(
             address,
             self.user,
             self._password,
             self.session,
             sequence,
-            on_msg_coro=None,  # messages queue in the session until the checks below pass
+            on_msg_coro=None,  # messages queue in the session; the reader takes them from there
             client_heartbeat_interval=self.client_heartbeat_interval,
             server_heartbeat_interval=self.server_heartbeat_interval,
             connect_timeout=self.connect_timeout,
@@ -370,12 +451,15 @@ class Subscriber:
         resumed = self.stats.connects > 0
         self.session = accepted.session_id
         if not sequence:
-            self.next_sequence = accepted.sequence
+            self._next = accepted.sequence
         self._session = session
         self.address = address
         self.stats.connects += 1
-        session.on_msg_coro = self._on_message
-        session.start_dispatching()
+        session.max_unread_bytes = self.buffer_bytes
+        session.on_readable = self._readable.set  # type: ignore[union-attr]
+        self._sources.append(session)
+        if session.has_unread():
+            self._readable.set()  # type: ignore[union-attr]
         if self._disconnected_since is not None:
             if resumed:
                 self.stats.disconnected_seconds += time.monotonic() - self._disconnected_since
@@ -386,35 +470,6 @@ class Subscriber:
             log.info("%s: resumed at %s:%d from sequence %d, no gap", self.user, *address, sequence)
             await self._call_hook(self.on_resume, self, sequence)
         return session
-
-    async def _on_message(self, message: SoupMessage) -> None:
-        if message.__class__ is SequencedData:
-            sequence = message.sequence
-            if sequence != self.next_sequence:
-                if sequence < self.next_sequence:
-                    self.stats.duplicates_dropped += 1
-                    return
-                # Cannot happen on one connection; if it does, drop it and log in again at the
-                # next expected number rather than deliver past a gap.
-                raise SequenceGapError(f"got message {sequence}, expected {self.next_sequence}")
-            self.next_sequence = sequence + 1
-            self.stats.messages += 1
-            self.stats.bytes += len(message.data)
-        elif isinstance(message, Debug):
-            log.info("%s: server debug: %s", self.user, message.msg)
-            return
-        else:
-            self.stats.unsequenced += 1
-        buffer = self._buffer
-        buffer.append(message)
-        if len(buffer) == 1:
-            self._readable.set()  # type: ignore[union-attr]
-        if len(buffer) >= self.buffer_size and not self._closing:
-            space = self._space
-            assert space is not None
-            space.clear()
-            self._producer_waiting = True
-            await space.wait()  # the session pauses reading meanwhile
 
     def _check_give_up(self, failures: int, exc: BaseException) -> None:
         if self.max_attempts is not None and failures >= self.max_attempts:

@@ -61,7 +61,8 @@ class SoupClientSessionSync:
 
     @property
     def sequence(self) -> int:
-        """Sequence number of the last Sequenced Data received."""
+        """Sequence number of the last Sequenced Data received (counted as :meth:`receive`
+        takes messages, and all of them at the close)."""
         return self.session.sequence
 
     @property
