@@ -842,6 +842,65 @@ async def test_callback_raising_index_error_in_the_fast_path_is_an_application_e
         assert delivered == [1, 2], "messages reached the callback after it raised"
 
 
+@pytest.mark.parametrize("seed", range(3))
+async def test_queue_mode_cut_anywhere_decodes_each_message_once_as_it_is_read(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    stream, expected = mixed_stream(3000)
+    async with raw_server() as server:
+        client, peer = await login_to_raw_server(server, **SLOW)
+        position = 0
+        while position < len(stream):
+            size = rng.choice((1, 2, 3, 35, 300, 4096, 65536))
+            peer.send(stream[position : position + size])
+            position += size
+            if rng.random() < 0.3:
+                await peer.writer.drain()
+                await asyncio.sleep(0)
+        received: list[soup.SoupMessage] = []
+        while len(received) < len(expected):
+            if rng.random() < 0.5:
+                received.append(await asyncio.wait_for(client.receive_msg(), PROMPTLY))
+            else:
+                received.extend(client.receive_batch_nowait(rng.choice((1, 7, 64))))
+                await asyncio.sleep(0)
+            if received and isinstance(received[-1], soup.SequencedData):
+                assert client.sequence == received[-1].sequence
+        assert summary(received) == expected, "messages lost, duplicated, reordered or misnumbered"
+        assert client.receive_msg_nowait() is None
+        assert client.next_sequence == 3001
+        assert client.messages_received == 1 + len(expected) + 3000 // 97  # with Login Accepted
+        await client.close()
+
+
+async def test_queue_mode_pauses_reading_at_max_unread_bytes_and_loses_nothing() -> None:
+    payloads = [b"%06d" % n + b"." * 994 for n in range(1, 4001)]  # 4 MB in all
+    async with serve(journal=payloads) as server:
+        client = await connect(server)
+        client.max_unread_bytes = 64 * 1024
+        await asyncio.sleep(0.5)  # the server writes as fast as we read: we read nothing
+        held = client.bytes_received
+        # A read may add up to 256 kB past the mark before the pause takes effect.
+        assert held < 512 * 1024, f"{held} bytes read while the application read nothing"
+        received = [(await client.receive_msg()).data for _ in payloads]
+        assert received == payloads
+        await client.close()
+
+
+async def test_queue_mode_end_of_session_behind_unread_data_closes_as_end_of_session() -> None:
+    async with raw_server() as server:
+        client, peer = await login_to_raw_server(server, **SLOW)
+        peer.send(wire(*(soup.SequencedData(b"m%d" % n) for n in range(1, 101)), soup.EndOfSession()))
+        await peer.writer.drain()
+        peer.close()  # and the server hangs up, as servers do after End of Session
+        assert await closed_within(client) is soup.CloseReason.END_OF_SESSION
+        assert client.end_of_session
+        assert [(await client.receive_msg()).sequence for _ in range(100)] == list(range(1, 101))
+        with pytest.raises(soup.EndOfStream):
+            await client.receive_msg()
+
+
 # --------------------------------------------------------------------------- malformed input
 
 SERVER_GARBAGE = {

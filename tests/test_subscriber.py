@@ -578,6 +578,23 @@ async def test_leaving_the_loop_with_a_full_buffer_closes_promptly(feed_server: 
     await wait_until(lambda: feed_server.stats()["logged_in"] == 0, "the server saw the logout")
 
 
+async def test_next_sequence_counts_what_was_handed_out_not_what_was_read_ahead(
+    feed_server: SoupServer,
+) -> None:
+    """The subscriber reads a few messages ahead of the application; ``next_sequence`` is still
+    the next one the application gets, so a checkpoint taken from it loses nothing."""
+    feed_server.publish_many(payload(n) for n in range(11, 1_001))
+    async with subscribe(feed_server.address, USER, PASSWORD, **FAST) as sub:
+        for expected in range(1, 201):
+            message = await asyncio.wait_for(sub.__anext__(), 5)
+            assert isinstance(message, SequencedData) and message.sequence == expected
+            assert sub.next_sequence == expected + 1
+        assert sub.stats.messages >= 200
+        checkpoint = sub.next_sequence
+    async with subscribe(feed_server.address, USER, PASSWORD, sequence=checkpoint, **FAST) as again:
+        assert_stream(await take(again, 1_000 - 200), 201, 1_000)
+
+
 # --------------------------------------------------------------------------- state, hooks, sending
 
 

@@ -430,7 +430,10 @@ class SoupClientSession(SoupSession):
                 pass
             if not self._next_raw():
                 return None
-        return super().receive_msg_nowait()
+        message = super().receive_msg_nowait()
+        if message.__class__ is SequencedData:
+            self.sequence = message.sequence
+        return message
 
     def receive_batch_nowait(self, limit: int) -> list[Any]:
         """Queue mode: up to ``limit`` messages already received, oldest first (empty: none yet).
