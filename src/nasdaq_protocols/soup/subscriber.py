@@ -56,7 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Messages taken from a connection at a time: few, so that each is garbage soon after it is read.
-READ_BATCH = 32
+READ_BATCH = 128
 _data = operator.attrgetter("data")
 
 Address = tuple[str, int]
