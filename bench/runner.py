@@ -138,6 +138,9 @@ class Row:
     target: str = ""
     check: Callable[[Row], bool | None] | None = None
     notes: list[str] = field(default_factory=list)
+    #: The columns' samples were taken in rounds (sample i of each in round i): ratios are then
+    #: the median of the per-round ratios, so a slow spell of the machine cancels out.
+    paired: bool = False
 
     def value(self, implementation: str) -> float | None:
         cell = self.cells.get(implementation)
@@ -147,6 +150,10 @@ class Row:
         ours, other = self.value(OURS), self.value(implementation)
         if ours is None or not other or (self.unit == "MB" and abs(other) < 1.0):
             return None  # a ratio of two near-zero memory growths means nothing
+        if self.paired and implementation == RAW:  # raw runs in the rounds; the reference does not
+            mine, theirs = self.cells[OURS].samples, self.cells[implementation].samples
+            if len(mine) == len(theirs) and all(theirs):
+                return statistics.median(a / b for a, b in zip(mine, theirs, strict=True))
         return ours / other
 
     def status(self) -> str:
@@ -163,8 +170,8 @@ def at_least(threshold: float, times_raw: float | None = None) -> Callable[[Row]
             return None
         verdict = ours >= threshold
         if times_raw is not None:
-            raw = row.value(RAW)
-            verdict = verdict and raw is not None and ours >= times_raw * raw
+            ratio = row.ratio(RAW)
+            verdict = verdict and ratio is not None and ratio >= times_raw
         return verdict
 
     return check
@@ -179,8 +186,8 @@ def at_most(threshold: float | None = None, times_raw: float | None = None) -> C
         if threshold is not None:
             verdict = ours <= threshold
         if times_raw is not None:
-            raw = row.value(RAW)
-            verdict = verdict and raw is not None and ours <= times_raw * raw
+            ratio = row.ratio(RAW)
+            verdict = verdict and ratio is not None and ratio <= times_raw
         return verdict
 
     return check
@@ -266,6 +273,7 @@ def stream_rows(ctx: Context) -> list[Row]:
         True,
         target=">= 1,000,000 and >= 0.5 x raw",
         check=at_least(1_000_000, 0.5),
+        paired=True,
     )
     iterate = Row(
         "stream: async for in subscribe()",
@@ -274,17 +282,25 @@ def stream_rows(ctx: Context) -> list[Row]:
         True,
         target=">= 1,000,000 and >= 0.5 x raw",
         check=at_least(1_000_000, 0.5),
+        paired=True,
     )
     # CPU time per message: steadier than the rate on a machine shared with other work, so the
     # measure to compare two versions of the code with.
-    callback_cpu = Row("stream: connect_async + on_msg_coro", "client CPU per message", "ns", False)
-    iterate_cpu = Row("stream: async for in subscribe()", "client CPU per message", "ns", False)
+    callback_cpu = Row(
+        "stream: connect_async + on_msg_coro", "client CPU per message", "ns", False, paired=True
+    )
+    iterate_cpu = Row("stream: async for in subscribe()", "client CPU per message", "ns", False, paired=True)
     note = (
         f"{sizes.stream:,} Sequenced Data of {sizes.payload} bytes from a process writing pre-framed"
         " bytes as fast as the socket takes them (only the client is measured)"
     )
     callback.notes.append(note)
     iterate.notes.append(note)
+    callback.notes.append(
+        "the clients run in rounds, each round running every client once (raw included); the ratios to"
+        " raw are the median of the per-round ratios, so that a slow spell of the shared machine, which"
+        " slows every client of a round alike, cancels out"
+    )
     callback_cpu.notes.append(
         "the client process's CPU time (user + system, connection and login included) over the messages it"
         " received, in the runs of the rate row: what the client costs, whatever else the machine runs"
@@ -981,19 +997,40 @@ stream clients. The replay journal is built once and cached under `--cache-dir`.
 
 ## What is not met, and why
 
-The stream targets (>= 1,000,000 msg/s and >= 0.5 x raw through `on_msg_coro`, and the same
-through `subscribe`) are not met on this machine; the best single runs pass 1 M/s, the medians
-do not. The raw baseline only walks length fields; every message our client hands out costs, in
-CPython 3.11, about 150 ns to create its object, 100 ns to slice its payload, and 200 ns to await
-the callback once, on top of that walk (see `python -m bench --profile`). That puts a pure-Python,
-one-object-and-one-await-per-message design near 1 M/s and at about 0.3 x raw here. What is left
-would need a compiled decode loop or a batch delivery API; neither is built yet. Every other
-target is met, and the stream rows are still several hundred times the reference.
+{unmet}
 
 ## Notes
 
 {notes}
 """
+
+
+STREAM_WHY = """\
+Why the stream rows can fall short of 0.5 x raw: the raw baseline walks length fields and builds
+nothing. For each message our client walks the same fields, then builds a `SequencedData` (its
+object and the payload slice: about 150 ns in this CPython 3.11), and awaits `on_msg_coro` once
+(about 150-200 ns with a callback that only counts); `subscribe()` awaits one `__anext__` per
+message instead. Measured in-process (no socket; `python -m bench --profile` shows the same
+split), the callback path costs about 600-650 ns a message where the walk alone costs 180-270 ns:
+about 0.4-0.5 x before any socket work, so this half of the target passes or fails by a few percent
+from run to run on this shared machine. Going further means giving up one object or one await per
+message (a batch API, outside the seed's contract) or decoding in compiled code; this package is
+pure Python. The >= 1,000,000 msg/s half holds for both rows."""
+
+
+def unmet_section(rows: list[Row]) -> str:
+    """The targets this run did not meet, each with its numbers, and what is known of why."""
+    unmet = [row for row in rows if row.status() == "NOT MET"]
+    if not unmet:
+        return "Every target is met in this run."
+    lines = [
+        f"- **{row.scenario}**, {row.metric}: {cell_text(row, OURS)}, {ratio_text(row, RAW)} raw;"
+        f" target {row.target}."
+        for row in unmet
+    ]
+    if any(row.scenario.startswith("stream") for row in unmet):
+        lines += ["", STREAM_WHY]
+    return "\n".join(lines)
 
 
 def markdown(
@@ -1016,6 +1053,7 @@ def markdown(
         if uvloop
         else "asyncio (uvloop is not installed)",
         table=markdown_table(rows),
+        unmet=unmet_section(rows),
         notes="\n".join(f"- **{row.scenario}**: {note}" for row in rows for note in row.notes),
         **{"load_end": "?", **info},
     )

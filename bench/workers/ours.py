@@ -65,7 +65,6 @@ from nasdaq_protocols.soup import (  # noqa: E402  (after the RSS of the bare in
     FileStore,
     LoginAccepted,
     LoginRequest,
-    SequencedData,
     SoupServer,
     SoupServerSession,
     UnSequencedData,
@@ -73,6 +72,9 @@ from nasdaq_protocols.soup import (  # noqa: E402  (after the RSS of the bare in
     subscribe,
 )
 from nasdaq_protocols.soup.framing import SoupDecoder  # noqa: E402
+from nasdaq_protocols.soup.session import SoupClientSession  # noqa: E402
+from nasdaq_protocols.soup.state import State  # noqa: E402
+from nasdaq_protocols.soup.subscriber import Subscriber  # noqa: E402
 
 RSS_AFTER_IMPORT_KB = rss_kb()[0]
 
@@ -391,33 +393,47 @@ def micro(count: int, size: int) -> None:
             with contextlib.suppress(StopIteration):
                 drive(messages).send(None)
 
-    async def fused_driver(data: bytes, start_sequence: int) -> tuple[int, int]:
-        # Prototype of a decoder that calls the callback as it walks: no list, no second loop.
-        sequenced = SequencedData
-        callback = on_msg
-        end = len(data)
-        position = 0
-        sequence = start_sequence
-        while end - position >= 3:
-            stop = position + 2 + ((data[position] << 8) | data[position + 1])
-            if stop > end:
-                break
-            sequence += 1
-            await callback(sequenced(data[position + 3 : stop], sequence=sequence))
-            position = stop
-        return position, sequence
+    def logged_in(on_msg_coro: Any = None) -> SoupClientSession:
+        # A client session as connect_async leaves it, without a socket: bytes are handed to
+        # data_received as the transport would.
+        session = SoupClientSession(on_msg_coro=on_msg_coro)
+        session._loop = loop
+        session.state = State.LOGGED_IN
+        if on_msg_coro is not None:
+            session.start_dispatching()
+        return session
 
-    def fused() -> None:
-        tail = b""
-        sequence = 0
+    loop = asyncio.new_event_loop()
+
+    def client_callback() -> None:
+        session = logged_in(on_msg)
         for data in reads:
-            if tail:
-                data = tail + data
-            try:
-                fused_driver(data, sequence).send(None)
-            except StopIteration as done:
-                position, sequence = done.value
-            tail = data[position:]
+            session.data_received(data)
+
+    def client_queue() -> None:
+        session = logged_in()
+        take = session.receive_msg_nowait
+        for data in reads:
+            session.data_received(data)
+            while take() is not None:
+                pass
+
+    def client_subscriber() -> None:
+        session = logged_in()
+        for data in reads:
+            session.data_received(data)
+        subscriber = Subscriber((HOST, 1), USER, PASSWORD)
+        subscriber._sources.append(session)
+
+        async def iterate() -> None:
+            taken = 0
+            async for _ in subscriber:
+                taken += 1
+                if taken == count:
+                    return
+
+        with contextlib.suppress(StopIteration):
+            iterate().send(None)
 
     tuple_new = tuple.__new__
     timed("raw walk (PacketCounter)", walk_only)
@@ -434,7 +450,10 @@ def micro(count: int, size: int) -> None:
     )
     timed("SoupDecoder.feed (ours: SequencedData objects)", ours_decoder)
     timed("SoupDecoder.feed + await on_msg_coro per message", ours_decoder_and_callback)
-    timed("prototype: decode and await on_msg_coro in one loop", fused)
+    timed("client, on_msg_coro (the fast path: decode and await in one loop)", client_callback)
+    timed("client, receive_msg_nowait (queue mode: decoded as taken)", client_queue)
+    timed("subscriber, async for (batches decoded as taken)", client_subscriber)
+    loop.close()
     report(messages=count, payload=size, ns_per_message=results)
 
 
