@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import socket
+from typing import Any
+
+from nasdaq_protocols.soup.core import LoginRequest, SoupMessage
+from nasdaq_protocols.soup.framing import SoupDecoder
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -11,3 +17,66 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+#: Upper bound for anything that should happen promptly on loopback (a shared machine).
+WAIT = 30.0
+
+
+class RawClient:
+    """A SoupBinTCP client on a bare socket: sends exactly what it is given (bytes or a message),
+    reads only when asked, so the server sees a peer that is slow, silent or hostile on purpose."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.port = int(sock.getsockname()[1])
+        self.loop = asyncio.get_running_loop()
+        self.decoder = SoupDecoder()
+        self.pending: collections.deque[SoupMessage] = collections.deque()
+        self.eof = False
+
+    @classmethod
+    async def connect(cls, address: tuple[str, int], *, rcvbuf: int | None = None) -> RawClient:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            # Before connect, so the window the server sees is small from the start.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, address), WAIT)
+        return cls(sock)
+
+    async def send(self, data: bytes | SoupMessage) -> None:
+        if not isinstance(data, bytes):
+            data = data.to_bytes()[1]
+        await self.loop.sock_sendall(self.sock, data)
+
+    async def login(
+        self, user: str = "bad", password: str = "pw", session: str = "", sequence: int = 1, **options: Any
+    ) -> SoupMessage | None:
+        """Send a Login Request; return the server's answer (``None`` if it hung up)."""
+        await self.send(LoginRequest(user, password, session, str(sequence), **options))
+        return await self.next_packet()
+
+    async def next_packet(self, timeout: float = WAIT) -> SoupMessage | None:
+        """The next packet from the server; ``None`` once the server closed the connection."""
+        while not self.pending:
+            if self.eof:
+                return None
+            try:
+                data = await asyncio.wait_for(self.loop.sock_recv(self.sock, 1 << 16), timeout)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                self.eof = True
+                return None
+            self.pending.extend(self.decoder.feed(data))
+        return self.pending.popleft()
+
+    async def read_until_eof(self, timeout: float = WAIT) -> list[SoupMessage]:
+        packets: list[SoupMessage] = []
+        while (packet := await self.next_packet(timeout)) is not None:
+            packets.append(packet)
+        return packets
+
+    def close(self) -> None:
+        self.sock.close()

@@ -53,7 +53,7 @@ from nasdaq_protocols.soup.core import (
 from nasdaq_protocols.soup.framing import SoupDecoder
 from nasdaq_protocols.soup.server import LIMITS, PUMP_CHUNK, ServedSession, SoupServer
 from nasdaq_protocols.soup.store import FileStore, StoreError
-from netutil import free_port
+from netutil import RawClient, free_port
 
 #: Generous bound on any single wait: a loaded 2-core machine must never hit it.
 WAIT = 30.0
@@ -95,58 +95,6 @@ def packet(message: SoupMessage) -> bytes:
 
 
 # --------------------------------------------------------------------------- a raw client
-
-
-class RawClient:
-    """A client on a bare socket: sends exactly the bytes it is given, reads only when asked."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.port = int(sock.getsockname()[1])
-        self.loop = asyncio.get_running_loop()
-        self.decoder = SoupDecoder()
-        self.pending: list[SoupMessage] = []
-        self.eof = False
-
-    @classmethod
-    async def connect(cls, address: tuple[str, int], *, rcvbuf: int | None = None) -> RawClient:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setblocking(False)
-        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, address), WAIT)
-        return cls(sock)
-
-    async def send(self, data: bytes) -> None:
-        await self.loop.sock_sendall(self.sock, data)
-
-    async def next_packet(self, timeout: float = WAIT) -> SoupMessage | None:
-        """The next packet from the server; ``None`` once it closed the connection."""
-        while not self.pending:
-            if self.eof:
-                return None
-            try:
-                data = await asyncio.wait_for(self.loop.sock_recv(self.sock, 1 << 16), timeout)
-            except ConnectionResetError:
-                data = b""
-            if not data:
-                self.eof = True
-                return None
-            self.pending.extend(self.decoder.feed(data))
-        return self.pending.pop(0)
-
-    async def login(self, user: str = "bad", sequence: int = 1) -> SoupMessage | None:
-        await self.send(login_packet(user, sequence=str(sequence)))
-        return await self.next_packet()
-
-    async def read_until_eof(self, timeout: float = WAIT) -> list[SoupMessage]:
-        packets = []
-        while (message := await self.next_packet(timeout)) is not None:
-            packets.append(message)
-        return packets
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 async def served_session(server: SoupServer, raw: RawClient) -> ServedSession:
@@ -1260,6 +1208,7 @@ async def test_plain_client_against_a_tls_server_fails_at_once_and_leaves_nothin
                 await soup.connect_async(server.address, "u", "p", login_timeout=WAIT)
             assert time.monotonic() - started < 5
             assert refused.value.close_reason is CloseReason.PEER_CLOSED
+            assert "TLS" in str(refused.value), f"no hint that the port expects TLS: {refused.value}"
         await wait_until(lambda: server.stats()["connected"] == 0, "failed handshakes to be forgotten")
         assert server.stats()["connections_refused"] == 0
         # A TLS client with the wrong CA fails clearly too, then a right one gets in.

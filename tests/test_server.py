@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import random
-import socket
 import time
 import tracemalloc
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -32,78 +30,18 @@ from nasdaq_protocols.soup.core import (
     LoginAccepted,
     LoginRejected,
     LoginRejectReason,
-    LoginRequest,
     SequencedData,
     ServerHeartbeat,
-    SoupMessage,
 )
-from nasdaq_protocols.soup.framing import SoupDecoder
 from nasdaq_protocols.soup.server import PUMP_CHUNK, ClientStats, ServedSession, SoupServer
 from nasdaq_protocols.soup.store import FileStore
+from netutil import RawClient
 
 #: Generous bound on any single wait: a loaded 2-core machine must never hit it.
 WAIT = 30.0
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class RawClient:
-    """A SoupBinTCP client on a bare socket: sends what it is told, reads only when asked."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.loop = asyncio.get_running_loop()
-        self.decoder = SoupDecoder()
-        self.pending: deque[SoupMessage] = deque()
-        self.eof = False
-
-    @classmethod
-    async def connect(cls, address: tuple[str, int], *, rcvbuf: int | None = None) -> RawClient:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            # Before connect, so the window the server sees is small from the start.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setblocking(False)
-        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, address), WAIT)
-        return cls(sock)
-
-    @property
-    def local_port(self) -> int:
-        return int(self.sock.getsockname()[1])
-
-    async def send(self, msg: SoupMessage) -> None:
-        await self.loop.sock_sendall(self.sock, msg.to_bytes()[1])
-
-    async def login(
-        self, user: str, password: str = "", session: str = "", sequence: int = 1, **kw: Any
-    ) -> Any:
-        await self.send(LoginRequest(user, password, session, str(sequence), **kw))
-        return await self.next_packet()
-
-    async def next_packet(self, timeout: float = WAIT) -> SoupMessage | None:
-        """The next packet from the server; ``None`` once the server closed the connection."""
-        while not self.pending:
-            if self.eof:
-                return None
-            try:
-                data = await asyncio.wait_for(self.loop.sock_recv(self.sock, 1 << 16), timeout)
-            except ConnectionResetError:
-                data = b""
-            if not data:
-                self.eof = True
-                return None
-            self.pending.extend(self.decoder.feed(data))
-        return self.pending.popleft()
-
-    async def read_until_eof(self, timeout: float = WAIT) -> list[SoupMessage]:
-        packets: list[SoupMessage] = []
-        while (packet := await self.next_packet(timeout)) is not None:
-            packets.append(packet)
-        return packets
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def payload_of(sequence: int) -> bytes:
@@ -470,7 +408,7 @@ async def test_end_of_session_comes_after_every_message(make_server: Any) -> Non
 
     stalled = await RawClient.connect(server.address, rcvbuf=4096)
     assert await stalled.login("u", "p", sequence=1) == LoginAccepted("ENDING", 1)
-    stalled_served = served_session(server, stalled.local_port)
+    stalled_served = served_session(server, stalled.port)
     await wait_for_condition(lambda: stalled_served.write_paused, "the stalled client's transport to pause")
 
     reader = await soup.connect_async(server.address, "u", "p", sequence=total - 999)
@@ -547,7 +485,7 @@ async def test_login_timeout_closes_a_silent_connection(make_server: Any) -> Non
     raw = await RawClient.connect(server.address)
     try:
         await wait_for_condition(lambda: server.stats()["connected"] == 1, "the server to see the connection")
-        served = served_session(server, raw.local_port)
+        served = served_session(server, raw.port)
         packets = await raw.read_until_eof()
         assert time.monotonic() - started >= 0.25
         assert not any(isinstance(p, (SequencedData, LoginAccepted)) for p in packets), packets
@@ -562,7 +500,7 @@ async def test_silent_client_is_dropped_after_client_timeout(make_server: Any) -
     raw = await RawClient.connect(server.address)
     try:
         assert await raw.login("u", "p") == LoginAccepted("TIMEOUT", 1)
-        served = served_session(server, raw.local_port)
+        served = served_session(server, raw.port)
         started = time.monotonic()
         packets = await raw.read_until_eof()
         assert time.monotonic() - started >= 0.3
@@ -577,7 +515,7 @@ async def test_login_41_heartbeat_timeout_overrides_client_timeout(make_server: 
     raw = await RawClient.connect(server.address)
     try:
         assert await raw.login("u", "p", heartbeat_timeout=300) == LoginAccepted("TIMEOUT", 1)
-        served = served_session(server, raw.local_port)
+        served = served_session(server, raw.port)
         await raw.read_until_eof()  # long before the server's own 60 s
         assert await asyncio.wait_for(served.wait_closed(), WAIT) is soup.CloseReason.TIMEOUT
     finally:
@@ -589,7 +527,7 @@ async def test_login_41_heartbeat_timeout_can_extend_client_timeout(make_server:
     raw = await RawClient.connect(server.address)
     try:
         assert await raw.login("u", "p", heartbeat_timeout=10_000) == LoginAccepted("TIMEOUT", 1)
-        served = served_session(server, raw.local_port)
+        served = served_session(server, raw.port)
         await asyncio.sleep(0.8)  # four times the server's own timeout
         assert not served.is_closed()
         await raw.send(ClientHeartbeat())
@@ -602,7 +540,7 @@ async def test_server_heartbeats_when_idle_and_client_heartbeats_keep_it_alive(m
     raw = await RawClient.connect(server.address)
     try:
         assert await raw.login("u", "p") == LoginAccepted("HEARTBEAT", 1)
-        served = served_session(server, raw.local_port)
+        served = served_session(server, raw.port)
         heartbeats = 0
         deadline = time.monotonic() + 1.2  # more than twice the client timeout
         while time.monotonic() < deadline:
@@ -632,7 +570,7 @@ async def test_slow_consumer_costs_a_bounded_buffer(make_server: Any, tmp_path: 
 
     stalled = await RawClient.connect(server.address, rcvbuf=4096)
     assert await stalled.login("slow", sequence=1) == LoginAccepted("SLOW", 1)
-    stalled_served = served_session(server, stalled.local_port)
+    stalled_served = served_session(server, stalled.port)
 
     received = 0
     errors: list[str] = []
@@ -715,7 +653,7 @@ async def test_client_falling_behind_max_lag_is_dropped_with_a_debug(make_server
     stalled = await RawClient.connect(server.address, rcvbuf=4096)
     try:
         assert await stalled.login("slow", sequence=0) == LoginAccepted("LAGGING", 1)
-        stalled_served = served_session(server, stalled.local_port)
+        stalled_served = served_session(server, stalled.port)
         sequence = 0
         while not stalled_served.is_closed():
             assert sequence < 1_000_000, "the stalled client was never dropped"
@@ -736,7 +674,7 @@ async def test_client_replaying_beyond_max_lag_is_dropped_once(make_server: Any,
     try:
         # Found before the login: the drop may come before the client reads Login Accepted.
         await wait_for_condition(lambda: server.stats()["connected"] == 1, "the server to see the connection")
-        stalled_served = served_session(server, stalled.local_port)
+        stalled_served = served_session(server, stalled.port)
         assert await stalled.login("slow", sequence=1) == LoginAccepted("LAGGING", 1)
         await assert_dropped_with_debug(server, stalled, stalled_served)
         assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
@@ -751,7 +689,7 @@ async def test_caught_up_client_is_not_dropped_by_a_batch_larger_than_max_lag(ma
     stalled = await RawClient.connect(server.address, rcvbuf=4096)
     try:
         assert await stalled.login("slow", sequence=0) == LoginAccepted("LAGGING", 1)
-        served = served_session(server, stalled.local_port)
+        served = served_session(server, stalled.port)
         sequence = 0
         # Fill the kernel's buffers, so the next write stays in the transport's buffer.
         while served.write_buffer_size < 20_000:

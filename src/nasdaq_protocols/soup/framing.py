@@ -78,6 +78,10 @@ class SoupDecoder:
         """Bytes held that do not yet form a whole packet."""
         return len(self._pending)
 
+    def peek(self, size: int) -> bytes:
+        """The first ``size`` of the bytes held that do not yet form a whole packet."""
+        return bytes(self._pending[:size])
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[SoupMessage]:
         """Add received bytes; return every message they complete, oldest first.
 

@@ -430,10 +430,10 @@ class SoupClientSession(SoupSession):
                 pass
             if not self._next_raw():
                 return None
-        message = super().receive_msg_nowait()
-        if message.__class__ is SequencedData:
-            self.sequence = message.sequence
-        return message
+        taken = super().receive_msg_nowait()
+        if taken.__class__ is SequencedData:
+            self.sequence = taken.sequence
+        return taken
 
     def receive_batch_nowait(self, limit: int) -> list[Any]:
         """Queue mode: up to ``limit`` messages already received, oldest first (empty: none yet).
@@ -539,7 +539,17 @@ class SoupClientSession(SoupSession):
             # What was received is still handed out; decoded now, while the state allows it
             # (an End of Session in it makes the close reason END_OF_SESSION).
             self._decode_raw()
+        if reason is CloseReason.PEER_CLOSED and self.state is State.LOGIN_PENDING and not self._closing:
+            detail = (detail or reason.value) + self._tls_hint()
         super().initiate_close(reason, detail)
+
+    def _tls_hint(self) -> str:
+        # A plaintext Login Request to a TLS port: the server's TLS layer rejects it, maybe with
+        # an alert record (content type 21 or 22, version 3.x), and hangs up.
+        held = self._decoder.peek(2)  # type: ignore[attr-defined]
+        if len(held) == 2 and held[0] in (0x15, 0x16) and held[1] == 0x03:
+            return "; it answered with a TLS record: that port expects TLS (pass ssl=...)"
+        return "; it hung up without answering the login (as a TLS port does: pass ssl=... if it expects TLS)"
 
     def _on_messages(self, messages: list[Any]) -> None:
         if self.state is State.LOGGED_IN and self._decoder.only_sequenced:  # type: ignore[attr-defined]

@@ -81,7 +81,12 @@ class SubscriberGaveUp(SoupError, ConnectionError):
 
 @attrs.define
 class SubscriberStats:
-    """What a monitoring tool shows of a subscriber."""
+    """What a monitoring tool shows of a subscriber.
+
+    ``messages``, ``unsequenced`` and ``bytes`` count what was taken from the connections, which
+    runs at most a batch (:data:`READ_BATCH` messages) ahead of what the application was handed;
+    :attr:`Subscriber.next_sequence` is exact.
+    """
 
     messages: int = 0
     unsequenced: int = 0
