@@ -35,7 +35,15 @@ try:
 except ImportError as exc:  # fail, never skip: nats-py is in the dev extra
     raise ImportError(f"tests/test_jetstream.py needs nats-py: pip install -e '.[dev]' ({exc})") from exc
 
-from nasdaq_protocols.soup import SequencedData, SoupServer, StoreError, connect_async, subscribe
+from nasdaq_protocols.soup import (
+    LoginRejectedError,
+    LoginRejectReason,
+    SequencedData,
+    SoupServer,
+    StoreError,
+    connect_async,
+    subscribe,
+)
 from nasdaq_protocols.soup.jetstream import JetStreamPublisher, JetStreamStore, parse_store_url
 from nasdaq_protocols.soup.subscriber import Subscriber
 
@@ -547,6 +555,62 @@ async def test_gateways_are_read_only_and_payloads_are_bounded(
     assert await store.publish(b"y" * 65534) == 1  # through JetStream, then the mirror
     await store.wait_for(1, timeout=5)
     assert store.get(1) == b"y" * 65534
+
+
+async def test_end_of_session_reaches_every_gateways_clients_after_the_last_message(
+    nats_server: NatsServer, closing: list[object]
+) -> None:
+    """The publisher ends the session: the stream is sealed, and both gateways' subscribers get
+    every message, then End of Session; a gateway started afterwards knows it too."""
+    publisher = await JetStreamPublisher.connect(nats_server.url, "ENDS", session="ENDING")
+    closing.append(publisher)
+    await publisher.publish_many(payload(n) for n in range(1, 201))
+    servers = []
+    for _ in range(2):
+        store = await JetStreamStore.connect(nats_server.url, "ENDS", heartbeat=0.2)
+        closing.append(store)
+        servers.append(await gateway(store, closing))
+
+    async def follow(server: SoupServer) -> tuple[list[SequencedData], bool]:
+        async with subscribe(server.address, USER, PASSWORD, **FAST) as feed:
+            messages = await take(feed, 200)  # connected and caught up before the end
+            ended.append(None)
+            async for message in feed:  # ends at End of Session
+                assert isinstance(message, SequencedData)
+                messages.append(message)
+            return messages, feed.end_of_session
+
+    ended: list[None] = []
+    following = [asyncio.create_task(follow(server)) for server in servers]
+    await wait_until(lambda: len(ended) == 2, "both subscribers caught up")
+    await publisher.publish_many(payload(n) for n in range(201, 301))  # live, then the end
+    assert await publisher.end_session() == 300
+    for messages, end_of_session in await asyncio.wait_for(asyncio.gather(*following), 20):
+        assert_dense(messages, 1, 300)
+        assert end_of_session, "the iteration stopped without End of Session"
+    with pytest.raises(StoreError):
+        await publisher.publish(b"after the end")
+
+    late = await JetStreamStore.connect(nats_server.url, "ENDS", heartbeat=0.2)
+    closing.append(late)
+    await late.wait_caught_up(timeout=10)
+    assert late.ended and late.ended_at == 300 and late.stats()["ended_at"] == 300
+    late_server = await gateway(late, closing)
+    with pytest.raises(LoginRejectedError) as refused:
+        await connect_async(late_server.address, USER, PASSWORD)
+    assert refused.value.reason is LoginRejectReason.SESSION_NOT_AVAILABLE
+
+
+async def test_soup_publish_end_session_ends_it(nats_server: NatsServer, closing: list[object]) -> None:
+    command = [sys.executable, "-m", "nasdaq_protocols.soup.cli", "publish", "--end-session"]
+    command += ["--store", f"{nats_server.url}/CLOSED"]
+    done = await asyncio.to_thread(subprocess.run, command, input=b"a\nb\n", capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.decode().strip().endswith("session ended after sequence 2"), done.stderr
+    store = await JetStreamStore.connect(nats_server.url, "CLOSED")
+    closing.append(store)
+    await store.wait_caught_up(timeout=10)
+    assert store.ended and store.ended_at == 2
 
 
 async def test_an_out_of_order_delivery_is_never_stored(

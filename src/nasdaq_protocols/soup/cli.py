@@ -572,30 +572,37 @@ async def _open_jetstream(
 )
 @click.option("--session", help="Session name of a new stream (default: its name); else must match.")
 @click.option("--replicas", default=1, show_default=True, help="JetStream replicas of a new stream.")
-def publish(store_url: str, session: str | None, replicas: int) -> None:
+@click.option(
+    "--end-session",
+    is_flag=True,
+    help="At the end of input, end the session: seal the stream; every gateway's clients get End of Session.",
+)
+def publish(store_url: str, session: str | None, replicas: int, end_session: bool) -> None:
     """Publish each line of standard input (without its newline) as one message of a stream held
     in NATS JetStream; at the end of input, print the last sequence number to standard error.
 
     Any number of `soup serve --store` gateways serve the stream."""
     servers, stream = _jetstream_address(store_url)
-    _run(_publish(servers, stream, session, replicas))
+    _run(_publish(servers, stream, session, replicas, end_session))
 
 
-async def _publish(servers: list[str], stream: str, session: str | None, replicas: int) -> None:
+async def _publish(servers: list[str], stream: str, session: str | None, replicas: int, end: bool) -> None:
     from .jetstream import JetStreamPublisher
 
     publisher = await JetStreamPublisher.connect(servers, stream, session=session, replicas=replicas)
     published = 0
+    last = 0
     try:
         async for batch in _stdin_lines():
             await publisher.publish_many(batch)
             published += len(batch)
+        last = await publisher.end_session() if end else publisher.last_sequence
     finally:
         await publisher.aclose()
     click.echo(
         f"soup publish: {published} message{'' if published == 1 else 's'} to stream {stream}"
         f" (session {publisher.session!r});"
-        f" last sequence {publisher.last_sequence}",
+        + (f" session ended after sequence {last}" if end else f" last sequence {last}"),
         err=True,
     )
 

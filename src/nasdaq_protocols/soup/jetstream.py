@@ -37,6 +37,18 @@ Reads (``last_sequence``, ``read_packets``, ``get``, ``session``) come from the 
 are read-only: ``append`` raises; writers call :meth:`JetStreamStore.publish`, a
 :class:`JetStreamPublisher`, or ``soup publish``.
 
+End of Session
+--------------
+
+:meth:`JetStreamPublisher.end_session` (or ``soup publish --end-session``) *seals* the stream: no
+message can be added to it any more, which JetStream itself enforces, so the end is durable and
+every gateway sees it, including one started later. It also sends a notice on
+``<subject>.ended`` (not part of the stream) so that running gateways learn of it at once; a
+gateway that missed the notice (it was cut off from NATS) finds the seal the next time it reads
+the stream's state. A gateway whose mirror holds the whole sealed stream ends its server's
+session (:meth:`~.server.SoupServer.end_session`): each client gets End of Session after the last
+message, and new logins are refused.
+
 When JetStream is unreachable the gateway keeps serving its mirror (a login for more than it has
 is accepted at ``mirror.last + 1``, as PROTOCOL.md says; the client gets the rest once the mirror
 catches up), logs the outage as a warning and the recovery likewise, and reports it in
@@ -94,6 +106,8 @@ _MSG_ID = "Nats-Msg-Id"
 # JetStream's max_msg_size counts headers too: room for a publisher's Nats-Msg-Id and
 # Nats-Expected-Stream (the payload limit itself is checked before publishing).
 _HEADER_ROOM = 1024
+#: Appended to the stream's subject: the subject of End of Session notices (not in the stream).
+_ENDED_SUFFIX = ".ended"
 
 # JetStream API requests of a gateway (stream info, consumer creation) wait this long for an answer.
 _API_TIMEOUT = 2.0
@@ -602,6 +616,34 @@ class JetStreamPublisher:
                 raise StoreError(f"JetStream stream {self.stream!r} refused a message: {exc}") from exc
             return int(ack.seq)
 
+    async def end_session(self) -> int:
+        """End the SoupBinTCP session: seal the stream (nothing can be added to it any more) and
+        tell the gateways, which send End of Session to their clients after the last message.
+
+        Returns:
+            The session's last sequence number.
+
+        Raises:
+            StoreError: JetStream refused (or did not answer).
+        """
+        self._check_open()
+        try:
+            info = await self._js.stream_info(self.stream)
+            if not info.config.sealed:
+                info.config.sealed = True
+                info = await self._js.update_stream(info.config)
+            last = int(info.state.last_seq)
+            await self._client.publish(self.subject + _ENDED_SUFFIX, str(last).encode())
+            await self._client.flush(timeout=max(1, int(self.timeout)))
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise StoreError(
+                f"stream {self.stream!r}: cannot end the session: {type(exc).__name__} {exc}"
+            ) from exc
+        log.info(
+            "stream %s: session %r ended after message %d (stream sealed)", self.stream, self.session, last
+        )
+        return last
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"the publisher of stream {self.stream!r} is closed")
@@ -693,6 +735,11 @@ class JetStreamStore:
             owns_client=False,
         )
         self._listener: AppendListener | None = None
+        self._end_listener: Callable[[], None] | None = None
+        #: The session's last sequence number once the stream is sealed (End of Session).
+        self.ended_at: int | None = None
+        self._end_announced = False
+        self._ended_subscription: Subscription | None = None
         self._closed = False
         # Following the stream: one consumer at a time; its deliveries carry its generation.
         self._generation = 0
@@ -805,6 +852,8 @@ class JetStreamStore:
         )
         holder.append(store)
         store._stream_last_sequence = max(mirror.last_sequence, info.state.last_seq)
+        store._ended_subscription = await client.subscribe(subject + _ENDED_SUFFIX, cb=store._on_ended_notice)
+        store._note_state(info)
         store._follower = asyncio.get_running_loop().create_task(
             store._follow(), name=f"jetstream-follow-{stream}"
         )
@@ -882,6 +931,43 @@ class JetStreamStore:
         """Call ``listener(packets, count, first_sequence)`` whenever messages reach the mirror."""
         self._listener = listener
 
+    def set_end_listener(self, listener: Callable[[], None] | None) -> None:
+        """Call ``listener()`` once the session has ended and the mirror holds all of it (at once
+        if that is already so)."""
+        self._end_listener = listener
+        self._end_announced = False
+        self._maybe_announce_end()
+
+    @property
+    def ended(self) -> bool:
+        """True once the session ended (the stream is sealed) and the mirror holds all of it."""
+        return self.ended_at is not None and self._mirror.last_sequence >= self.ended_at
+
+    def _note_state(self, info: api.StreamInfo) -> None:
+        if info.config.sealed and self.ended_at is None:
+            self.ended_at = int(info.state.last_seq)
+            self._stream_last_sequence = max(self._stream_last_sequence, self.ended_at)
+            log.info(
+                "stream %s: session %r ended after message %d", self.stream, self._session, self.ended_at
+            )
+        self._maybe_announce_end()
+
+    async def _on_ended_notice(self, msg: Msg) -> None:
+        # The notice says where the session ended; the seal is what counts: read it.
+        try:
+            self._note_state(await self._js.stream_info(self.stream))
+        except nats.errors.Error as exc:
+            log.warning("stream %s: End of Session notice, but no stream state: %s", self.stream, exc)
+
+    def _maybe_announce_end(self) -> None:
+        if self._end_announced or not self.ended or self._end_listener is None:
+            return
+        self._end_announced = True
+        try:
+            self._end_listener()
+        except Exception:
+            log.exception("stream %s: the end listener failed", self.stream)
+
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, payload: Payload) -> int:
@@ -941,6 +1027,7 @@ class JetStreamStore:
             "outage_reason": self._outage_reason if self._outage_since is not None else "",
             "outages": self.outages,
             "resyncs": self.resyncs,
+            "ended_at": self.ended_at,
         }
 
     async def wait_for(self, sequence: int, timeout: float | None = None) -> None:
@@ -1119,6 +1206,7 @@ class JetStreamStore:
         _check_stream(info, self.subject)
         await _check_mirror(self._js, self.stream, self._mirror, info.state.last_seq)
         self._stream_last_sequence = max(self._stream_last_sequence, int(info.state.last_seq))
+        self._note_state(info)
         self._generation += 1
         generation = self._generation
         start = self._mirror.last_sequence + 1
@@ -1251,6 +1339,7 @@ class JetStreamStore:
             except Exception:
                 log.exception("stream %s: the append listener failed", self.stream)
         self._advanced.set()
+        self._maybe_announce_end()
 
 
 async def _check_mirror(

@@ -95,6 +95,10 @@ class _Stream:
         set_listener = getattr(store, "set_append_listener", None)
         if set_listener is not None:
             set_listener(self.published)
+        # Such a store may also learn that the session ended (a sealed JetStream stream).
+        set_end_listener = getattr(store, "set_end_listener", None)
+        if set_end_listener is not None and server is not None:
+            set_end_listener(server.end_session)
 
     def published(self, packets: bytes, count: int, first: int) -> None:
         if not self.live:
@@ -364,13 +368,13 @@ class SoupServer:
         self.flush_interval = flush_interval
         self._flusher: asyncio.Task[None] | None = None
         self._ssl = ssl
+        self._server: asyncio.Server | None = None
+        self._sessions: set[ServedSession] = set()
+        self._ended = False
         self._streams: dict[str, _Stream] = {}
         if self._shared_store is not None and not per_user:
             self._name_store(self._shared_store)
             self._streams[""] = _Stream("", self._shared_store, self)
-        self._server: asyncio.Server | None = None
-        self._sessions: set[ServedSession] = set()
-        self._ended = False
         # counters
         self._connections_total = 0
         self._logins_accepted = 0
