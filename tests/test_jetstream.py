@@ -471,6 +471,45 @@ async def test_a_gateway_serves_its_mirror_while_jetstream_is_down(
     assert "following again from message 101" in caplog.text
 
 
+async def test_a_gateway_with_a_cache_starts_while_jetstream_is_down_and_catches_up_later(
+    nats_server: NatsServer, closing: list[object], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="nasdaq_protocols.soup.jetstream")
+    cache = tmp_path / "offline.journal"
+    publisher = await JetStreamPublisher.connect(nats_server.url, "OFFLINE")
+    closing.append(publisher)
+    await publisher.publish_many(payload(n) for n in range(1, 101))
+    earlier = await JetStreamStore.connect(nats_server.url, "OFFLINE", cache=cache, heartbeat=0.2)
+    await earlier.wait_caught_up(timeout=10)
+    await earlier.aclose()
+    nats_server.kill()
+
+    started = time.monotonic()
+    store = await JetStreamStore.connect(
+        nats_server.url, "OFFLINE", cache=cache, heartbeat=0.2, connect_timeout=1
+    )
+    closing.append(store)
+    assert time.monotonic() - started < 5
+    assert not store.connected and store.last_sequence == 100 and store.session == "OFFLINE"
+    assert "NATS is unreachable" in caplog.text
+    # Without a cache to serve there is nothing to start with: a clear error, at once.
+    with pytest.raises(StoreError, match="cannot connect to NATS"):
+        await JetStreamStore.connect(nats_server.url, "OFFLINE", connect_timeout=1)
+    with pytest.raises(StoreError, match="no cache"):
+        await JetStreamStore.connect(nats_server.url, "OFFLINE", cache=tmp_path / "none", connect_timeout=1)
+
+    server = await gateway(store, closing)
+    async with subscribe(server.address, USER, PASSWORD, **FAST) as feed:
+        replayed = await take(feed, 100)
+        nats_server.start()  # same port, same store directory
+        await wait_until(lambda: store.connected, "the store follows the stream once NATS is up")
+        for n in range(101, 151):
+            await publisher.publish(payload(n))
+        live = await take(feed, 50)
+    assert_dense(replayed + live, 1, 150)
+    assert "following again from message 101" in caplog.text
+
+
 async def test_a_restarted_gateway_downloads_only_what_its_cache_lacks(
     nats_server: NatsServer, tmp_path: Path, closing: list[object]
 ) -> None:

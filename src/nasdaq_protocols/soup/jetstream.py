@@ -167,9 +167,16 @@ def _servers(servers: str | Sequence[str]) -> list[str]:
 
 
 async def _connect_client(
-    servers: list[str], timeout: float, name: str, callbacks: dict[str, Any] | None = None
+    servers: list[str],
+    timeout: float,
+    name: str,
+    callbacks: dict[str, Any] | None = None,
+    *,
+    keep_trying: list[asyncio.Task[None]] | None = None,
 ) -> Client:
-    """Connect to NATS, reconnecting for ever later on; raise StoreError if not within ``timeout``."""
+    """Connect to NATS, reconnecting for ever later on; raise StoreError if not within ``timeout``,
+    or, given a ``keep_trying`` list, put the connection attempt there and return the client
+    still connecting (nats-py tries for ever)."""
     client = Client()
     failures: list[Exception] = []
 
@@ -189,10 +196,21 @@ async def _connect_client(
         "error_cb": error_cb,
     }
     options.update(callbacks or {})
+    # With unlimited reconnects nats-py tries the first connection for ever too.
+    connecting = asyncio.ensure_future(client.connect(**options))
     try:
-        # With unlimited reconnects nats-py would try the first connection for ever too.
-        await asyncio.wait_for(client.connect(**options), timeout)
+        done, _ = await asyncio.wait({connecting}, timeout=timeout)
+        if done:
+            connecting.result()  # raises why it failed
+            return client
+        if keep_trying is not None:
+            keep_trying.append(connecting)
+            return client
+        raise asyncio.TimeoutError
     except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
         with contextlib.suppress(Exception):
             await client.close()
         cause = failures[-1] if failures else exc
@@ -200,7 +218,6 @@ async def _connect_client(
             f"cannot connect to NATS at {', '.join(servers)} within {timeout:g} s:"
             f" {type(cause).__name__}: {cause}"
         ) from None
-    return client
 
 
 async def _log_client_error(exc: Exception) -> None:
@@ -799,11 +816,14 @@ class JetStreamStore:
                 them is taken for lost and re-created.
             publish_timeout: seconds :meth:`publish` may take, retries included.
             connect_timeout: seconds to reach NATS at start-up (later outages are waited out).
+                If NATS is unreachable by then and ``cache`` holds an earlier run's mirror, the
+                store serves it and connects in the background; otherwise StoreError.
 
         Raises:
-            StoreError: NATS is unreachable; the stream cannot carry a SoupBinTCP stream (purged,
-                holes, limits, other subjects), holds another session, or does not hold what the
-                cache holds (it was re-created: delete the cache); the cache cannot be opened.
+            StoreError: NATS is unreachable (and no cache to serve); the stream cannot carry a
+                SoupBinTCP stream (purged, holes, limits, other subjects), holds another session,
+                or does not hold what the cache holds (it was re-created: delete the cache); the
+                cache cannot be opened.
             ValueError: an invalid stream or session name.
         """
         stream = _check_stream_name(stream)
@@ -822,21 +842,33 @@ class JetStreamStore:
             if holder:
                 holder[0]._on_disconnected()
 
+        connecting: list[asyncio.Task[None]] = []
         client = await _connect_client(
             _servers(servers),
             connect_timeout,
             f"soup gateway {stream}",
             {"disconnected_cb": disconnected, "reconnected_cb": reconnected, "closed_cb": closed},
+            keep_trying=connecting if cache is not None else None,
         )
         mirror: MemoryStore | FileStore | None = None
+        info: api.StreamInfo | None = None
         try:
-            js = client.jetstream()
-            name, info = await _open_stream(js, stream, subject, session, create=create, replicas=replicas)
-            mirror = FileStore(cache, session=name) if cache is not None else MemoryStore(name)
-            await _check_mirror(js, stream, mirror, info.state.last_seq)
+            if connecting and cache is not None:
+                # NATS is unreachable, but the cache holds what an earlier run mirrored: serve it.
+                mirror = _cached_mirror(cache, session, _servers(servers))
+                name = mirror.session
+            else:
+                js = client.jetstream()
+                name, info = await _open_stream(
+                    js, stream, subject, session, create=create, replicas=replicas
+                )
+                mirror = FileStore(cache, session=name) if cache is not None else MemoryStore(name)
+                await _check_mirror(js, stream, mirror, info.state.last_seq)
         except BaseException as exc:
             if mirror is not None:
                 mirror.close()
+            for attempt in connecting:
+                attempt.cancel()
             await client.close()
             if isinstance(exc, nats.errors.Error):
                 raise StoreError(f"stream {stream!r}: {type(exc).__name__} {exc}") from exc
@@ -851,6 +883,13 @@ class JetStreamStore:
             publish_timeout=publish_timeout,
         )
         holder.append(store)
+        if info is None:
+            store._connection_up.clear()
+            store._note_outage("NATS is unreachable at start")
+            store._follower = asyncio.get_running_loop().create_task(
+                store._connect_then_follow(connecting[0], create, replicas), name=f"jetstream-follow-{stream}"
+            )
+            return store
         store._stream_last_sequence = max(mirror.last_sequence, info.state.last_seq)
         store._ended_subscription = await client.subscribe(subject + _ENDED_SUFFIX, cb=store._on_ended_notice)
         store._note_state(info)
@@ -1151,6 +1190,30 @@ class JetStreamStore:
             )
             self._outage_since = None
 
+    async def _connect_then_follow(self, connecting: asyncio.Task[None], create: bool, replicas: int) -> None:
+        """Started without NATS: wait for the first connection, open the stream, then follow it."""
+        await connecting
+        delay = 0.5
+        while not self._closed:
+            try:
+                _, info = await _open_stream(
+                    self._js, self.stream, self.subject, self._session, create=create, replicas=replicas
+                )
+                break
+            except (StoreError, nats.errors.Error, asyncio.TimeoutError) as exc:
+                log.error("stream %s: cannot open it: %s; retrying", self.stream, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        else:
+            return
+        self._stream_last_sequence = max(self._stream_last_sequence, int(info.state.last_seq))
+        self._ended_subscription = await self._client.subscribe(
+            self.subject + _ENDED_SUFFIX, cb=self._on_ended_notice
+        )
+        self._note_state(info)
+        self._connection_up.set()
+        await self._follow()
+
     async def _follow(self) -> None:
         """Keep one consumer delivering the stream from ``mirror.last + 1``; re-create it when
         it is lost (no heartbeat), when a delivery is out of order, or after a reconnect."""
@@ -1340,6 +1403,25 @@ class JetStreamStore:
                 log.exception("stream %s: the append listener failed", self.stream)
         self._advanced.set()
         self._maybe_announce_end()
+
+
+def _cached_mirror(cache: str | os.PathLike[str], session: str | None, servers: Sequence[str]) -> FileStore:
+    """The cache journal of an earlier run, to serve while NATS is unreachable at start."""
+    unreachable = f"NATS is unreachable ({', '.join(servers)})"
+    if not os.path.exists(cache):
+        raise StoreError(f"{unreachable} and there is no cache at {os.fspath(cache)!r} to serve meanwhile")
+    mirror = FileStore(cache)
+    if not mirror.session or (session is not None and mirror.session != session):
+        what = "names no session" if not mirror.session else f"holds session {mirror.session!r}"
+        mirror.close()
+        raise StoreError(f"{unreachable} and the cache at {os.fspath(cache)!r} {what}: nothing to serve")
+    log.warning(
+        "%s: serving the %d messages of the cache %s until it is reachable",
+        unreachable,
+        mirror.last_sequence,
+        os.fspath(cache),
+    )
+    return mirror
 
 
 async def _check_mirror(
