@@ -12,6 +12,7 @@ the run; the bounds are generous and nothing here asserts throughput.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import select
@@ -29,6 +30,7 @@ import pytest
 
 from nasdaq_protocols.common.errors import CloseReason
 from nasdaq_protocols.soup import (
+    Debug,
     LoginAccepted,
     LoginRejectedError,
     LoginRejectReason,
@@ -234,9 +236,15 @@ class ScriptedLoginServer:
     """
 
     def __init__(
-        self, session: str, *, accept_at: int | None = None, messages: tuple[bytes, ...] = ()
+        self,
+        session: str,
+        *,
+        accept_at: int | None = None,
+        messages: tuple[bytes, ...] = (),
+        then: bytes = b"",
     ) -> None:
         self.session = session
+        self.then = then  # raw bytes sent after the messages
         self.accept_at = accept_at
         self.messages = messages
         self.logins = 0
@@ -275,7 +283,8 @@ class ScriptedLoginServer:
                         login = message
             self.logins += 1
             start = self.accept_at or max(1, int(login.sequence))
-            writer.write(LoginAccepted(self.session, start).to_bytes()[1] + frame_sequenced(self.messages))
+            accepted = LoginAccepted(self.session, start).to_bytes()[1]
+            writer.write(accepted + frame_sequenced(self.messages) + self.then)
             while await reader.read(4096):  # heartbeats: heard and never answered
                 pass
             self.closed_by_client += 1
@@ -576,6 +585,19 @@ async def test_leaving_the_loop_with_a_full_buffer_closes_promptly(feed_server: 
     except asyncio.TimeoutError:
         pytest.fail("leaving the subscriber hung on a full buffer")
     await wait_until(lambda: feed_server.stats()["logged_in"] == 0, "the server saw the logout")
+
+
+async def test_a_flood_of_server_debug_packets_costs_a_line_a_second(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="nasdaq_protocols.soup")
+    flood = b"".join(Debug(f"chatter {n}").to_bytes()[1] for n in range(500)) + frame_sequenced([b"m3"])
+    async with ScriptedLoginServer("FEED", messages=(b"m1", b"m2"), then=flood) as chatty:
+        sub = subscribe(chatty.address, USER, PASSWORD, **FAST)
+        async with sub:
+            assert [m.data for m in await take(sub, 3)] == [b"m1", b"m2", b"m3"]  # type: ignore[attr-defined]
+    lines = [r for r in caplog.records if "chatter" in r.getMessage() and r.levelno >= logging.INFO]
+    assert 1 <= len(lines) <= 2, f"{len(lines)} log lines for 500 Debug packets"
 
 
 async def test_next_sequence_counts_what_was_handed_out_not_what_was_read_ahead(

@@ -569,7 +569,8 @@ class SoupClientSession(SoupSession):
                 if msg.__class__ is SequencedData:
                     self._received = self.sequence = msg.sequence
                 elif isinstance(msg, Debug):
-                    self.log.info("%s> server debug: %s", self.session_id, msg.msg)
+                    # The application gets it (it is delivered): a log line each is for debugging.
+                    self.log.debug("%s> server debug: %s", self.session_id, msg.msg)
                 pending.append(msg)
             elif action is not Action.IGNORE:
                 self._deliver_many(pending)

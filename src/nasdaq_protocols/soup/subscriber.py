@@ -163,6 +163,8 @@ class Subscriber:
         # mode), so an old connection's last messages come before the new one's first.
         self._sources: collections.deque[SoupClientSession] = collections.deque()
         self._ready: collections.deque[SoupMessage] = collections.deque()  # checked, to hand out
+        self._debug_logged_at = -1.0
+        self._debug_quieted = 0
         self._readable: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
@@ -287,12 +289,24 @@ class Subscriber:
             self.stats.messages += 1
             self.stats.bytes += len(message.data)
         elif isinstance(message, Debug):
-            log.info("%s: server debug: %s", self.user, message.msg)
+            self._log_debug(message.msg)
             return True
         else:
             self.stats.unsequenced += 1
         self._ready.append(message)
         return True
+
+    def _log_debug(self, text: str) -> None:
+        # Server Debug text is worth a line, but a chatty (or hostile) server must not flood the
+        # log: at most one INFO line a second, the rest at DEBUG.
+        now = time.monotonic()
+        if now - self._debug_logged_at < 1.0:
+            self._debug_quieted += 1
+            log.debug("%s: server debug: %s", self.user, text)
+            return
+        quieted, self._debug_quieted, self._debug_logged_at = self._debug_quieted, 0, now
+        more = f" (and {quieted} more since the last, logged at DEBUG)" if quieted else ""
+        log.info("%s: server debug: %s%s", self.user, text, more)
 
     @property
     def next_sequence(self) -> int:
