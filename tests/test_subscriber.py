@@ -587,6 +587,29 @@ async def test_leaving_the_loop_with_a_full_buffer_closes_promptly(feed_server: 
     await wait_until(lambda: feed_server.stats()["logged_in"] == 0, "the server saw the logout")
 
 
+async def test_a_reader_that_stops_reading_is_not_reconnected_over_and_over() -> None:
+    """The server drops a subscriber that lags; while the application has not read what the
+    dropped connection brought, the subscriber does not connect again (each new connection would
+    pile up more). Once it reads, it resumes after the last message it received: nothing lost."""
+    total = 40_000
+    payloads = [b"%08d" % n + b"." * 992 for n in range(1, total + 1)]  # 40 MB: beyond socket buffers
+    async with SoupServer("LAG", heartbeat_interval=0.2, max_lag=2_000) as server:
+        server.publish_many(payloads)
+        await server.start(HOST, 0)
+        # Reading from the socket pauses (the reader is behind): the client learns of the drop
+        # when its heartbeats meet the reset.
+        options = {**FAST, "client_heartbeat_interval": 0.05}
+        sub = subscribe(server.address, USER, PASSWORD, buffer_bytes=64 * 1024, **options)
+        async with sub:
+            await wait_until(lambda: server.stats()["limits_reached"]["max_lag"] >= 1, "the lag drop")
+            await wait_until(lambda: not sub.connected, "the subscriber noticing the drop")
+            await asyncio.sleep(1.0)  # time enough for several reconnects, were they allowed
+            assert server.stats()["logins_accepted"] == 1, "connected again while nothing was read"
+            messages = await take(sub, total, timeout=60)
+    assert [m.data for m in messages] == payloads  # type: ignore[attr-defined]
+    assert [m.sequence for m in messages] == list(range(1, total + 1))  # type: ignore[attr-defined]
+
+
 async def test_a_flood_of_server_debug_packets_costs_a_line_a_second(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

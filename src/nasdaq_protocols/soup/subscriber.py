@@ -166,6 +166,7 @@ class Subscriber:
         self._debug_logged_at = -1.0
         self._debug_quieted = 0
         self._readable: asyncio.Event | None = None
+        self._drained = asyncio.Event()  # the reader finished a closed connection's messages
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._finished = False
@@ -253,6 +254,7 @@ class Subscriber:
                 if not sources[0].is_drained():
                     return False  # more may come on this connection
                 sources.popleft()
+                self._drained.set()
                 continue
             first, last = batch[0], batch[-1]
             if (
@@ -325,6 +327,7 @@ class Subscriber:
         # past the next expected number is refused. If it does, drop that connection and log in
         # again at the next expected number rather than deliver past a gap.
         session = self._sources.popleft()
+        self._drained.set()
         log.error("%s: got message %d, expected %d: dropping the connection", self.user, sequence, self._next)
         session.abort(f"sequence gap: got {sequence}, expected {self._next}")
 
@@ -364,6 +367,7 @@ class Subscriber:
         failures = 0
         try:
             while not self._closing and not self.end_of_session:
+                await self._wait_for_the_reader()
                 address = self.remotes[self._remote_index % len(self.remotes)]
                 try:
                     session = await self._connect(address)
@@ -421,6 +425,14 @@ class Subscriber:
             if not first_login.done():
                 first_login.set_exception(ConnectError("subscriber stopped before logging in"))
             self._finish()
+
+    async def _wait_for_the_reader(self) -> None:
+        # A connection that closed with messages the application has not read yet: connecting
+        # again before it reads them would only pile up more (a reader that stopped reading, a
+        # server that drops it for lagging, again and again). The server keeps the rest.
+        while any(session.is_closed() for session in self._sources) and not self._closing:
+            self._drained.clear()
+            await self._drained.wait()
 
     def _stopping(self) -> bool:
         return self._closing
