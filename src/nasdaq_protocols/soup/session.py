@@ -498,13 +498,17 @@ class SoupClientSession(SoupSession):
         decoder: SoupDecoder = self._decoder  # type: ignore[assignment]
         decoder.sequence = self._received
         carried, position = decoder.feed_carried(data)  # a packet split across reads
+        # This read is the current one before the carried packet is handled: should that close
+        # the session, the rest of it is decoded before the reads after it.
+        self._raw_data, self._raw_pos = data, position
+        self._raw_first = self._received
         if carried:
             self.messages_received += 1
+            if carried[0].__class__ is SequencedData:
+                self._raw_first += 1  # counted just above, not again as read from this one
             self._on_messages(carried)
-        if decoder.error is not None:
+        if decoder.error is not None and not self._closing:
             self._protocol_error(str(decoder.error))
-            return True
-        self._raw_data, self._raw_pos, self._raw_first = data, position, self._received
         return True
 
     def _take_raw_rest(self) -> bytes:
