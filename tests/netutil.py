@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 from nasdaq_protocols.soup.core import LoginRequest, SoupMessage
@@ -21,6 +23,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 #: Upper bound for anything that should happen promptly on loopback (a shared machine).
 WAIT = 30.0
+
+
+async def wait_until(condition: Callable[[], object], what: str, timeout: float = WAIT) -> None:
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        await asyncio.sleep(0.005)
 
 
 class RawClient:

@@ -53,7 +53,7 @@ from nasdaq_protocols.soup.core import (
 from nasdaq_protocols.soup.framing import SoupDecoder
 from nasdaq_protocols.soup.server import LIMITS, PUMP_CHUNK, ServedSession, SoupServer
 from nasdaq_protocols.soup.store import FileStore, StoreError
-from netutil import RawClient, free_port
+from netutil import RawClient, free_port, wait_until
 
 #: Generous bound on any single wait: a loaded 2-core machine must never hit it.
 WAIT = 30.0
@@ -70,14 +70,6 @@ def payload_of(sequence: int) -> bytes:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def login_packet(user: str = "bad", password: str = "pw", sequence: str = "1", **options: Any) -> bytes:

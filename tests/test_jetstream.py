@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from netutil import free_port
+from netutil import free_port, wait_until
 
 try:
     import nats
@@ -104,14 +104,6 @@ async def take(subscriber: Subscriber, count: int, timeout: float = 20.0) -> lis
     except asyncio.TimeoutError:
         pytest.fail(f"only {len(messages)} of {count} messages within {timeout:g} s")
     return messages
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:g} s: {what}")
-        await asyncio.sleep(0.01)
 
 
 class NatsServer:

@@ -36,6 +36,7 @@ from nasdaq_protocols.soup.core import (
 from nasdaq_protocols.soup.server import PUMP_CHUNK, ClientStats, ServedSession, SoupServer
 from nasdaq_protocols.soup.store import FileStore
 from netutil import RawClient
+from netutil import wait_until as wait_for_condition
 
 #: Generous bound on any single wait: a loaded 2-core machine must never hit it.
 WAIT = 30.0
@@ -55,14 +56,6 @@ def served_session(server: SoupServer, port: int) -> ServedSession:
         if session.session_id.port == port:
             return session
     raise AssertionError(f"the server has no session for a client on port {port}")
-
-
-async def wait_for_condition(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 async def receive_sequenced(session: soup.SoupClientSession, count: int) -> list[SequencedData]:

@@ -28,6 +28,7 @@ from nasdaq_protocols import soup
 from nasdaq_protocols.common import EndOfQueue
 from nasdaq_protocols.common.session import QUEUE_HIGH_WATER
 from nasdaq_protocols.soup.core import decode_payload
+from netutil import wait_until as eventually
 
 T = TypeVar("T")
 
@@ -53,15 +54,6 @@ def wire(*messages: soup.SoupMessage) -> bytes:
 
 def sequenced(count: int, prefix: bytes = b"msg-") -> list[bytes]:
     return [prefix + b"%d" % number for number in range(1, count + 1)]
-
-
-async def eventually(predicate: Callable[[], bool], what: str, timeout: float = PROMPTLY) -> None:
-    """Poll until ``predicate()`` is true; fail saying ``what`` did not happen."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout:g} s")
-        await asyncio.sleep(0.01)
 
 
 async def closed_within(session: soup.SoupSession, timeout: float = PROMPTLY) -> soup.CloseReason:

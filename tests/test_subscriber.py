@@ -52,7 +52,7 @@ from nasdaq_protocols.soup.subscriber import (
     subscribe,
     subscribe_sync,
 )
-from netutil import free_port
+from netutil import free_port, wait_until
 
 SERVE_JOURNAL = Path(__file__).with_name("serve_journal.py")
 HOST = "127.0.0.1"
@@ -123,14 +123,6 @@ async def take_all(subscriber: Subscriber, timeout: float = 30.0) -> list[SoupMe
     except asyncio.TimeoutError:
         pytest.fail(f"iteration did not end within {timeout:g} s ({len(messages)} messages)")
     return messages
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:g} s: {what}")
-        await asyncio.sleep(0.005)
 
 
 def write_journal(path: Path, count: int, payload_of: Callable[[int], bytes] = payload) -> None:
