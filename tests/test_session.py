@@ -927,6 +927,24 @@ async def test_garbage_from_server_delivers_what_came_before_then_protocol_error
         assert explanation in courtesy[0].msg
 
 
+@pytest.mark.parametrize(("garbage", "explanation"), SERVER_GARBAGE.values(), ids=SERVER_GARBAGE.keys())
+async def test_garbage_in_queue_mode_hands_out_what_came_before_then_ends(
+    garbage: bytes, explanation: str
+) -> None:
+    good = wire(*(soup.SequencedData(data) for data in sequenced(3)))
+    async with raw_server() as server:
+        client, peer = await login_to_raw_server(server, **SLOW)
+        peer.send(good + garbage)
+        # Queue mode decodes as the application reads: the error comes right after the good ones.
+        assert [(await client.receive_msg()).sequence for _ in range(3)] == [1, 2, 3]
+        with pytest.raises(soup.EndOfStream):
+            await asyncio.wait_for(client.receive_msg(), PROMPTLY)
+        assert await closed_within(client) is soup.CloseReason.PROTOCOL_ERROR
+        assert explanation in client.close_detail, f"close_detail {client.close_detail!r} does not say why"
+        courtesy = [p for p in await peer.read_until_eof() if isinstance(p, soup.Debug)]
+        assert courtesy and explanation in courtesy[0].msg, "no Debug packet told the server why"
+
+
 async def test_server_data_before_login_answer_is_a_protocol_error() -> None:
     async with raw_server() as server:
         with pytest.raises(ConnectionRefusedError) as caught:

@@ -197,7 +197,9 @@ class SoupClientSession(SoupSession):
     Without ``on_msg_coro`` (queue mode) reads are kept as they arrive and each message is decoded
     when :meth:`receive_msg` takes it: ``sequence`` counts what was taken until the session
     closes, when everything received is decoded and counted. Reading pauses while more than
-    :attr:`max_unread_bytes` wait.
+    :attr:`max_unread_bytes` wait. What the bytes hold takes effect as the application reaches
+    it: a malformed packet closes the session (``PROTOCOL_ERROR``) right after the good messages
+    before it are taken, End of Session after the last message.
     """
 
     SessionType: ClassVar[str] = "client"
