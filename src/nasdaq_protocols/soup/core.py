@@ -40,6 +40,7 @@ __all__ = [
     "SoupMessage",
     "UnSequencedData",
     "decode_payload",
+    "redacted_prefix",
 ]
 
 #: The largest payload a packet can carry: 65,535 bytes after the length field, less the type byte.
@@ -121,7 +122,7 @@ def _decode_text(field: bytes, name: str, *, secret: bool = False) -> str:
         raise InvalidSoupMessage(f"{name} field{shown} is not ASCII") from None
 
 
-def _redacted_prefix(data: bytes | bytearray, limit: int) -> bytes:
+def redacted_prefix(data: bytes | bytearray, limit: int) -> bytes:
     """The first ``limit`` bytes of ``data``, which starts at a length field, for an error message.
 
     A Login Request there (or right after a 2-byte empty packet) is cut after its username: its
@@ -219,11 +220,11 @@ class SoupMessage(Serializable["SoupMessage"]):
             raise InvalidSoupMessage(f"expected bytes, got {type(bytes_).__name__}") from None
         if len(raw) < 3:
             raise InvalidSoupMessage(f"a packet needs at least 3 bytes, got {len(raw)}: {raw!r}")
-        declared = (raw[0] << 8) | raw[1]
+        declared = int.from_bytes(raw[:2], "big")
         if declared != len(raw) - 2:
             raise InvalidSoupMessage(
                 f"length field says {declared} bytes follow it, but {len(raw) - 2} do:"
-                f" {_redacted_prefix(raw, 40)!r}"
+                f" {redacted_prefix(raw, 40)!r}"
             )
         message = decode_payload(raw[2], raw[3:])
         if cls is not SoupMessage and not isinstance(message, cls):
