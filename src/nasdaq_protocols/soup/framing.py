@@ -27,8 +27,9 @@ is built inline rather than through the per-type decoders of :mod:`.core`.
 from __future__ import annotations
 
 import collections
+import importlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .core import (
     MAX_PAYLOAD_SIZE,
@@ -153,21 +154,23 @@ def scan_packets(buffer: bytes | bytearray, position: int, end: int, limit: int)
     return position, count, 0
 
 
-def _compiled_walker() -> tuple[object, str]:
+Walker = Callable[[bytes, int, int, int, int], WalkResult]
+
+
+def _choose_walker() -> tuple[Walker, str]:
     if os.environ.get("SOUPBINTCP_NO_EXTENSIONS"):
         return python_walk_packets, "python (SOUPBINTCP_NO_EXTENSIONS is set)"
     try:
-        from . import _walker  # type: ignore[attr-defined]
+        walker = importlib.import_module("._walker", __package__)
     except ImportError:
         return python_walk_packets, "python (the compiled walker is not built)"
-    _walker.setup(SequencedData, decode_payload, InvalidSoupMessage, length_error)
-    return _walker.walk_packets, "compiled"
+    walker.setup(SequencedData, decode_payload, InvalidSoupMessage, length_error)
+    return walker.walk_packets, "compiled"
 
 
-_walk, WALKER = _compiled_walker()
 #: The walker in use: the compiled one when built and allowed, else :func:`python_walk_packets`.
-walk_packets = _walk  # type: ignore[assignment]
-del _walk
+#: :data:`WALKER` says which, and why.
+walk_packets, WALKER = _choose_walker()
 
 
 class SoupDecoder:
@@ -322,7 +325,7 @@ class SoupDecoder:
                 if messages:
                     last = messages[-1]
                     if last.__class__ is LoginAccepted:
-                        self.sequence = last.sequence - 1  # type: ignore[attr-defined]
+                        self.sequence = last.sequence - 1
                     return messages
                 # An incomplete packet ends the read: it waits for the next one.
                 self._pending += data[stop:]
@@ -363,14 +366,14 @@ class SoupDecoder:
         pending.clear()
         self._need = 0
         self._position = position
-        messages, stop, sequence, error = walk_packets(packet, 0, 1, self.sequence, self.max_packet_size)
+        messages, _, sequence, error = walk_packets(packet, 0, 1, self.sequence, self.max_packet_size)
         self.unread_bytes -= len(packet)
         if error is not None:
             self.error = error
             raise error
         self.sequence = sequence
         if messages[0].__class__ is LoginAccepted:
-            self.sequence = messages[0].sequence - 1  # type: ignore[attr-defined]
+            self.sequence = messages[0].sequence - 1
         return messages
 
 
