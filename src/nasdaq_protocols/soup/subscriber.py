@@ -11,8 +11,9 @@ Where recovery stops, it says so instead of retrying:
 * a server whose session name changed (Login Rejected ``S`` for our session, or a different name
   accepted) raises :class:`SessionChangedError` rather than mix two sessions;
 * End of Session ends the iteration cleanly (``subscriber.end_of_session`` is True);
-* ``max_attempts`` failed attempts in a row, or ``max_downtime`` seconds disconnected, raise
-  :class:`SubscriberGaveUp` with the last error.
+* ``max_attempts`` failed attempts in a row (a dropped connection counts as one, however long it
+  lived: ``max_attempts=1`` stops at the first drop), or ``max_downtime`` seconds disconnected,
+  raise :class:`SubscriberGaveUp` with the last error.
 
 Messages the server sends again after a resume (a server that restarted behind us) are dropped
 by sequence number, so the iterator never repeats one; a server that resumes *ahead* of us would
@@ -407,13 +408,16 @@ class Subscriber:
                 )
                 if reason in (CloseReason.TIMEOUT, CloseReason.PROTOCOL_ERROR):
                     self._remote_index += 1  # that server misbehaves: try the next one first
-                # A connection that dropped soon after login counts as a failed attempt, so a
-                # server that accepts and drops at once meets the backoff and the caps.
+                # A drop is a failure, however long the connection lived: a cap the user set
+                # (max_attempts=1: "stop at the first drop") holds. A connection that lived
+                # stable_after restarts the count at this one failure; one that dropped soon
+                # after login adds to it, so a server that accepts and drops at once meets the
+                # backoff and the caps.
                 if time.monotonic() - connected_at < self.stable_after:
                     failures += 1
-                    self._check_give_up(failures, ConnectError(f"connection dropped: {reason.value}"))
                 else:
-                    failures = 0
+                    failures = 1
+                self._check_give_up(failures, ConnectError(f"connection dropped: {reason.value}"))
                 await asyncio.sleep(self._backoff(max(failures, 1)))
         except asyncio.CancelledError:
             raise
