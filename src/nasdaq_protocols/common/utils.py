@@ -65,9 +65,12 @@ async def start_server(
     loop = asyncio.get_running_loop()
     host, port = remote
     server = await loop.create_server(session_factory, host, port, **kwargs)
-    # create_server already listens (start_serving defaults to True); serve_forever() only keeps
-    # it open until the task is cancelled, and closes it then.
+    # create_server already listens (start_serving defaults to True); the task only ties the
+    # server's life to its own. serve_forever() closes the server when cancelled, but a task
+    # cancelled before its first step never runs its coroutine: the done callback closes the
+    # server however the task ends (it runs before the task's awaiters resume).
     serving_task = loop.create_task(server.serve_forever(), name=name)
+    serving_task.add_done_callback(lambda _: server.close())
     return server, serving_task
 
 
