@@ -590,3 +590,81 @@ def test_nothing_but_the_endpoint_imports_prometheus_client() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- the soup command
+
+
+def soup_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "nasdaq_protocols.soup.cli", *args]
+
+
+def cli_has_metrics_flag() -> bool:
+    help_text = subprocess.run(soup_command("serve", "--help"), capture_output=True, text=True, timeout=WAIT)
+    return "--metrics" in help_text.stdout
+
+
+requires_cli_flag = pytest.mark.skipif(
+    not cli_has_metrics_flag(), reason="`soup serve` has no --metrics flag yet (cli.py wiring pending)"
+)
+
+
+@requires_cli_flag
+async def test_soup_serve_and_soup_tail_are_scraped_while_messages_flow() -> None:
+    """``soup serve --stdin --metrics`` fed lines, ``soup tail --metrics`` printing them: both
+    endpoints scraped while lines flow, checked against the lines sent and printed."""
+    port, serve_metrics_port, tail_metrics_port = free_port(), free_port(), free_port()
+    serve = await asyncio.create_subprocess_exec(
+        *soup_command("serve", "--listen", f"{HOST}:{port}", "--stdin", "--user", "u", "--password", "p"),
+        *("--metrics", f"{HOST}:{serve_metrics_port}"),
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    tail: asyncio.subprocess.Process | None = None
+    try:
+        assert serve.stdin is not None and serve.stderr is not None
+        line = await asyncio.wait_for(serve.stderr.readline(), WAIT)
+        assert b"soup serve: session" in line, line
+        serve_address, tail_address = (HOST, serve_metrics_port), (HOST, tail_metrics_port)
+        tail = await asyncio.create_subprocess_exec(
+            *soup_command("tail", f"{HOST}:{port}", "--user", "u", "--password", "p"),
+            *("--metrics", f"{HOST}:{tail_metrics_port}"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert tail.stdout is not None
+        sent = 0
+        for _ in range(3):
+            serve.stdin.write(b"".join(b"line %d\n" % n for n in range(sent + 1, sent + 101)))
+            await serve.stdin.drain()
+            sent += 100
+            for n in range(sent - 99, sent + 1):
+                printed = await asyncio.wait_for(tail.stdout.readline(), WAIT)
+                assert printed.rstrip(b"\n").endswith(b"line %d" % n), printed
+            samples = await scrape(serve_address)
+            assert value(samples, "soup_messages_stored", session="SESSION") == sent
+            assert value(samples, "soup_messages_sent_total", session="SESSION") == sent
+            assert value(samples, "soup_clients", session="SESSION") == 1
+            assert value(samples, "soup_logins_total", result="accepted", session="SESSION") == 1
+            samples = await scrape(tail_address)
+            assert value(samples, "soup_subscriber_connected", session="SESSION") == 1
+            assert value(samples, "soup_subscriber_messages_total", session="SESSION") == sent
+            assert value(samples, "soup_subscriber_next_sequence", session="SESSION") == sent + 1
+            for address in (serve_address, tail_address):
+                status, _, body = await http_get(address, "/healthz")
+                assert status == 200, body
+    finally:
+        for process in (tail, serve):
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.wait(), WAIT)
+
+
+@requires_cli_flag
+def test_soup_serve_metrics_without_the_extra_says_how_to_install() -> None:
+    result = run_without_prometheus(
+        "from nasdaq_protocols.soup.cli import main\n"
+        "main(['serve', '--listen', '127.0.0.1:0', '--metrics', '127.0.0.1:0'])\n"
+    )
+    assert result.returncode == 2, result.stderr
+    assert INSTALL_HINT in result.stderr
