@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -668,3 +669,19 @@ def test_soup_serve_metrics_without_the_extra_says_how_to_install() -> None:
     )
     assert result.returncode == 2, result.stderr
     assert INSTALL_HINT in result.stderr
+
+
+def test_readme_example_prints_the_sample_scrape(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (example,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "metrics=(" in block]
+    result = subprocess.run(
+        [sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, timeout=WAIT
+    )
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout.splitlines()
+    sample = readme[readme.index("It prints (the `# HELP`") :].split("```")[1].splitlines()
+    shown = [line for line in sample if line.startswith("soup_")]
+    assert shown and all(line in printed for line in shown), (
+        "the README's sample scrape is not what it prints"
+    )
+    assert "200 ok: serving session 'FEED' on 127.0.0.1:" in result.stdout
