@@ -680,8 +680,11 @@ class SoupServer:
         """Logged-in client sessions."""
         return [s for s in self._sessions if s.stream is not None and not s.is_closed()]
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, *, per_client: bool = True) -> dict[str, Any]:
         """Server counters: connections, logins, drops, messages and bytes sent, per-client stats.
+
+        ``per_client=False`` leaves out ``clients`` (a :class:`ClientStats` per client, the costly
+        part with thousands of clients: a metrics scrape does without it).
 
         ``limits_reached`` counts, per limit (the keys of :data:`LIMITS`), the connections it
         refused or closed: ``max_connections`` and ``max_unauthenticated_per_address`` refused
@@ -697,11 +700,11 @@ class SoupServer:
         session, or it ended). ``messages_published`` counts the messages added to the streams
         since the server took their stores (``streams`` holds each stream's last sequence).
         """
-        clients = [s.stats() for s in self.clients]
-        return {
+        clients = [s.stats() for s in self.clients] if per_client else []
+        stats = {
             "session": self.session,
             "connected": len(self._sessions),
-            "logged_in": len(clients),
+            "logged_in": len(clients) if per_client else len(self.clients),
             "connections_total": self._connections_total,
             "connections_refused": self._refused_connections,
             "logins_accepted": self._logins_accepted,
@@ -719,3 +722,6 @@ class SoupServer:
             "bytes_sent": self._gone_bytes_sent + sum(s.bytes_sent for s in self._sessions),
             "clients": clients,
         }
+        if not per_client:
+            del stats["clients"]
+        return stats
