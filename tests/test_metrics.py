@@ -32,7 +32,7 @@ from nasdaq_protocols.soup.metrics import (
     MetricsEndpoint,
     serve_metrics,
 )
-from nasdaq_protocols.soup.metrics.http import HttpServer, Request, Response, parse_head
+from nasdaq_protocols.soup.metrics.http import MAX_CONNECTIONS, HttpServer, Request, Response, parse_head
 from nasdaq_protocols.soup.server import CLIENT_DROP_REASONS, LIMITS
 from netutil import WAIT, RawClient, free_port, wait_until
 
@@ -482,6 +482,24 @@ async def test_http_routes_methods_and_malformed_requests(servers: list[SoupServ
         )
         assert status == 200 and headers["content-type"].startswith("application/openmetrics-text")
         assert body.endswith("# EOF\n")
+
+
+async def test_connections_beyond_the_limit_are_closed_at_once() -> None:
+    async with await serve_metrics((HOST, 0)) as endpoint:
+        idle = [await asyncio.open_connection(*endpoint.address) for _ in range(MAX_CONNECTIONS)]
+        try:
+            await wait_until(
+                lambda: len(endpoint._http._connections) == MAX_CONNECTIONS, "the idle connections"
+            )
+            reader, writer = await asyncio.open_connection(*endpoint.address)
+            assert await asyncio.wait_for(reader.read(), WAIT) == b""  # closed, unanswered
+            writer.close()
+        finally:
+            for _, idle_writer in idle:
+                idle_writer.close()
+        await wait_until(lambda: not endpoint._http._connections, "the idle connections to close")
+        status, _, _ = await http_get(endpoint.address, "/healthz")
+        assert status == 503  # answered again (nothing watched)
 
 
 @pytest.mark.parametrize(

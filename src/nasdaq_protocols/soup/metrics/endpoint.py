@@ -53,7 +53,8 @@ class MetricsEndpoint:
     Watch at most one server, one subscriber and one gateway store (a relay watches its server
     and its upstream subscriber); each is read when scraped, on the event loop's thread, so the
     hot path pays nothing. The metric names and the health rules are listed in
-    :mod:`nasdaq_protocols.soup.metrics`.
+    :mod:`nasdaq_protocols.soup.metrics`. Start it with :meth:`start` (or use
+    :func:`serve_metrics`); ``async with await serve_metrics(...) as endpoint:`` closes it at the end.
 
     Args:
         server: a :class:`~nasdaq_protocols.soup.server.SoupServer`. Its store is also watched as

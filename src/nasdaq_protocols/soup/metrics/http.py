@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 MAX_HEAD = 16 * 1024
 #: Seconds a client has to send its request head.
 HEAD_TIMEOUT = 10.0
+#: Connections served at once; more are closed at once (a scraper needs one, a probe another).
+MAX_CONNECTIONS = 64
 
 _PHRASES = {
     200: "OK",
@@ -92,7 +94,8 @@ class HttpServer:
     """Serves ``routes`` (``{path: route}``) on the running event loop; one request per connection.
 
     ``GET`` and ``HEAD`` only (405 otherwise); an unknown path is 404; a route that raises is
-    500 (and logged).
+    500 (and logged). At most :data:`MAX_CONNECTIONS` connections at once, each given
+    :data:`HEAD_TIMEOUT` seconds to send its request.
     """
 
     def __init__(self, routes: Mapping[str, Route]) -> None:
@@ -140,6 +143,12 @@ class HttpServer:
             return _text(500, f"error: {exc!r}")
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= MAX_CONNECTIONS:
+            log.warning(
+                "refusing a connection to the metrics endpoint: %d open is the limit", MAX_CONNECTIONS
+            )
+            writer.close()
+            return
         self._connections.add(writer)
         try:
             try:
