@@ -6,8 +6,11 @@ Hierarchy (every class below also derives from :class:`SoupError`)::
      +-- InvalidSoupMessage      (ValueError)        malformed bytes
      |    +-- PacketTooLarge                         a length field above the receiver's limit
      +-- ProtocolError                               a valid packet in a state that forbids it
+     |    +-- RemoteProtocolError                    ... sent by the peer
+     |    +-- LocalProtocolError                     ... that the application tried to send
      +-- LoginRejectedError      (ConnectionRefusedError)  Login Rejected, or no answer to a login
      +-- ConnectError            (ConnectionError)   TCP connect failed or timed out
+     |    +-- ConnectRefusedError (ConnectionRefusedError)  nothing listens there
      +-- SessionClosedError      (ConnectionError)   sending on a closed session
      +-- EndOfStream             (common.EndOfQueue, EOFError)  receive on a closed, drained session
 
@@ -28,11 +31,14 @@ if TYPE_CHECKING:
 __all__ = [
     "CloseReason",
     "ConnectError",
+    "ConnectRefusedError",
     "EndOfStream",
     "InvalidSoupMessage",
+    "LocalProtocolError",
     "LoginRejectedError",
     "PacketTooLarge",
     "ProtocolError",
+    "RemoteProtocolError",
     "SessionClosedError",
     "SoupError",
 ]
@@ -61,15 +67,27 @@ class PacketTooLarge(InvalidSoupMessage):
 
 
 class ProtocolError(SoupError):
-    """A well-formed packet that the session's state does not allow (e.g. a second Login Request).
+    """A well-formed packet that the connection's state does not allow (e.g. a second Login Request).
 
     Attributes:
-        remote: True when the peer broke the rules, False when the local application tried to.
+        remote: True when the peer broke the rules (:class:`RemoteProtocolError`), False when the
+            local application tried to (:class:`LocalProtocolError`).
     """
 
-    def __init__(self, message: str, *, remote: bool = True) -> None:
-        super().__init__(message)
-        self.remote = remote
+    remote = True
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent a packet its state does not allow; the connection closes (``PROTOCOL_ERROR``)."""
+
+    remote = True
+
+
+class LocalProtocolError(ProtocolError):
+    """The application tried to send a packet the connection's state does not allow (e.g.
+    Unsequenced Data before the login was accepted); nothing was sent and nothing changed."""
+
+    remote = False
 
 
 class LoginRejectedError(SoupError, ConnectionRefusedError):
@@ -97,6 +115,11 @@ class ConnectError(SoupError, ConnectionError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "cannot connect"
+
+
+class ConnectRefusedError(ConnectError, ConnectionRefusedError):
+    """The server refused the TCP connection (nothing listens on that port): a
+    ``ConnectionRefusedError``, as code written for nasdaq-protocols expects."""
 
 
 class SessionClosedError(SoupError, ConnectionError):
