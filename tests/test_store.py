@@ -40,6 +40,7 @@ from nasdaq_protocols.soup.store import (
     MessageStore,
     StoreError,
 )
+from nasdaq_protocols.soup.store import file as file_store_module
 
 AnyStore = MemoryStore | FileStore
 
@@ -652,8 +653,8 @@ def test_a_write_that_cannot_be_undone_leaves_a_tail_the_next_open_cuts(
 @pytest.fixture
 def small_index_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """Write index files for journals of any size, and every 50 messages."""
-    monkeypatch.setattr(store_module, "_INDEX_FILE_MIN_MESSAGES", 1)
-    monkeypatch.setattr(store_module, "_INDEX_FILE_EVERY", 50)
+    monkeypatch.setattr(file_store_module, "_INDEX_FILE_MIN_MESSAGES", 1)
+    monkeypatch.setattr(file_store_module, "_INDEX_FILE_EVERY", 50)
 
 
 @pytest.mark.usefixtures("small_index_files")
@@ -971,15 +972,21 @@ def test_ten_million_messages_reopen_fast_in_little_memory(tmp_path: Path) -> No
 
 
 def test_the_store_imports_only_the_wire_format_and_the_standard_library() -> None:
-    # The package's __init__ pulls in the asyncio sessions; what matters is the module's own imports.
-    tree = ast.parse(Path(inspect.getfile(store_module)).read_text())
-    relative, absolute = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            relative.add(node.module)
-        elif isinstance(node, ast.ImportFrom):
-            absolute.add(str(node.module).split(".")[0])
-        elif isinstance(node, ast.Import):
-            absolute.update(alias.name.split(".")[0] for alias in node.names)
-    assert relative <= {"core", "errors", "framing"}
+    # The soup package's __init__ pulls in the asyncio sessions; what matters is the store
+    # modules' own imports: each other, the wire format, the standard library.
+    package = Path(inspect.getfile(store_module)).parent
+    modules = {path.stem for path in package.glob("*.py")}
+    siblings, outside, absolute = set(), set(), set()
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                siblings.add(node.module)
+            elif isinstance(node, ast.ImportFrom) and node.level:
+                outside.add((node.level, node.module))
+            elif isinstance(node, ast.ImportFrom):
+                absolute.add(str(node.module).split(".")[0])
+            elif isinstance(node, ast.Import):
+                absolute.update(alias.name.split(".")[0] for alias in node.names)
+    assert siblings <= modules | {None}
+    assert outside <= {(2, "core"), (2, "errors"), (2, "framing")}
     assert absolute <= set(sys.stdlib_module_names) - {"asyncio"}

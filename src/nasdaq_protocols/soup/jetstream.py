@@ -78,7 +78,8 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
 from .core import MAX_PAYLOAD_SIZE
-from .store import FileStore, MemoryStore, Payload, StoreError, _check_session
+from .store import FileStore, MemoryStore, Payload, StoreError
+from .store import check_session as _check_session
 
 __all__ = [
     "DEFAULT_SUBJECT_PREFIX",
