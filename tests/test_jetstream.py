@@ -657,7 +657,7 @@ async def test_an_out_of_order_delivery_is_never_stored(
     # forbids forging $JS.ACK replies, so it is handed to the store as the NATS client would.)
     forged = Msg(store._client, subject=store.deliver_subject or "", reply="$JS.ACK.ORDER.c.1.15.1.0.0")
     forged.data = b"forged"
-    await store._on_delivery(forged)
+    await store._follower.on_delivery(forged)
     await wait_until(lambda: store.resyncs >= 1, "a re-sync after the out-of-order delivery")
     assert store.last_sequence == 10
     await publisher.publish_many(payload(n) for n in range(11, 16))
