@@ -12,7 +12,12 @@ Hierarchy (every class below also derives from :class:`SoupError`)::
      +-- ConnectError            (ConnectionError)   TCP connect failed or timed out
      |    +-- ConnectRefusedError (ConnectionRefusedError)  nothing listens there
      +-- SessionClosedError      (ConnectionError)   sending on a closed session
+     |    +-- NotConnectedError                      a subscriber's send while it is disconnected
      +-- EndOfStream             (common.EndOfQueue, EOFError)  receive on a closed, drained session
+     +-- StoreError              (OSError)           a store refused, or its disk or JetStream failed
+     +-- SessionChangedError                         a subscriber's server now serves another session
+     +-- SequenceGapError                            a subscriber's server resumed past the next message
+     +-- SubscriberGaveUp        (ConnectionError)   a subscriber's retries ran out
 
 Where the seed API requires a builtin (``ConnectionRefusedError`` on a rejected login) the error
 is a subclass of it that adds the reason.
@@ -36,11 +41,16 @@ __all__ = [
     "InvalidSoupMessage",
     "LocalProtocolError",
     "LoginRejectedError",
+    "NotConnectedError",
     "PacketTooLarge",
     "ProtocolError",
     "RemoteProtocolError",
+    "SequenceGapError",
+    "SessionChangedError",
     "SessionClosedError",
     "SoupError",
+    "StoreError",
+    "SubscriberGaveUp",
 ]
 
 
@@ -147,3 +157,31 @@ class EndOfStream(SoupError, EndOfQueue):
     def __init__(self, message: str, close_reason: CloseReason | None = None) -> None:
         super().__init__(message)
         self.close_reason = close_reason
+
+
+class StoreError(SoupError, OSError):
+    """A store cannot do what was asked: it is closed or read-only, the journal is locked by another
+    writer or is not a journal, the operating system refused a read or write, or (JetStream) the
+    stream cannot carry a SoupBinTCP stream or NATS did not answer.
+
+    An :class:`OSError` (and a :class:`SoupError`), so that code handling I/O failures catches it;
+    when an OS call failed, ``errno`` and ``filename`` are those of that failure and the original
+    exception is chained as ``__cause__``.
+    """
+
+
+class NotConnectedError(SessionClosedError):
+    """A subscriber's ``send_unseq_data`` while disconnected: unsequenced data is never queued."""
+
+
+class SessionChangedError(SoupError):
+    """The server now serves a different session than the one the subscriber followed."""
+
+
+class SequenceGapError(SoupError):
+    """The server resumed after the next expected sequence number: messages would be missing."""
+
+
+class SubscriberGaveUp(SoupError, ConnectionError):
+    """A subscriber's reconnecting failed ``max_attempts`` times in a row, or for longer than
+    ``max_downtime``; the last failure is chained as ``__cause__``."""
