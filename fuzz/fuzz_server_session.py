@@ -44,6 +44,7 @@ from typing import Any
 import attrs
 
 from fuzz import Input, main
+from nasdaq_protocols.soup.connection import State
 from nasdaq_protocols.soup.core import (
     ClientHeartbeat,
     Debug,
@@ -63,7 +64,6 @@ from nasdaq_protocols.soup.errors import CloseReason, SessionClosedError
 from nasdaq_protocols.soup.framing import MAX_PACKET_SIZE, SoupDecoder
 from nasdaq_protocols.soup.server import ServedSession, SoupServer
 from nasdaq_protocols.soup.session import SoupServerSession
-from nasdaq_protocols.soup.state import State
 
 __all__ = ["test_one_input"]
 
@@ -323,7 +323,7 @@ class Harness:
             )
             if source.flag():
                 self.server.publish_many(b"m%d" % n for n in range(1, 1 + source.below(40)))
-            self.session = self.server._new_session()
+            self.session = self.server.new_session()
         else:
             self.session = EchoSession(
                 on_close_coro=self.on_close,
@@ -406,7 +406,7 @@ class Harness:
         call = source.below(6)
         try:
             if self.server is not None:
-                if call < 3 and not self.server._ended:
+                if call < 3 and not self.server.ended:
                     self.server.publish_many(
                         b"m%d" % n
                         for n in range(
@@ -506,12 +506,10 @@ class Harness:
             session.logout()  # end as a client would, sometimes
         session.initiate_close(CloseReason.LOCAL_CLOSE, "fuzz input ended")
         for _ in range(50):
-            if session._closed_waiter is not None and session._closed_waiter.done():
+            if session.is_finished():
                 break
             await asyncio.sleep(0)
-        assert session._closed_waiter is not None and session._closed_waiter.done(), (
-            "the session did not finish closing"
-        )
+        assert session.is_finished(), "the session did not finish closing"
         reason = await session.wait_closed()
         assert isinstance(reason, CloseReason)
         self.check()
@@ -519,7 +517,7 @@ class Harness:
             await self.server.close()
             stats = self.server.stats()
             assert stats["connected"] == 0, stats
-            assert not self.server._unauthenticated, self.server._unauthenticated
+            assert not self.server.admission.unauthenticated, self.server.admission.unauthenticated
         else:
             assert self.close_calls == 1, f"on_close_coro ran {self.close_calls} times"
         for _ in range(5):

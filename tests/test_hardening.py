@@ -94,7 +94,7 @@ async def served_session(server: SoupServer, raw: RawClient) -> ServedSession:
     found: list[ServedSession] = []
 
     def look() -> bool:
-        found[:] = [s for s in server._sessions if s.session_id.port == raw.port]
+        found[:] = [s for s in server.connections if s.session_id.port == raw.port]
         return bool(found)
 
     await wait_until(look, f"the server to see the connection from port {raw.port}")
@@ -519,7 +519,7 @@ async def test_thousands_of_connections_opened_and_dropped(serve: Any) -> None:
     assert elapsed < 60, f"2,000 connections took {elapsed:.0f} s"
     stats = server.stats()
     assert stats["connections_total"] >= 2001
-    assert not server._unauthenticated, server._unauthenticated
+    assert not server.admission.unauthenticated, server.admission.unauthenticated
     await bystander.assert_unaffected()
 
 
@@ -561,7 +561,7 @@ async def _refuse_beyond_max_unauthenticated(server: SoupServer) -> str:
         refused.close()
         for raw in waiting:
             raw.close()
-    closed = [s for s in server._sessions if s.session_id.port == refused.port]
+    closed = [s for s in server.connections if s.session_id.port == refused.port]
     assert not closed, "the refused session is still counted"
     return f"refusing a connection from {HOST}: 2 connections from it have not logged in (the limit)"
 

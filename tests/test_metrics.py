@@ -359,7 +359,7 @@ async def test_subscriber_is_healthy_within_the_grace_and_after_end_of_session(
         endpoint = MetricsEndpoint(subscriber=subscriber, reconnect_grace=60.0)
         reader = asyncio.create_task(take(subscriber, 6))
         await wait_until(lambda: subscriber.next_sequence == 6, "the first 5 messages")
-        for session in list(server._sessions):
+        for session in list(server.connections):
             session.initiate_close(soup.CloseReason.LOCAL_CLOSE, "test")
         await wait_until(lambda: not subscriber.connected, "the disconnection")
         verdict = endpoint.health()

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from nasdaq_protocols import soup
-from nasdaq_protocols.soup import server as server_module
 from nasdaq_protocols.soup.core import (
     ClientHeartbeat,
     Debug,
@@ -34,6 +33,7 @@ from nasdaq_protocols.soup.core import (
     ServerHeartbeat,
 )
 from nasdaq_protocols.soup.server import PUMP_CHUNK, ClientStats, ServedSession, SoupServer
+from nasdaq_protocols.soup.server import server as server_module
 from nasdaq_protocols.soup.store import FileStore
 from netutil import RawClient
 from netutil import wait_until as wait_for_condition
@@ -52,7 +52,7 @@ def payload_of(sequence: int) -> bytes:
 
 def served_session(server: SoupServer, port: int) -> ServedSession:
     """The server's session for the client whose local port is ``port``."""
-    for session in server._sessions:
+    for session in server.connections:
         if session.session_id.port == port:
             return session
     raise AssertionError(f"the server has no session for a client on port {port}")

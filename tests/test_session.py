@@ -26,7 +26,7 @@ import pytest
 
 from nasdaq_protocols import soup
 from nasdaq_protocols.common import EndOfQueue
-from nasdaq_protocols.common.session import QUEUE_HIGH_WATER
+from nasdaq_protocols.common.session import MAX_UNREAD_BYTES
 from nasdaq_protocols.soup.core import decode_payload
 from netutil import wait_until as eventually
 
@@ -509,7 +509,7 @@ class RoomyClientSession(soup.SoupClientSession):
 async def test_burst_larger_than_the_queue_high_water_mark_with_the_login_answer() -> None:
     # Messages that arrive with the Login Accepted are queued until login() starts the callback;
     # a burst above the queue's high-water mark pauses reading, which must resume once delivered.
-    burst = QUEUE_HIGH_WATER + 1000
+    burst = MAX_UNREAD_BYTES // 3 + 1000  # empty Sequenced Data: 3 bytes each
     # Long intervals: decoding and delivering the burst may block the loop for longer than 0.3 s.
     collector = Collector()
     async with raw_server() as server:
@@ -868,9 +868,14 @@ async def test_queue_mode_cut_anywhere_decodes_each_message_once_as_it_is_read(s
 
 async def test_queue_mode_pauses_reading_at_max_unread_bytes_and_loses_nothing() -> None:
     payloads = [b"%06d" % n + b"." * 994 for n in range(1, 4001)]  # 4 MB in all
+
+    def small_buffer() -> soup.SoupClientSession:
+        session = soup.SoupClientSession(**FAST)
+        session.max_unread_bytes = 64 * 1024  # from the start: the login answer brings data too
+        return session
+
     async with serve(journal=payloads) as server:
-        client = await connect(server)
-        client.max_unread_bytes = 64 * 1024
+        client = await connect(server, session_factory=small_buffer)
         await asyncio.sleep(0.5)  # the server writes as fast as we read: we read nothing
         held = client.bytes_received
         # A read may add up to 256 kB past the mark before the pause takes effect.
@@ -1053,7 +1058,8 @@ async def test_sending_on_a_closed_session_raises_session_closed() -> None:
 async def test_receive_after_close_drains_then_raises_end_of_stream() -> None:
     async with serve(journal=sequenced(3)) as server:
         client = await connect(server)
-        await eventually(lambda: client.sequence == 3, "arrival of the 3 replayed messages")
+        wire_size = sum(3 + len(payload) for payload in sequenced(3))
+        await eventually(lambda: client.connection.unread_bytes == wire_size, "arrival of the 3 messages")
         await client.close()
         drained = [(await client.receive_msg()).sequence for _ in range(3)]
         assert drained == [1, 2, 3], "messages received before close were lost"

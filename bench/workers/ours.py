@@ -71,9 +71,9 @@ from nasdaq_protocols.soup import (  # noqa: E402  (after the RSS of the bare in
     connect_async,
     subscribe,
 )
+from nasdaq_protocols.soup.connection import State  # noqa: E402
 from nasdaq_protocols.soup.framing import SoupDecoder  # noqa: E402
 from nasdaq_protocols.soup.session import SoupClientSession  # noqa: E402
-from nasdaq_protocols.soup.state import State  # noqa: E402
 from nasdaq_protocols.soup.subscriber import Subscriber  # noqa: E402
 
 RSS_AFTER_IMPORT_KB = rss_kb()[0]

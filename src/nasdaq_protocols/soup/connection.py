@@ -30,6 +30,7 @@ from __future__ import annotations
 import enum
 from typing import Final, NoReturn
 
+from nasdaq_protocols.common.core import TimerEvent
 from nasdaq_protocols.common.errors import CloseReason
 
 from .core import (
@@ -81,15 +82,6 @@ class Direction(enum.Enum):
 
     SEND = "send"
     RECEIVE = "receive"
-
-
-class TimerEvent(enum.Enum):
-    """What :meth:`SoupConnection.handle_timer` asks of the caller."""
-
-    #: Send a heartbeat (nothing was sent for the heartbeat interval).
-    HEARTBEAT = "heartbeat"
-    #: The connection just closed: the peer was silent, or never logged in (see ``close_reason``).
-    TIMED_OUT = "timed out"
 
 
 C, S = Role.CLIENT, Role.SERVER
@@ -229,6 +221,11 @@ class SoupConnection:
         self._held: SoupMessage | None = None  # decoded, ends the next batch (see next_events)
         self._failure: InvalidSoupMessage | RemoteProtocolError | None = None
         self._eof = False
+        # Receiving has its own track: after a local close, what was received before it is still
+        # decoded (and handed out) in the state the conversation was in, until a packet that ends
+        # it, the peer's end of stream, or a violation.
+        self._receive_state = State.CONNECTED
+        self._receiving = True
         self._is_client = role is Role.CLIENT
 
     def __repr__(self) -> str:
@@ -252,6 +249,11 @@ class SoupConnection:
     def next_sequence(self) -> int:
         """Number of the next Sequenced Data to receive (client) or send (server)."""
         return self.sequence + 1
+
+    @property
+    def packets_received(self) -> int:
+        """Packets decoded so far, heartbeats included."""
+        return self._decoder.messages_decoded
 
     @property
     def max_packet_size(self) -> int:
@@ -326,7 +328,12 @@ class SoupConnection:
     # ------------------------------------------------------------------ receiving
 
     def receive_data(self, data: bytes, now: float = 0.0) -> None:
-        """Keep bytes received from the peer (nothing is decoded yet); ``b""`` is its end of stream."""
+        """Keep bytes received from the peer (nothing is decoded yet); ``b""`` is its end of stream.
+
+        Bytes that arrive once the connection is closed are dropped.
+        """
+        if self.state is State.CLOSED:
+            return
         if data:
             self._decoder.receive(data)
             self.last_received = now
@@ -365,7 +372,7 @@ class SoupConnection:
         """
         if self._failure is not None:
             raise self._failure
-        while self.state is not State.CLOSED:
+        while self._receiving:
             held = self._held
             if held is not None:
                 self._held = None
@@ -377,13 +384,17 @@ class SoupConnection:
                 self._failure = exc
                 raise
             if not events:
-                if self._eof:
+                if self._eof or self.state is State.CLOSED:
+                    self._receiving = False
                     detail = "the peer closed the connection"
                     if self._decoder.unread_bytes:
                         detail += f" in the middle of a packet ({self._decoder.unread_bytes} bytes of it)"
                     self.close(CloseReason.PEER_CLOSED, detail)
                 return events
-            if events[0].__class__ is _SEQUENCED and not (self._is_client and self.state is State.LOGGED_IN):
+            receive_state = self._receive_state
+            if events[0].__class__ is _SEQUENCED and not (
+                self._is_client and receive_state is State.LOGGED_IN
+            ):
                 self._violation(events[0])  # raises
             last = events[-1]
             if last.__class__ is _SEQUENCED:
@@ -395,7 +406,7 @@ class SoupConnection:
                 if events:
                     return events
                 continue
-            if (self.role, self.state, IN, kind) in _DATA_RECEIVES:
+            if (self.role, receive_state, IN, kind) in _DATA_RECEIVES:
                 return events  # Unsequenced Data or Debug: no state change
             if len(events) > 1:
                 # A packet that changes the state ends its batch alone, in the next call, so that
@@ -419,10 +430,13 @@ class SoupConnection:
         self._receive_transition(message)
 
     def _receive_transition(self, message: SoupMessage) -> None:
-        step = TRANSITIONS.get((self.role, self.state, IN, message.Indicator))
+        step = TRANSITIONS.get((self.role, self._receive_state, IN, message.Indicator))
         if step is None:
             self._violation(message)
         next_state, reason = step
+        self._receive_state = next_state
+        if next_state is State.CLOSED:
+            self._receiving = False
         if message.__class__ is LoginAccepted:
             self.login_accepted = message
             self._decoder.sequence = message.sequence - 1
@@ -430,14 +444,15 @@ class SoupConnection:
             self.login_request = message
         if reason is not None:
             self.close(reason, _received_close_detail(message))
-        else:
+        elif self.state is not State.CLOSED:
             self.state = next_state
 
     def _violation(self, message: SoupMessage) -> NoReturn:
         error = RemoteProtocolError(
-            f"unexpected {message.Description} from the {_PEER[self.role]} while {self.state.value}"
+            f"unexpected {message.Description} from the {_PEER[self.role]} while {self._receive_state.value}"
         )
         self._failure = error
+        self._receiving = False
         raise error
 
     # ------------------------------------------------------------------ sending
@@ -466,7 +481,7 @@ class SoupConnection:
         if reason is not None:
             self.close(reason, _sent_close_detail(message))
         else:
-            self.state = next_state
+            self.state = self._receive_state = next_state
         return data
 
     def send_sequenced(self, payload: bytes) -> bytes:
@@ -520,7 +535,11 @@ class SoupConnection:
     # ------------------------------------------------------------------ closing
 
     def close(self, reason: CloseReason, detail: str = "") -> None:
-        """End the conversation (terminal): the first reason given is kept. Idempotent."""
+        """End the conversation (terminal): the first reason given is kept. Idempotent.
+
+        Nothing more can be sent; what was received before the close is still decoded by
+        :meth:`next_events` (see the class docstring), bytes received after it are dropped.
+        """
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSED

@@ -205,6 +205,7 @@ class SoupDecoder:
         "bytes_fed",
         "error",
         "max_packet_size",
+        "messages_decoded",
         "only_sequenced",
         "sequence",
         "unread_bytes",
@@ -224,6 +225,8 @@ class SoupDecoder:
         self.unread_bytes = 0
         #: Sequence number of the last Sequenced Data decoded.
         self.sequence = 0
+        #: Messages decoded so far (every packet type).
+        self.messages_decoded = 0
         self._reads: collections.deque[bytes] = collections.deque()  # whole reads, not started
         self._data = b""  # the read being decoded, from `_position`
         self._position = 0
@@ -321,8 +324,10 @@ class SoupDecoder:
                     self.error = error
                     if not messages:
                         raise error
+                    self.messages_decoded += len(messages)
                     return messages
                 if messages:
+                    self.messages_decoded += len(messages)
                     last = messages[-1]
                     if last.__class__ is LoginAccepted:
                         self.sequence = last.sequence - 1
@@ -372,6 +377,7 @@ class SoupDecoder:
             self.error = error
             raise error
         self.sequence = sequence
+        self.messages_decoded += 1
         if messages[0].__class__ is LoginAccepted:
             self.sequence = messages[0].sequence - 1
         return messages
