@@ -44,6 +44,10 @@ class SessionCore(Protocol):
     def unread_bytes(self) -> int:
         """Bytes received and not yet decoded."""
 
+    @property
+    def pending(self) -> bool:
+        """True when ``next_events`` may have something to return."""
+
     def start(self, now: float) -> None:
         """The transport is up at ``now``."""
 

@@ -18,9 +18,10 @@ returns (a backlog of live objects kept the garbage collector busy):
 * without one, ``await receive_msg()`` takes events as the application asks; reading pauses
   while more than ``max_unread_bytes`` wait.
 
-Writes made during one event-loop turn go to the transport as one ``write`` at the end of the
-turn (or at the end of the read being handled), so a burst of small packets costs one system
-call, not one each, and a reply costs no extra latency.
+The first write of an event-loop turn goes to the transport at once, so a reply costs no extra
+latency; the writes after it in the same turn are coalesced into one ``write`` at the end of the
+turn (or of the read being handled), so a burst of small packets costs two system calls, not one
+each.
 
 Closing: a session closes once, for one :class:`CloseReason`. After data the peer may still be
 reading (End of Session, a rejected login, a logout), the sending side is shut down and the
@@ -81,6 +82,9 @@ GRACEFUL_CLOSES = frozenset(
         CloseReason.APPLICATION_ERROR,
     }
 )
+#: The receive path checks for due heartbeats at most this often (a float comparison per read
+#: otherwise): a heartbeat goes out at most this much later than due while the loop is busy.
+HEARTBEAT_CHECK_PERIOD = 0.05
 #: A timer that fires this many seconds late was held up by a busy event loop: the peer's bytes
 #: may be waiting in the socket, unread. A timeout is then decided after the loop has read.
 TIMER_LAG_TOLERANCE = 0.05
@@ -90,6 +94,9 @@ class _Phase(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"  # no more sending; what was received is still handed out
     CLOSED = "closed"  # on_close_coro has run
+
+
+_OPEN = _Phase.OPEN
 
 
 class HeartbeatSweep:
@@ -225,6 +232,7 @@ class AsyncSession(asyncio.Protocol):
         self._timer_due = 0.0
         self._timer_deferred = False
         self._sweep: HeartbeatSweep | None = None
+        self._heartbeat_check_at = 0.0  # the receive path looks at the clock from then on
         # counters
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -275,17 +283,11 @@ class AsyncSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """:meta private:"""
-        if self._phase is not _Phase.OPEN:
+        if self._phase is not _OPEN:
             return  # closing: read and discard (see the module docstring)
         now = self._loop.time()  # type: ignore[union-attr]
         self._conn.receive_data(data, now)
         self.bytes_received += len(data)
-        self._on_data()
-        self._heartbeat_check(now)
-        self._flush()
-
-    def _on_data(self) -> None:
-        """Bytes arrived (and are in the core): deliver what the mode says."""
         if self._dispatching:
             if self._pump_task is None:
                 if not self._holding and not self._callback_broken:
@@ -294,10 +296,18 @@ class AsyncSession(asyncio.Protocol):
                 self._pump_paused = True
                 self._pause_reading()
         else:
-            if not self._queue_paused and self._conn.unread_bytes > self.max_unread_bytes:
-                self._queue_paused = True
-                self._pause_reading()
-            self._wake_reader()
+            self._on_data_queued()
+        if now >= self._heartbeat_check_at:
+            self._heartbeat_check(now)
+        if self._out:
+            self._flush()
+
+    def _on_data_queued(self) -> None:
+        """Queue mode: bytes arrived (and are in the core): wake the reader, or pause reading."""
+        if not self._queue_paused and self._conn.unread_bytes > self.max_unread_bytes:
+            self._queue_paused = True
+            self._pause_reading()
+        self._wake_reader()
 
     def eof_received(self) -> bool | None:
         """:meta private:"""
@@ -351,12 +361,18 @@ class AsyncSession(asyncio.Protocol):
     # ------------------------------------------------------------------ writing
 
     def _write(self, data: bytes) -> None:
-        """Queue bytes for the peer; they go out in one write at the end of this loop turn."""
+        """Send bytes to the peer: the first write of a loop turn goes out at once (no latency
+        added to a reply), the ones after it in the same turn are coalesced into one write at the
+        end of the turn (a burst costs two system calls, not one per packet)."""
         if self._phase is not _Phase.OPEN or self._transport is None:
             raise self._closed_error()
-        self._out.append(data)
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._scheduled_flush)  # type: ignore[union-attr]
+            self._transport.write(data)
+            self.bytes_sent += len(data)
+            self._conn.data_sent(self._loop.time())  # type: ignore[union-attr]
+        else:
+            self._out.append(data)
 
     def _write_now(self, data: bytes) -> None:
         """Write bytes at once (after anything queued): for a producer that checks flow control
@@ -463,7 +479,8 @@ class AsyncSession(asyncio.Protocol):
 
     def _heartbeat_check(self, now: float) -> None:
         """Send the heartbeats due now, ours and the loop's (see :class:`HeartbeatSweep`): called
-        from the receive path, once per read."""
+        from the receive path at most every :data:`HEARTBEAT_CHECK_PERIOD` seconds."""
+        self._heartbeat_check_at = now + HEARTBEAT_CHECK_PERIOD
         if self._conn.heartbeat_due(now) and self._phase is _Phase.OPEN:
             self._send_heartbeat_now()
         sweep = self._sweep
@@ -552,12 +569,16 @@ class AsyncSession(asyncio.Protocol):
             self._wake_reader()
 
     def _take(self, limit: int) -> list[Any]:
-        queue = self._queue
-        if queue and self._dispatching:  # queued before delivery to the callback started
-            events = list(queue)
-            queue.clear()
-            return events
         return self._take_events(limit)
+
+    def _take_queued(self) -> list[Any]:
+        """Callback mode: what was queued before delivery to the callback started (at most once)."""
+        queue = self._queue
+        if not queue:
+            return []
+        events = list(queue)
+        queue.clear()
+        return events
 
     def _run_pump(self) -> None:
         """Run the pump now; if a callback suspends, a task finishes it."""
@@ -578,10 +599,15 @@ class AsyncSession(asyncio.Protocol):
         """Hand every event ready to ``on_msg_coro``, in order, until none is left."""
         callback = self.on_msg_coro
         assert callback is not None
-        take = self._take
+        for event in self._take_queued():
+            await callback(event)
+        take = self._take_events
+        conn = self._conn
         while not self._holding and (events := take(DELIVERY_BATCH)):
             for event in events:
                 await callback(event)
+            if not conn.pending:
+                break  # the usual end of a read: no need to ask the core again
 
     async def _finish_pump(self, suspended: _Resume) -> None:
         try:

@@ -346,6 +346,14 @@ class SoupConnection:
         return self._decoder.unread_bytes
 
     @property
+    def pending(self) -> bool:
+        """True when :meth:`next_events` may have something to return (bytes not decoded yet, a
+        state change held back, or the peer's end of stream to report)."""
+        return self._receiving and (
+            self._decoder.unread_bytes > 0 or self._held is not None or self._eof or self._failure is not None
+        )
+
+    @property
     def peer_closed(self) -> bool:
         """True once :meth:`receive_data` was given the peer's end of stream."""
         return self._eof

@@ -251,7 +251,10 @@ class SoupDecoder:
         if data:
             self.bytes_fed += len(data)
             self.unread_bytes += len(data)
-            self._reads.append(data)
+            if self._position >= len(self._data) and not self._reads and not self._pending:
+                self._data, self._position = data, 0  # the usual case: the last read was used up
+            else:
+                self._reads.append(data)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[SoupMessage]:
         """Add received bytes; return every message they complete, oldest first.

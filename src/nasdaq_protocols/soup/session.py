@@ -403,8 +403,8 @@ class SoupClientSession(SoupSession):
 
     # ------------------------------------------------------------------ receiving
 
-    def _on_data(self) -> None:
-        if self._conn.state is not State.LOGGED_IN and not self._dispatching:
+    def _on_data_queued(self) -> None:
+        if self._conn.state is not State.LOGGED_IN:
             # Before the login is answered, the answer is decoded at once (login() waits for it);
             # a Debug before it is queued. What follows the answer stays for the application.
             while self._conn.state is State.LOGIN_PENDING and self.is_active():
@@ -415,11 +415,15 @@ class SoupClientSession(SoupSession):
                     self._queue.extend(events)
                 else:
                     self._on_control(events[0])
-        super()._on_data()
+        super()._on_data_queued()
 
     def _take_events(self, limit: int) -> list[SoupMessage]:
         while True:
-            events = self._next_events(limit)
+            try:
+                events = self._conn.next_events(limit)
+            except (InvalidSoupMessage, RemoteProtocolError) as exc:
+                self._on_remote_error(exc)
+                return []
             if not events:
                 return events
             last = events[-1]
@@ -439,13 +443,20 @@ class SoupClientSession(SoupSession):
         # handled while its callback runs.
         callback = self.on_msg_coro
         assert callback is not None
-        take = self._take
         sequenced = SequencedData
+        for event in self._take_queued():
+            if event.__class__ is sequenced:
+                self.sequence = event.sequence
+            await callback(event)
+        take = self._take_events
+        conn = self._conn
         while not self._holding and (events := take(DELIVERY_BATCH)):
             for event in events:
                 if event.__class__ is sequenced:
                     self.sequence = event.sequence
                 await callback(event)
+            if not conn.pending:
+                break  # the usual end of a read: no need to ask the connection again
 
     def receive_msg_nowait(self) -> Any | None:
         message = super().receive_msg_nowait()
@@ -547,11 +558,12 @@ class SoupServerSession(SoupSession):
         if self._plain_send:
             # The hot path of a seed-API server: framed straight into the write buffer, one write
             # per event-loop turn (measured in bench: see BENCHMARKS.md, "seed-API server").
-            if not self.is_active() or self._transport is None:
-                raise self._closed_error()
-            self._out.append(self._conn.send_sequenced(payload))
-            if self._flush_handle is None:
-                self._flush_handle = self._loop.call_soon(self._scheduled_flush)  # type: ignore[union-attr]
+            if self._flush_handle is not None:  # not the first write of this loop turn
+                if not self.is_active():
+                    raise self._closed_error()
+                self._out.append(self._conn.send_sequenced(payload))
+            else:
+                self._write(self._conn.send_sequenced(payload))
         else:
             self._send(SequencedData(payload))
         self.sequence += 1
@@ -582,10 +594,13 @@ class SoupServerSession(SoupSession):
     async def _pump(self) -> None:
         # Received packets were checked by the connection as they were decoded.
         dispatch = self._dispatch_client_message
-        take = self._take
+        take = self._take_events
+        conn = self._conn
         while not self._holding and (events := take(DELIVERY_BATCH)):
             for event in events:
                 await dispatch(event)
+            if not conn.pending:
+                break
 
     async def _handle_client_message(self, msg: SoupMessage) -> None:
         """A client packet decoded elsewhere (``on_msg_coro``): check it, then handle it."""
