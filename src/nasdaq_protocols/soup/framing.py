@@ -27,7 +27,6 @@ is built inline rather than through the per-type decoders of :mod:`.core`.
 from __future__ import annotations
 
 import collections
-import importlib
 import os
 from collections.abc import Callable, Iterable
 
@@ -161,11 +160,14 @@ def _choose_walker() -> tuple[Walker, str]:
     if os.environ.get("SOUPBINTCP_NO_EXTENSIONS"):
         return python_walk_packets, "python (SOUPBINTCP_NO_EXTENSIONS is set)"
     try:
-        walker = importlib.import_module("._walker", __package__)
+        from . import _walker  # built by setup.py from _walker.c when a C compiler is present
     except ImportError:
         return python_walk_packets, "python (the compiled walker is not built)"
-    walker.setup(SequencedData, decode_payload, InvalidSoupMessage, length_error)
-    return walker.walk_packets, "compiled"
+    try:
+        _walker.setup(SequencedData, decode_payload, InvalidSoupMessage, length_error)
+    except TypeError as exc:  # SequencedData is no longer a class the C code can fill in
+        return python_walk_packets, f"python (the compiled walker cannot be used: {exc})"
+    return _walker.walk_packets, "compiled"
 
 
 #: The walker in use: the compiled one when built and allowed, else :func:`python_walk_packets`.
