@@ -13,6 +13,7 @@ machine with a C compiler must build it.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -46,12 +47,14 @@ from nasdaq_protocols.soup.framing import (
     frame_packets,
     frame_sequenced,
     length_error,
+    python_scan_packets,
     python_walk_packets,
 )
 
 FORCED_PYTHON = bool(os.environ.get("SOUPBINTCP_NO_EXTENSIONS"))
 
 Walker = Callable[[bytes, int, int, int, int], WalkResult]
+Scanner = Callable[[bytes | bytearray, int, int, int], tuple[int, int, int]]
 
 
 def load_compiled() -> ModuleType | None:
@@ -85,6 +88,13 @@ def compiled_walk() -> Walker:
         pytest.fail("the compiled walker (nasdaq_protocols.soup._walker) is not built")
     walk: Walker = compiled.walk_packets
     return walk
+
+
+def compiled_scan() -> Scanner:
+    if compiled is None:
+        pytest.fail("the compiled walker (nasdaq_protocols.soup._walker) is not built")
+    scan: Scanner = compiled.scan_packets
+    return scan
 
 
 # --------------------------------------------------------------------------- comparing two results
@@ -122,11 +132,13 @@ def packet(type_byte: bytes, payload: bytes = b"") -> bytes:
 def test_the_compiled_walker_is_active() -> None:
     assert framing.WALKER == "compiled", f"framing.WALKER is {framing.WALKER!r}"
     assert framing.walk_packets is compiled_walk()
+    assert framing.scan_packets is compiled_scan()
 
 
 @pytest.mark.skipif(not FORCED_PYTHON, reason="only with SOUPBINTCP_NO_EXTENSIONS set")
 def test_the_environment_variable_forces_the_python_walker() -> None:
     assert framing.walk_packets is python_walk_packets
+    assert framing.scan_packets is python_scan_packets
     assert "SOUPBINTCP_NO_EXTENSIONS" in framing.WALKER
 
 
@@ -429,6 +441,89 @@ def test_random_splits_through_the_decoder(sent: list[SoupMessage], draw: st.Dat
     assert outcomes[0] == outcomes[1]
 
 
+# --------------------------------------------------------------------------- scan_packets
+
+
+def assert_same_scan(buffer: bytes | bytearray, position: int, end: int, limit: int) -> tuple[int, int, int]:
+    expected = python_scan_packets(buffer, position, end, limit)
+    got = compiled_scan()(buffer, position, end, limit)
+    assert got == expected, (bytes(buffer[position : position + 40]), position, end, limit)
+    assert all(type(value) is int for value in got)
+    return got
+
+
+SCANS = frame_sequenced([b"one", b"", b"three"])  # packets at 0, 6, 9; 17 bytes
+
+# (name, buffer, position, end, limit)
+SCAN_TABLE: list[tuple[str, bytes, int, int, int]] = [
+    ("all", SCANS, 0, len(SCANS), 100),
+    ("limit 0: only the size of the first", SCANS, 0, len(SCANS), 0),
+    ("limit 1", SCANS, 0, len(SCANS), 1),
+    ("limit 2", SCANS, 0, len(SCANS), 2),
+    ("negative limit", SCANS, 0, len(SCANS), -1),
+    ("a huge limit", SCANS, 0, len(SCANS), 1 << 100),
+    ("from the second", SCANS, 6, len(SCANS), 100),
+    ("end inside the last", SCANS, 0, len(SCANS) - 1, 100),
+    ("end after its type byte", SCANS, 0, 12, 100),
+    ("end after its length field", SCANS, 0, 11, 100),
+    ("end inside its length field", SCANS, 0, 10, 100),
+    ("end at the position", SCANS, 6, 6, 100),
+    ("end before the position", SCANS, 9, 6, 100),
+    ("position past the end", SCANS, len(SCANS) + 5, len(SCANS), 100),
+    ("a negative end", SCANS, 0, -3, 100),
+    ("a length of 0", SCANS + b"\x00\x00S", 0, len(SCANS) + 3, 100),
+    ("a length of 0 at the end", SCANS + b"\x00\x00", 0, len(SCANS) + 2, 100),
+    ("not Sequenced Data", SCANS + LOGIN_ACCEPTED + SCANS, 0, 2 * len(SCANS) + len(LOGIN_ACCEPTED), 100),
+    ("the largest length field", b"\xff\xffS" + bytes(10), 0, 13, 100),
+    ("empty", b"", 0, 0, 100),
+]
+
+
+@pytest.mark.parametrize("convert", [bytes, bytearray], ids=["bytes", "bytearray"])
+@pytest.mark.parametrize(
+    ("buffer", "position", "end", "limit"),
+    [row[1:] for row in SCAN_TABLE],
+    ids=[row[0] for row in SCAN_TABLE],
+)
+def test_scan_table(
+    convert: Callable[[bytes], bytes | bytearray], buffer: bytes, position: int, end: int, limit: int
+) -> None:
+    assert_same_scan(convert(buffer), position, end, limit)
+
+
+def test_scan_outside_the_buffer_is_refused() -> None:
+    # Outside the contract; the Python scanner would raise IndexError or read from the end.
+    for position, end in ((-1, len(SCANS)), (0, len(SCANS) + 1)):
+        with pytest.raises(ValueError, match="scan_packets"):
+            compiled_scan()(SCANS, position, end, 100)
+    with pytest.raises(TypeError):
+        compiled_scan()("not a buffer", 0, 0, 1)  # type: ignore[arg-type]
+
+
+@settings(max_examples=500)
+@given(streams, st.data(), limits, st.booleans())
+def test_random_scans(data: bytes, draw: st.DataObject, limit: int, as_bytearray: bool) -> None:
+    end = draw.draw(st.integers(-2, len(data)), label="end")
+    position = draw.draw(st.integers(0, len(data) + 2), label="position")
+    assert_same_scan(bytearray(data) if as_bytearray else data, position, end, limit)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.binary(max_size=40), max_size=40), st.integers(1, 7), st.data())
+def test_scanning_a_journal_in_steps(payloads: list[bytes], step: int, draw: st.DataObject) -> None:
+    # As the journal does: step `step` packets at a time to the end of what is written so far.
+    journal = bytearray(frame_sequenced(payloads))
+    end = draw.draw(st.integers(0, len(journal)), label="end")
+    position = count = 0
+    while True:
+        position, stepped, _ = assert_same_scan(journal, position, end, step)
+        count += stepped
+        if stepped < step:
+            break
+    whole = [n for n in range(len(payloads) + 1) if len(frame_sequenced(payloads[:n])) <= end]
+    assert (position, count) == (len(frame_sequenced(payloads[: whole[-1]])), whole[-1])
+
+
 # --------------------------------------------------------------------------- references and memory
 
 
@@ -450,6 +545,16 @@ def test_many_walks_leak_neither_references_nor_memory(compiled_walker: ModuleTy
     ]
     watched = [sequence, big_sequence, max_size, *(arguments[0] for arguments in inputs), inputs[-1][1]]
 
+    scan = compiled_walker.scan_packets
+    journal = bytearray(THREE * 50 + LOGIN_ACCEPTED)
+    scans: list[tuple[object, ...]] = [
+        (journal, 0, len(journal), 1 << 30),
+        (journal, 0, len(journal) - 1, 7),
+        (journal, -1, 0, 1),  # a ValueError
+        (journal, "bad position", 0, 1),  # a TypeError
+    ]
+    watched.append(journal)
+
     def run(times: int) -> None:
         for _ in range(times):
             for arguments in inputs:
@@ -458,6 +563,9 @@ def test_many_walks_leak_neither_references_nor_memory(compiled_walker: ModuleTy
                 except TypeError:
                     continue
                 del result
+            for arguments in scans:
+                with contextlib.suppress(TypeError, ValueError):
+                    scan(*arguments)
 
     run(50)
     gc.collect()
@@ -475,5 +583,8 @@ def test_many_walks_leak_neither_references_nor_memory(compiled_walker: ModuleTy
     finally:
         tracemalloc.stop()
     assert [sys.getrefcount(value) for value in watched] == counts
+    # Every buffer export was released: a bytearray with a live one cannot change size.
+    journal.append(0)
+    inputs[2][0].append(0)  # type: ignore[attr-defined]
     grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     assert grown < 16 * 1024, f"{grown} bytes more after 2,000 rounds of walks"

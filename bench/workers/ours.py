@@ -461,18 +461,20 @@ def micro(count: int, size: int) -> None:
 
 
 def walker(runs: int, size: int) -> None:
-    """Each packet walker on one 256 KiB read of ``size``-byte Sequenced Data: ns per message.
+    """Each packet walker (and scanner) on one 256 KiB read of ``size``-byte Sequenced Data.
 
     The pure-Python walker and the compiled one (when built; imported directly, so even with
     SOUPBINTCP_NO_EXTENSIONS set) walk the same read ``runs`` times each, in turns so that a slow
     spell of the machine slows both alike; each gets the median of its runs. A walk builds the
-    whole read's messages; freeing them is not timed (it costs both walkers the same).
+    whole read's messages; freeing them is not timed (it costs both walkers the same). Reports
+    nanoseconds per message (walk) and per packet (scan).
     """
     from nasdaq_protocols.soup import framing
     from nasdaq_protocols.soup.core import InvalidSoupMessage, SequencedData, decode_payload
 
     read = sequenced_block(256 * 1024 // (size + 3) + 1, size)[: 256 * 1024]
     walkers: dict[str, Any] = {"python": framing.python_walk_packets}
+    scanners: dict[str, Any] = {"python": framing.python_scan_packets}
     compiled = ""
     try:
         from nasdaq_protocols.soup import _walker
@@ -480,17 +482,30 @@ def walker(runs: int, size: int) -> None:
         compiled = f"not built ({exc})"
     else:
         _walker.setup(SequencedData, decode_payload, InvalidSoupMessage, framing.length_error)
-        walkers["compiled"] = _walker.walk_packets
+        walkers["compiled"], scanners["compiled"] = _walker.walk_packets, _walker.scan_packets
     messages = len(framing.python_walk_packets(read, 0, 1 << 30, 0, framing.MAX_PACKET_SIZE)[0])
     seconds: dict[str, list[float]] = {name: [] for name in walkers}
+    scan_seconds: dict[str, list[float]] = {name: [] for name in scanners}
     for _ in range(runs):
         for name, walk in walkers.items():
             started = time.perf_counter()
             result = walk(read, 0, 1 << 30, 0, framing.MAX_PACKET_SIZE)
             seconds[name].append(time.perf_counter() - started)
             del result
-    ns = {name: statistics.median(times) / messages * 1e9 for name, times in seconds.items()}
-    report(messages=messages, bytes=len(read), active=framing.WALKER, compiled=compiled, ns_per_message=ns)
+        for name, scan in scanners.items():  # the journal's step over stored Sequenced Data
+            started = time.perf_counter()
+            scan(read, 0, len(read), 1 << 30)
+            scan_seconds[name].append(time.perf_counter() - started)
+    report(
+        messages=messages,
+        bytes=len(read),
+        active=framing.WALKER,
+        compiled=compiled,
+        ns_per_message={name: statistics.median(times) / messages * 1e9 for name, times in seconds.items()},
+        scan_ns_per_packet={
+            name: statistics.median(times) / messages * 1e9 for name, times in scan_seconds.items()
+        },
+    )
 
 
 def build_journal(path: str, count: int, size: int) -> None:

@@ -1,15 +1,17 @@
 /*
- * The compiled twin of nasdaq_protocols.soup.framing.python_walk_packets.
+ * The compiled twins of nasdaq_protocols.soup.framing.python_walk_packets and
+ * python_scan_packets.
  *
- * What belongs here: the walk over the whole packets of one read, and nothing else. It reads the
- * 2-byte length fields, builds Sequenced Data inline and hands every other packet type to the
- * Python decode_payload; the contract is python_walk_packets's docstring, followed to the letter
- * (tests/test_walker.py compares the two on tables of bytes and random streams). Every rule about
- * what a packet may hold stays in Python: if a rule must change, change it there, not here.
+ * What belongs here: the walk over the whole packets of one read (walk_packets) and the step over
+ * a run of Sequenced Data (scan_packets), nothing else. walk_packets reads the 2-byte length
+ * fields, builds Sequenced Data inline and hands every other packet type to the Python
+ * decode_payload. The contracts are the Python functions' docstrings, followed to the letter
+ * (tests/test_walker.py and fuzz/fuzz_walker.py compare the twins on the same bytes). Every rule
+ * about what a packet may hold stays in Python: if a rule must change, change it there, not here.
  *
- * framing._choose_walker() imports this module and calls setup() once with the Python objects it
- * needs; walk_packets() refuses to run before that. SOUPBINTCP_NO_EXTENSIONS=1 makes framing use
- * the pure-Python walker instead (and makes setup.py skip building this file).
+ * framing._choose_walker() imports this module and calls setup() once with the Python objects
+ * walk_packets needs; walk_packets() refuses to run before that. SOUPBINTCP_NO_EXTENSIONS=1 makes
+ * framing use the pure-Python functions instead (and makes setup.py skip building this file).
  *
  * Speed (the 256 KiB read of 32-byte Sequenced Data of `python -m bench --scenario walker`,
  * CPython 3.11): about 100 ns per message against about 460 for python_walk_packets. Half of the
@@ -20,6 +22,7 @@
  *     reads from the class's member descriptors and checks. Calling the descriptors'
  *     tp_descr_set instead cost 10 ns more per message (57 instead of 45 with the collector off).
  *   - The sequence number is a C long long while it fits (always, in practice), else Python ints.
+ * scan_packets: about 5 ns per packet against about 320 for python_scan_packets.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -383,9 +386,66 @@ failed_early:
     return NULL;
 }
 
+PyDoc_STRVAR(scan_packets_doc,
+             "scan_packets(buffer, position, end, limit)\n--\n\n"
+             "Step over whole Sequenced Data packets in buffer[position:end]: the compiled twin of\n"
+             "framing.python_scan_packets, whose docstring is the contract.\n\n"
+             "Returns (position, count, size). buffer may be any contiguous buffer. A negative\n"
+             "position, or an end beyond the buffer, raises ValueError.");
+
+static PyObject *
+walker_scan_packets(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "scan_packets() takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    Py_ssize_t position = PyNumber_AsSsize_t(args[1], NULL);
+    if (position == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t end = PyNumber_AsSsize_t(args[2], NULL);
+    if (end == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t limit = PyNumber_AsSsize_t(args[3], NULL);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (position < 0 || end > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError,
+                        "scan_packets(): position must not be negative, nor end beyond the buffer");
+        return NULL;
+    }
+    const unsigned char *buffer = (const unsigned char *)view.buf;
+    Py_ssize_t count = 0, size = 0;
+    /* No call into Python below: the buffer cannot change while it is read. */
+    while (count < limit && position <= end - 3) {
+        const Py_ssize_t length = ((Py_ssize_t)buffer[position] << 8) | buffer[position + 1];
+        if (length == 0 || buffer[position + 2] != SEQUENCED_DATA || position + 2 + length > end) {
+            size = 2 + length;
+            goto done;
+        }
+        position += 2 + length;
+        count++;
+    }
+    if (position <= end - 2) {
+        size = 2 + (((Py_ssize_t)buffer[position] << 8) | buffer[position + 1]);
+    }
+done:
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(nnn)", position, count, size);
+}
+
 static PyMethodDef walker_methods[] = {
     {"setup", (PyCFunction)(void (*)(void))walker_setup, METH_FASTCALL, setup_doc},
     {"walk_packets", (PyCFunction)(void (*)(void))walker_walk_packets, METH_FASTCALL, walk_packets_doc},
+    {"scan_packets", (PyCFunction)(void (*)(void))walker_scan_packets, METH_FASTCALL, scan_packets_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,3 +14,6 @@ def setup(
 def walk_packets(
     data: bytes, position: int, limit: int, sequence: int, max_size: int, /
 ) -> tuple[list[SoupMessage], int, int, InvalidSoupMessage | None]: ...
+def scan_packets(
+    buffer: bytes | bytearray, position: int, end: int, limit: int, /
+) -> tuple[int, int, int]: ...
