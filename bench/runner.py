@@ -583,6 +583,13 @@ def fanout_rows(ctx: Context) -> list[Row]:
     end_to_end = Row(
         f"fan-out: end to end, {clients} clients", "aggregate msg/s (library clients)", "msg/s", True
     )
+    scraped = Row(
+        f"fan-out: 1 server -> {clients} clients, /metrics scraped every 100 ms",
+        "server CPU with / without metrics",
+        "x",
+        False,
+        target="~1.00x (nothing on the hot path)",
+    )
     per_process = clients // sizes.fanout_processes
     capacity.notes.append(
         f"the server publishes {sizes.fanout_capacity_messages:,} messages of {sizes.payload} bytes (publish"
@@ -598,6 +605,9 @@ def fanout_rows(ctx: Context) -> list[Row]:
         " capped); the client processes decode on the same 2 cores as the server"
     )
     delivered: dict[str, list[int]] = {}
+    scrapes: list[int] = []
+    server_cpu: list[float] = []  # of each run, in order
+    rate_ratios: list[float] = []
 
     def fanout(
         column: str,
@@ -641,6 +651,9 @@ def fanout_rows(ctx: Context) -> list[Row]:
             ]
             reports = [process.read_json(sizes.timeout) for process in processes]
             final = server.stop(60)
+        if "--metrics" in server_options:
+            scrapes.append(final["scrapes"])
+        server_cpu.append(final.get("cpu_seconds", 0.0))
         received = sum(report["messages"] for report in reports)
         delivered.setdefault(column, []).append(received)
         return float(received / (max(report["last_at"] for report in reports) - final["publish_started_at"]))
@@ -676,6 +689,29 @@ def fanout_rows(ctx: Context) -> list[Row]:
                 *[tuple(options)] * 2,
             ),
         )
+
+    def with_over_without() -> float:
+        # Paired: the two runs follow each other, so a slow spell of the machine hits both.
+        without = fanout(OURS, ctx.ours, ctx.raw, "sink", sizes.fanout_capacity_messages, (), sink)
+        cpu_without = server_cpu[-1]
+        with_metrics = fanout(
+            OURS + "/metrics", ctx.ours, ctx.raw, "sink", sizes.fanout_capacity_messages, ("--metrics",), sink
+        )
+        rate_ratios.append(with_metrics / without)
+        return server_cpu[-1] / cpu_without
+
+    log("fan-out with /metrics scraped")
+    ctx.measure(scraped.cells, OURS, with_over_without)
+    scraped.notes.append(
+        "the capacity run above, once as it is and once with SoupServer(metrics=...) scraped over HTTP"
+        " every 100 ms by a task in the server's own process (so the server pays for both sides of each"
+        " scrape), in pairs; the server's CPU seconds from the first publish until it is stopped, the"
+        " ratio of each pair, median over the pairs. Scrapes per run: "
+        + ", ".join(str(n) for n in scrapes)
+        + "; aggregate msg/s with / without, per pair: "
+        + ", ".join(f"{ratio:.2f}x" for ratio in rate_ratios)
+        + " (the clients, on the same 2 cores, set that rate)"
+    )
     log("fan-out raw")
     ctx.measure(
         capacity.cells,
@@ -722,7 +758,7 @@ def fanout_rows(ctx: Context) -> list[Row]:
     else:
         capacity.cells[REFERENCE] = ctx.reference_missing()
         end_to_end.cells[REFERENCE] = ctx.reference_missing()
-    return [capacity, end_to_end]
+    return [capacity, end_to_end, scraped]
 
 
 # --------------------------------------------------------------------------- scenario: memory
@@ -873,6 +909,8 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value + 0.0:.1f} MB" if abs(value) >= 0.05 else "0.0 MB"
     if unit == "%":
         return f"{value:.0f} %"
+    if unit == "x":
+        return f"{value:.2f}x"
     return f"{value:.4g}"
 
 

@@ -120,6 +120,18 @@ class FakeTransport(asyncio.Transport):
             if not self.buffered:
                 self.loop.call_soon(self.lose, None)
 
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        # A graceful close: the sending side is shut down after the flush; the simulated peer
+        # reads everything and hangs up too, which ends the session's linger.
+        self.closed_by_protocol = True
+        if not self.closing:
+            self.closing = True
+            if not self.buffered:
+                self.loop.call_soon(self.lose, None)
+
     def abort(self) -> None:
         self.closed_by_protocol = True
         self.closing = True

@@ -45,6 +45,7 @@ from nasdaq_protocols.soup import (
     subscribe,
 )
 from nasdaq_protocols.soup.jetstream import JetStreamPublisher, JetStreamStore, parse_store_url
+from nasdaq_protocols.soup.store import ServedStore, served_store
 from nasdaq_protocols.soup.subscriber import Subscriber
 
 pytestmark = pytest.mark.nats
@@ -581,6 +582,9 @@ async def test_gateways_are_read_only_and_payloads_are_bounded(
         store.append(b"x")
     with pytest.raises(StoreError, match="publish"):
         server.publish(b"x")
+    assert isinstance(store, ServedStore) and served_store(store) is store and store.readonly
+    with pytest.raises(StoreError, match="publish"):
+        store.append_batch([b"x"])
     with pytest.raises(ValueError, match="65534"):
         await store.publish(b"x" * 65535)
     assert await store.publish(b"y" * 65534) == 1  # through JetStream, then the mirror
@@ -657,7 +661,7 @@ async def test_an_out_of_order_delivery_is_never_stored(
     # forbids forging $JS.ACK replies, so it is handed to the store as the NATS client would.)
     forged = Msg(store._client, subject=store.deliver_subject or "", reply="$JS.ACK.ORDER.c.1.15.1.0.0")
     forged.data = b"forged"
-    await store._on_delivery(forged)
+    await store._follower.on_delivery(forged)
     await wait_until(lambda: store.resyncs >= 1, "a re-sync after the out-of-order delivery")
     assert store.last_sequence == 10
     await publisher.publish_many(payload(n) for n in range(11, 16))

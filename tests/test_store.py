@@ -22,7 +22,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,10 +36,17 @@ from nasdaq_protocols.soup.framing import SoupDecoder, frame_sequenced
 from nasdaq_protocols.soup.store import (
     JOURNAL_HEADER_SIZE,
     FileStore,
+    ForeignStore,
     MemoryStore,
     MessageStore,
+    Payload,
+    ServedStore,
+    StoreBase,
     StoreError,
+    served_store,
 )
+from nasdaq_protocols.soup.store import file as file_store_module
+from nasdaq_protocols.soup.store import journal as journal_module
 
 AnyStore = MemoryStore | FileStore
 
@@ -252,6 +259,104 @@ def test_read_packets_matches_a_model(
                     assert store.get(start) == payloads[start - 1]
 
 
+# --------------------------------------------------------------------------- what a server needs
+
+
+class MinimalStore:
+    """A user's store with the MessageStore members only (backed by a MemoryStore)."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore("MIN")
+        self.closed = False
+
+    @property
+    def last_sequence(self) -> int:
+        return self.inner.last_sequence
+
+    @property
+    def session(self) -> str:
+        return self.inner.session
+
+    def append(self, payload: Payload) -> int:
+        return self.inner.append(payload)
+
+    def append_many(self, payloads: Iterable[Payload]) -> int:
+        return self.inner.append_many(payloads)
+
+    def read_packets(self, start: int, max_bytes: int = 1 << 20) -> tuple[bytes, int]:
+        return self.inner.read_packets(start, max_bytes)
+
+    def get(self, sequence: int) -> bytes:
+        return self.inner.get(sequence)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class NamingMinimalStore(MinimalStore):
+    """A user's store that also keeps a session name and closes asynchronously."""
+
+    readonly = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.named: list[str] = []
+        self.async_closed = False
+
+    def name_session(self, session: str) -> None:
+        self.named.append(session)
+
+    async def aclose(self) -> None:
+        self.async_closed = True
+
+
+def test_every_store_here_is_served_as_it_is(store: AnyStore) -> None:
+    assert isinstance(store, ServedStore)
+    assert isinstance(store, StoreBase)
+    assert served_store(store) is store
+    store.set_append_listener(lambda packets, count, first: None)  # nothing to announce, ever
+    store.set_end_listener(lambda: None)
+    assert store.readonly is False
+
+
+async def test_a_store_written_elsewhere_gets_the_defaults() -> None:
+    user_store = MinimalStore()
+    assert isinstance(user_store, MessageStore) and not isinstance(user_store, ServedStore)
+    served = served_store(user_store)
+    assert isinstance(served, ForeignStore) and served.wrapped is user_store
+    assert served.readonly is False
+    assert served.append_batch([b"one", b"two"]) == (2, frame_sequenced([b"one", b"two"]))
+    assert served.append_batch([]) == (2, b"")
+    with pytest.raises(ValueError):
+        served.append_batch([b"three", bytes(MAX_PAYLOAD_SIZE + 1)])
+    assert user_store.last_sequence == 2, "an oversize payload stored part of the batch"
+    served.set_append_listener(print)
+    served.set_end_listener(print)
+    served.name_session("MIN")  # cannot keep a name: nothing happens
+    assert served.read_packets(1) == (frame_sequenced([b"one", b"two"]), 2)
+    assert served.get(2) == b"two"
+    await served.aclose()
+    assert user_store.closed
+
+
+async def test_a_store_written_elsewhere_keeps_the_capabilities_it_has() -> None:
+    user_store = NamingMinimalStore()
+    served = served_store(user_store)
+    served.name_session("NEW")
+    assert user_store.named == ["NEW"]
+    await served.aclose()
+    assert user_store.async_closed and not user_store.closed
+
+
+def test_the_stores_walk_length_fields_only_through_scan_packets() -> None:
+    package = Path(inspect.getfile(store_module)).parent
+    for path in package.glob("*.py"):
+        assert "<< 8" not in path.read_text(), f"{path.name} reads a length field itself"
+
+
 # --------------------------------------------------------------------------- journal file
 
 JOURNAL_MAGIC = b"SOUPJRNL"
@@ -368,6 +473,42 @@ def test_a_torn_tail_is_cut_and_reported(
     with FileStore(path) as store:
         assert store.recovered_bytes == 0
         assert store.get(41) == b"after the cut"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(
+        st.integers(0, 30_000) | st.sampled_from([0, 1, MAX_PAYLOAD_SIZE]), min_size=1, max_size=12
+    ),
+    index_every=st.integers(1, 6),
+    cut=st.integers(0, 10**6),
+    garbage=st.sampled_from([b"", b"\x00\x05Uabcd", b"\x00\x00", b"\x00"]),
+)
+def test_opening_walks_records_across_read_chunks_and_stops_at_the_first_bad_one(
+    sizes: list[int], index_every: int, cut: int, garbage: bytes
+) -> None:
+    # Reads of the smallest chunk that always holds a whole record, so records straddle them.
+    payloads = [bytes([n % 251]) * size for n, size in enumerate(sizes)]
+    records = [frame_sequenced([payload]) for payload in payloads]
+    with tempfile.TemporaryDirectory() as directory, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(journal_module, "SCAN_CHUNK", journal_module.LARGEST_RECORD)
+        path = Path(directory) / "journal"
+        with FileStore(path, session="S") as store:
+            store.append_many(payloads)
+        data = path.read_bytes()
+        kept = JOURNAL_HEADER_SIZE + cut % (len(data) - JOURNAL_HEADER_SIZE + 1)
+        whole, end = 0, JOURNAL_HEADER_SIZE
+        while whole < len(records) and end + len(records[whole]) <= kept:
+            end += len(records[whole])
+            whole += 1
+        tail = data[end:kept] + (garbage if kept == end else b"")  # garbage could complete a record
+        path.write_bytes(data[:end] + tail)
+        with FileStore(path, readonly=True, index_every=index_every) as store:
+            assert store.last_sequence == whole
+            assert store.recovered_bytes == len(tail)
+            assert (store.tail_problem is None) == (store.recovered_bytes == 0)
+            assert [store.get(n) for n in range(1, whole + 1)] == payloads[:whole]
+            assert store.read_packets(1, 1 << 30) == (b"".join(records[:whole]), whole)
 
 
 def test_zeros_a_machine_crash_left_are_cut_however_many(tmp_path: Path) -> None:
@@ -652,8 +793,8 @@ def test_a_write_that_cannot_be_undone_leaves_a_tail_the_next_open_cuts(
 @pytest.fixture
 def small_index_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """Write index files for journals of any size, and every 50 messages."""
-    monkeypatch.setattr(store_module, "_INDEX_FILE_MIN_MESSAGES", 1)
-    monkeypatch.setattr(store_module, "_INDEX_FILE_EVERY", 50)
+    monkeypatch.setattr(file_store_module, "_INDEX_FILE_MIN_MESSAGES", 1)
+    monkeypatch.setattr(file_store_module, "_INDEX_FILE_EVERY", 50)
 
 
 @pytest.mark.usefixtures("small_index_files")
@@ -971,15 +1112,21 @@ def test_ten_million_messages_reopen_fast_in_little_memory(tmp_path: Path) -> No
 
 
 def test_the_store_imports_only_the_wire_format_and_the_standard_library() -> None:
-    # The package's __init__ pulls in the asyncio sessions; what matters is the module's own imports.
-    tree = ast.parse(Path(inspect.getfile(store_module)).read_text())
-    relative, absolute = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            relative.add(node.module)
-        elif isinstance(node, ast.ImportFrom):
-            absolute.add(str(node.module).split(".")[0])
-        elif isinstance(node, ast.Import):
-            absolute.update(alias.name.split(".")[0] for alias in node.names)
-    assert relative <= {"core", "errors", "framing"}
+    # The soup package's __init__ pulls in the asyncio sessions; what matters is the store
+    # modules' own imports: each other, the wire format, the standard library.
+    package = Path(inspect.getfile(store_module)).parent
+    modules = {path.stem for path in package.glob("*.py")}
+    siblings, outside, absolute = set(), set(), set()
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                siblings.add(node.module)
+            elif isinstance(node, ast.ImportFrom) and node.level:
+                outside.add((node.level, node.module))
+            elif isinstance(node, ast.ImportFrom):
+                absolute.add(str(node.module).split(".")[0])
+            elif isinstance(node, ast.Import):
+                absolute.update(alias.name.split(".")[0] for alias in node.names)
+    assert siblings <= modules | {None}
+    assert outside <= {(2, "core"), (2, "errors"), (2, "framing")}
     assert absolute <= set(sys.stdlib_module_names) - {"asyncio"}

@@ -13,7 +13,7 @@ Roles (``python -m bench.workers.ours ROLE --help``):
 * ``replay-server``: ``SoupServer`` on a read-only ``FileStore`` journal; measures its CPU between
   the client's login and its disconnection, and its RSS.
 * ``fanout-server`` / ``fanout-client``: ``SoupServer.publish_many`` to many ``connect_async``
-  sessions.
+  sessions; ``--metrics``: with ``/metrics`` served and scraped every 100 ms from the same process.
 * ``stalled-server``: ``SoupServer`` on a fresh ``FileStore``, publishing while a client that never
   reads is connected; reports RSS before and after.
 * ``build-journal``: writes the replay scenario's journal with ``FileStore.append_many``.
@@ -242,18 +242,36 @@ async def replay_server(journal: str) -> None:
     report(rss_kb=rss, peak_rss_kb=peak, **watch.measurements)
 
 
-async def fanout_server(clients: int, count: int, size: int, batch: int) -> None:
+async def scrape_every(address: tuple[str, int], interval: float, scrapes: list[int]) -> None:
+    """GET /metrics every ``interval`` seconds, as Prometheus would (here in the server's own
+    process and loop, so the server pays for both sides of each scrape)."""
+    while True:
+        reader, writer = await asyncio.open_connection(*address)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+        reply = await reader.read()
+        writer.close()
+        assert reply.startswith(b"HTTP/1.1 200 "), reply[:100]
+        scrapes[0] += 1
+        await asyncio.sleep(interval)
+
+
+async def fanout_server(clients: int, count: int, size: int, batch: int, metrics: bool = False) -> None:
     loop = asyncio.get_running_loop()
     stop = stop_event_on_stdin_eof(loop)
     # No heartbeat while clients connect (the byte-counting clients count every byte); no timeout
     # for clients that never send one.
-    server = await SoupServer(SESSION, heartbeat_interval=30.0, client_timeout=600.0).start(HOST, 0)
+    server = await SoupServer(
+        SESSION, heartbeat_interval=30.0, client_timeout=600.0, metrics=(HOST, 0) if metrics else None
+    ).start(HOST, 0)
+    scrapes = [0]
+    if server.metrics is not None:
+        scraper = asyncio.create_task(scrape_every(server.metrics.address, 0.1, scrapes))
     report(port=server.address[1])
     while len(server.clients) < clients:
         await asyncio.sleep(0.005)
     await asyncio.sleep(0.05)  # let the Login Accepted reach everyone
     payloads = [payload_of(size)] * batch
-    publish_started_at = now()
+    publish_started_at, cpu_at_publish = now(), cpu_seconds()
     published = 0
     while published < count:
         take = min(batch, count - published)
@@ -262,11 +280,16 @@ async def fanout_server(clients: int, count: int, size: int, batch: int) -> None
         await asyncio.sleep(0)  # the flush runs, writes to every caught-up client
     publish_finished_at = now()
     await stop.wait()
+    cpu = cpu_seconds() - cpu_at_publish  # publishing, writing, then idle (or scraped) until told to stop
     stats = server.stats()
+    if server.metrics is not None:
+        scraper.cancel()
     await server.close()
     report(
         publish_started_at=publish_started_at,
         publish_finished_at=publish_finished_at,
+        scrapes=scrapes[0],
+        cpu_seconds=cpu,
         drops=stats["drops"],
         peak_rss_kb=rss_kb()[1],
     )
@@ -540,6 +563,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--journal")
+    parser.add_argument("--metrics", action="store_true", help="fanout-server: serve and scrape /metrics")
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--profile", help="client roles: write cProfile stats to this file")
     arguments = parser.parse_args()
@@ -568,7 +592,9 @@ def main() -> None:
     elif role == "replay-server":
         job = replay_server(arguments.journal)
     elif role == "fanout-server":
-        job = fanout_server(arguments.clients, arguments.count, arguments.size, arguments.batch)
+        job = fanout_server(
+            arguments.clients, arguments.count, arguments.size, arguments.batch, arguments.metrics
+        )
     elif role == "stalled-server":
         job = stalled_server(arguments.clients, arguments.count, arguments.size, arguments.batch)
     else:

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from typing import Any, ClassVar, Protocol, cast
 
@@ -38,6 +39,66 @@ QUEUE_HIGH_WATER = 65536
 QUEUE_LOW_WATER = 16384
 #: Seconds a closing session waits for the peer to read what was written before aborting.
 CLOSE_GRACE_PERIOD = 5.0
+#: Seconds a gracefully closing session keeps its socket after shutting down its sending side,
+#: reading and discarding, so that the peer can read everything sent before it hangs up too.
+CLOSE_LINGER = 10.0
+#: Closes that follow data the peer may still be reading: the sending side is shut down and the
+#: socket lingers. Any other close (a peer breaking the rules, a limit) cuts the connection at once.
+GRACEFUL_CLOSES = frozenset(
+    {
+        CloseReason.END_OF_SESSION,
+        CloseReason.LOGIN_REJECTED,
+        CloseReason.LOGOUT,
+        CloseReason.LOCAL_CLOSE,
+        CloseReason.APPLICATION_ERROR,
+    }
+)
+#: A timer that fires this many seconds late was held up by a busy event loop: the peer's bytes
+#: may be waiting in the socket, unread. A timeout is then decided only after the loop has read.
+TIMER_LAG_TOLERANCE = 0.05
+
+
+class HeartbeatSweep:
+    """The sessions of one event loop that send heartbeats, swept from any session's receive path.
+
+    A loop busy with data runs timers late: with hundreds of sessions, each reader taking its
+    backlog before yielding, one turn of the loop can last seconds, and a session whose timer
+    waits for the next turn goes silent for that long (issue 13: 300 clients were dropped by their
+    server). Every session's receive path checks the clock once per read; when a sweep is due it
+    sends the heartbeats due on *every* session of the loop, so none stays silent for longer than
+    its interval plus a fraction of it, as long as the loop does any receiving at all. The timers
+    still cover an idle loop.
+    """
+
+    __slots__ = ("__weakref__", "next_sweep", "period", "sessions")
+
+    def __init__(self) -> None:
+        self.sessions: set[AsyncSession] = set()
+        self.period = float("inf")
+        self.next_sweep = 0.0
+
+    def add(self, session: AsyncSession, interval: float) -> None:
+        self.sessions.add(session)
+        self.period = min(self.period, interval / 4)
+
+    def discard(self, session: AsyncSession) -> None:
+        self.sessions.discard(session)
+
+    def sweep(self, now: float) -> None:
+        self.next_sweep = now + self.period
+        for session in list(self.sessions):
+            session._send_heartbeat_if_due(now)
+
+
+_SWEEPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HeartbeatSweep] = weakref.WeakKeyDictionary()
+
+
+def heartbeat_sweep(loop: asyncio.AbstractEventLoop) -> HeartbeatSweep:
+    """The :class:`HeartbeatSweep` of ``loop``."""
+    sweep = _SWEEPS.get(loop)
+    if sweep is None:
+        sweep = _SWEEPS[loop] = HeartbeatSweep()
+    return sweep
 
 
 class Decoder(Protocol):
@@ -135,6 +196,7 @@ class AsyncSession(asyncio.Protocol):
         self._receive_timeout_armed_at = 0.0
         self._send_timer: asyncio.TimerHandle | None = None
         self._receive_timer: asyncio.TimerHandle | None = None
+        self._sweep: HeartbeatSweep | None = None
         # counters
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -169,8 +231,9 @@ class AsyncSession(asyncio.Protocol):
         if self._closing:
             return
         self.bytes_received += len(data)
-        self._last_received = self._loop.time()  # type: ignore[union-attr]
+        self._last_received = now = self._loop.time()  # type: ignore[union-attr]
         self._receive(data)
+        self._heartbeat_if_due(now)
 
     def _receive(self, data: bytes) -> None:
         """Decode received bytes and hand the messages to :meth:`_on_messages` (the general path)."""
@@ -191,7 +254,7 @@ class AsyncSession(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         """:meta private:"""
-        return None  # let the transport close itself; connection_lost reports it
+        return None  # let the transport close itself (ends a linger too); connection_lost reports it
 
     def connection_lost(self, exc: Exception | None) -> None:
         """:meta private:"""
@@ -225,6 +288,18 @@ class AsyncSession(asyncio.Protocol):
         self._transport.write(data)
         self.bytes_sent += len(data)
         self._last_sent = self._loop.time()  # type: ignore[union-attr]
+
+    def _heartbeat_if_due(self, now: float) -> None:
+        """Send the heartbeats due now, ours and the loop's (see :class:`HeartbeatSweep`): called
+        from the receive path, once per read."""
+        sweep = self._sweep
+        if sweep is not None and now >= sweep.next_sweep:
+            sweep.sweep(now)
+
+    def _send_heartbeat_if_due(self, now: float) -> None:
+        interval = self._send_interval
+        if interval and now - self._last_sent >= interval * 0.9 and not self._closing:
+            self._write(self._heartbeat_bytes())
 
     def _closed_error(self) -> Exception:
         from nasdaq_protocols.soup.errors import SessionClosedError
@@ -277,6 +352,8 @@ class AsyncSession(asyncio.Protocol):
         self._receive_timeout_armed_at = loop.time()
         if send_interval:
             self._send_timer = loop.call_at(self._last_sent + send_interval, self._on_send_timer)
+            self._sweep = heartbeat_sweep(loop)
+            self._sweep.add(self, send_interval)
         if receive_timeout:
             self._receive_timer = loop.call_at(
                 self._receive_timeout_since() + receive_timeout, self._on_receive_timer
@@ -291,6 +368,9 @@ class AsyncSession(asyncio.Protocol):
         return self._last_received
 
     def _cancel_timers(self) -> None:
+        if self._sweep is not None:
+            self._sweep.discard(self)
+            self._sweep = None
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
@@ -322,6 +402,29 @@ class AsyncSession(asyncio.Protocol):
             # We stopped reading (the application is behind): the peer's silence is ours.
             self._last_received = since = now
         silent_for = now - since
+        if silent_for >= timeout and now - (since + timeout) > TIMER_LAG_TOLERANCE:
+            # The timer fired late: the loop was busy, and the peer's bytes may be in the socket,
+            # unread. Decide after the loop has polled the socket again: a timer due a moment
+            # from now runs after the next poll, in asyncio's loop and in uvloop alike.
+            self._receive_timer = loop.call_at(now + 0.001, self._on_receive_timer_confirmed)
+            return
+        self._decide_receive_timeout(now, since, silent_for, timeout)
+
+    def _on_receive_timer_confirmed(self) -> None:
+        timeout = self._receive_timeout
+        if self._closing or not timeout:
+            return
+        loop = self._loop
+        assert loop is not None
+        since = self._receive_timeout_since()
+        now = loop.time()
+        if self._read_pauses and self._receive_timeout_reason is not CloseReason.LOGIN_TIMEOUT:
+            self._last_received = since = now
+        self._decide_receive_timeout(now, since, now - since, timeout)
+
+    def _decide_receive_timeout(self, now: float, since: float, silent_for: float, timeout: float) -> None:
+        loop = self._loop
+        assert loop is not None
         if silent_for >= timeout:
             if self._receive_timeout_reason is CloseReason.LOGIN_TIMEOUT:
                 detail = f"no Login Request within {timeout:g} s"
@@ -521,11 +624,7 @@ class AsyncSession(asyncio.Protocol):
         self._cancel_timers()
         self.log.info("%s> closing: %s (%s)", self.session_id, reason.value, self.close_detail)
         if self._transport is not None:
-            self._transport.close()
-            # close() first flushes what was written; a peer that never reads would keep the
-            # socket and its buffer forever, so after a grace period the connection is aborted.
-            loop = self._loop or asyncio.get_event_loop()
-            loop.call_later(CLOSE_GRACE_PERIOD, self._abort_unflushed)
+            self._close_transport(reason)
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -533,6 +632,44 @@ class AsyncSession(asyncio.Protocol):
         self._on_closing()
         loop = self._loop or asyncio.get_event_loop()
         self._close_task = loop.create_task(self._finish_close(), name=f"close:{self.session_id}")
+
+    def _close_transport(self, reason: CloseReason) -> None:
+        """Close the connection: gracefully after data the peer may still be reading, else at once.
+
+        Closing a socket while the peer still sends (a heartbeat, a pipelined packet) makes the
+        kernel answer with a reset, and a reset discards whatever the peer had not read yet: the
+        end of the stream, End of Session, a Login Rejected. So a graceful close shuts down only
+        the sending side (after what was written is flushed), keeps reading and discarding until
+        the peer hangs up too, and closes after :data:`CLOSE_LINGER` seconds at the latest.
+        """
+        transport = self._transport
+        assert transport is not None
+        loop = self._loop or asyncio.get_event_loop()
+        if self._connection_lost:
+            transport.close()
+            return
+        if reason in GRACEFUL_CLOSES and transport.can_write_eof():
+            transport.write_eof()
+            if self._read_pauses:
+                transport.resume_reading()  # read (and discard) until the peer hangs up
+            loop.call_later(CLOSE_LINGER, self._end_linger)
+            return
+        transport.close()
+        # close() first flushes what was written; a peer that never reads would keep the
+        # socket and its buffer forever, so after a grace period the connection is aborted.
+        loop.call_later(CLOSE_GRACE_PERIOD, self._abort_unflushed)
+
+    def _end_linger(self) -> None:
+        transport = self._transport
+        if transport is None or self._connection_lost:
+            return
+        unsent = transport.get_write_buffer_size()
+        if unsent:
+            self.log.info("%s> peer did not read the last %d bytes: aborting", self.session_id, unsent)
+            transport.abort()
+        else:
+            self.log.debug("%s> peer did not hang up within %g s: closing", self.session_id, CLOSE_LINGER)
+            transport.close()
 
     def _abort_unflushed(self) -> None:
         transport = self._transport

@@ -6,10 +6,18 @@ Hierarchy (every class below also derives from :class:`SoupError`)::
      +-- InvalidSoupMessage      (ValueError)        malformed bytes
      |    +-- PacketTooLarge                         a length field above the receiver's limit
      +-- ProtocolError                               a valid packet in a state that forbids it
+     |    +-- RemoteProtocolError                    ... sent by the peer
+     |    +-- LocalProtocolError                     ... that the application tried to send
      +-- LoginRejectedError      (ConnectionRefusedError)  Login Rejected, or no answer to a login
      +-- ConnectError            (ConnectionError)   TCP connect failed or timed out
+     |    +-- ConnectRefusedError (ConnectionRefusedError)  nothing listens there
      +-- SessionClosedError      (ConnectionError)   sending on a closed session
+     |    +-- NotConnectedError                      a subscriber's send while it is disconnected
      +-- EndOfStream             (common.EndOfQueue, EOFError)  receive on a closed, drained session
+     +-- StoreError              (OSError)           a store refused, or its disk or JetStream failed
+     +-- SessionChangedError                         a subscriber's server now serves another session
+     +-- SequenceGapError                            a subscriber's server resumed past the next message
+     +-- SubscriberGaveUp        (ConnectionError)   a subscriber's retries ran out
 
 Where the seed API requires a builtin (``ConnectionRefusedError`` on a rejected login) the error
 is a subclass of it that adds the reason.
@@ -28,13 +36,21 @@ if TYPE_CHECKING:
 __all__ = [
     "CloseReason",
     "ConnectError",
+    "ConnectRefusedError",
     "EndOfStream",
     "InvalidSoupMessage",
+    "LocalProtocolError",
     "LoginRejectedError",
+    "NotConnectedError",
     "PacketTooLarge",
     "ProtocolError",
+    "RemoteProtocolError",
+    "SequenceGapError",
+    "SessionChangedError",
     "SessionClosedError",
     "SoupError",
+    "StoreError",
+    "SubscriberGaveUp",
 ]
 
 
@@ -61,15 +77,27 @@ class PacketTooLarge(InvalidSoupMessage):
 
 
 class ProtocolError(SoupError):
-    """A well-formed packet that the session's state does not allow (e.g. a second Login Request).
+    """A well-formed packet that the connection's state does not allow (e.g. a second Login Request).
 
     Attributes:
-        remote: True when the peer broke the rules, False when the local application tried to.
+        remote: True when the peer broke the rules (:class:`RemoteProtocolError`), False when the
+            local application tried to (:class:`LocalProtocolError`).
     """
 
-    def __init__(self, message: str, *, remote: bool = True) -> None:
-        super().__init__(message)
-        self.remote = remote
+    remote = True
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent a packet its state does not allow; the connection closes (``PROTOCOL_ERROR``)."""
+
+    remote = True
+
+
+class LocalProtocolError(ProtocolError):
+    """The application tried to send a packet the connection's state does not allow (e.g.
+    Unsequenced Data before the login was accepted); nothing was sent and nothing changed."""
+
+    remote = False
 
 
 class LoginRejectedError(SoupError, ConnectionRefusedError):
@@ -99,6 +127,11 @@ class ConnectError(SoupError, ConnectionError):
         return str(self.args[0]) if self.args else "cannot connect"
 
 
+class ConnectRefusedError(ConnectError, ConnectionRefusedError):
+    """The server refused the TCP connection (nothing listens on that port): a
+    ``ConnectionRefusedError``, as code written for nasdaq-protocols expects."""
+
+
 class SessionClosedError(SoupError, ConnectionError):
     """The session is closed (or closing): nothing can be sent on it.
 
@@ -124,3 +157,31 @@ class EndOfStream(SoupError, EndOfQueue):
     def __init__(self, message: str, close_reason: CloseReason | None = None) -> None:
         super().__init__(message)
         self.close_reason = close_reason
+
+
+class StoreError(SoupError, OSError):
+    """A store cannot do what was asked: it is closed or read-only, the journal is locked by another
+    writer or is not a journal, the operating system refused a read or write, or (JetStream) the
+    stream cannot carry a SoupBinTCP stream or NATS did not answer.
+
+    An :class:`OSError` (and a :class:`SoupError`), so that code handling I/O failures catches it;
+    when an OS call failed, ``errno`` and ``filename`` are those of that failure and the original
+    exception is chained as ``__cause__``.
+    """
+
+
+class NotConnectedError(SessionClosedError):
+    """A subscriber's ``send_unseq_data`` while disconnected: unsequenced data is never queued."""
+
+
+class SessionChangedError(SoupError):
+    """The server now serves a different session than the one the subscriber followed."""
+
+
+class SequenceGapError(SoupError):
+    """The server resumed after the next expected sequence number: messages would be missing."""
+
+
+class SubscriberGaveUp(SoupError, ConnectionError):
+    """A subscriber's reconnecting failed ``max_attempts`` times in a row, or for longer than
+    ``max_downtime``; the last failure is chained as ``__cause__``."""

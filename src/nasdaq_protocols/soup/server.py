@@ -29,7 +29,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -41,7 +41,10 @@ from .framing import MAX_PACKET_SIZE, frame_sequenced
 from .session import SoupServerSession
 from .store import MemoryStore, MessageStore
 
-__all__ = ["LIMITS", "ClientStats", "SoupServer"]
+if TYPE_CHECKING:
+    from .metrics import MetricsEndpoint
+
+__all__ = ["CLIENT_DROP_REASONS", "LIMITS", "ClientStats", "SoupServer"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,15 @@ LIMITS = (
     "login_timeout",
     "client_timeout",
 )
+
+#: Why the server closed a connection, as named in ``stats()["clients_dropped"]``.
+CLIENT_DROP_REASONS = ("lag", "client_timeout", "login_timeout", "protocol_error", "application_error")
+_DROP_REASON_OF_CLOSE: dict[CloseReason | None, str] = {
+    CloseReason.TIMEOUT: "client_timeout",
+    CloseReason.LOGIN_TIMEOUT: "login_timeout",
+    CloseReason.PROTOCOL_ERROR: "protocol_error",
+    CloseReason.APPLICATION_ERROR: "application_error",
+}
 
 
 @attrs.define
@@ -90,6 +102,8 @@ class _Stream:
         self.live_start = store.last_sequence + 1  # sequence of the first packet in `live`
         self.live_count = 0
         self.flush_scheduled = False
+        # Messages published since = last_sequence - this, read when asked (nothing per message).
+        self.sequence_at_start = store.last_sequence
         # A store that is also appended to from elsewhere (a replicated log such as JetStream)
         # tells the stream, so those messages go out live as the server's own publishes do.
         set_listener = getattr(store, "set_append_listener", None)
@@ -248,6 +262,7 @@ class ServedSession(SoupServerSession):
             detail = f"dropped: {self.lag} messages behind exceeds the limit of {max_lag}"
             log.warning("%s> %s", self.session_id, detail)
             self.server._drops += 1
+            self.server._clients_dropped["lag"] += 1
             self.server._limits_reached["max_lag"] += 1
             try:
                 self._write(Debug(detail).to_bytes()[1])
@@ -319,6 +334,10 @@ class SoupServer:
         ssl: an ``ssl.SSLContext`` to serve TLS.
         flush_interval: seconds between calls of the stores' ``flush()`` while serving, so a
             ``FileStore(durability="interval")`` syncs the end of a burst too.
+        metrics: ``(host, port)`` to serve ``/metrics`` (Prometheus) and ``/healthz`` on from
+            :meth:`start` to :meth:`close` (see :mod:`nasdaq_protocols.soup.metrics`; port 0:
+            any free port, see ``server.metrics.address``). Needs the ``metrics`` extra:
+            :meth:`start` raises ``MetricsUnavailableError`` without it.
     """
 
     def __init__(
@@ -340,6 +359,7 @@ class SoupServer:
         max_packet_size: int = MAX_PACKET_SIZE,
         flush_interval: float = 0.2,
         ssl: Any = None,
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         if credentials is not None and authenticate is not None:
             raise ValueError("give credentials or authenticate, not both")
@@ -379,12 +399,18 @@ class SoupServer:
         self._connections_total = 0
         self._logins_accepted = 0
         self._logins_rejected = 0
+        self._logins_rejected_auth = 0  # the two kinds of _logins_rejected
+        self._logins_rejected_session = 0
         self._drops = 0
+        self._clients_dropped = dict.fromkeys(CLIENT_DROP_REASONS, 0)
         self._refused_connections = 0
         #: How many times each limit was reached (see :meth:`stats`).
         self._limits_reached = dict.fromkeys(LIMITS, 0)
         self._gone_messages_sent = 0  # by clients no longer connected
         self._gone_bytes_sent = 0
+        self._metrics_address = metrics
+        #: The ``/metrics`` and ``/healthz`` endpoint while started with ``metrics=``.
+        self.metrics: MetricsEndpoint | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -395,7 +421,20 @@ class SoupServer:
         if self.flush_interval > 0:
             self._flusher = loop.create_task(self._flush_periodically(), name="soup-server-flush")
         log.info("serving session %r on %s:%d", self.session, *self.address)
+        if self._metrics_address is not None and self.metrics is None:
+            from .metrics import serve_metrics  # imports prometheus_client: only when asked for
+
+            try:
+                self.metrics = await serve_metrics(self._metrics_address, server=self)
+            except BaseException:
+                await self.close()
+                raise
         return self
+
+    @property
+    def listening(self) -> bool:
+        """True while the server accepts connections (from :meth:`start` to :meth:`close`)."""
+        return self._server is not None and self._server.is_serving()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -433,6 +472,9 @@ class SoupServer:
             else:
                 stream.store.close()
         self._server = None
+        if self.metrics is not None:  # last: /healthz says 503 while the clients are closed
+            await self.metrics.close()
+            self.metrics = None
 
     async def __aenter__(self) -> SoupServer:
         if self._server is None:
@@ -469,6 +511,9 @@ class SoupServer:
                 self._limits_reached["login_timeout"] += 1
             elif session.close_reason is CloseReason.TIMEOUT:
                 self._limits_reached["client_timeout"] += 1
+            drop_reason = _DROP_REASON_OF_CLOSE.get(session.close_reason)
+            if drop_reason is not None:
+                self._clients_dropped[drop_reason] += 1
             self._gone_messages_sent += session.messages_sent
             self._gone_bytes_sent += session.bytes_sent
         self._authenticated(session)
@@ -602,10 +647,12 @@ class SoupServer:
     async def _login(self, session: ServedSession, msg: LoginRequest) -> LoginAccepted | LoginRejected:
         if not await self._check_credentials(msg.user, msg.password):
             self._logins_rejected += 1
+            self._logins_rejected_auth += 1
             log.warning("%s> login refused: bad credentials for user %r", session.session_id, msg.user)
             return LoginRejected(LoginRejectReason.NOT_AUTHORIZED)
         if self._ended or (msg.session and msg.session != self.session):
             self._logins_rejected += 1
+            self._logins_rejected_session += 1
             why = "the session has ended" if self._ended else f"no session {msg.session!r}"
             log.warning("%s> login refused: %s", session.session_id, why)
             return LoginRejected(LoginRejectReason.SESSION_NOT_AVAILABLE)
@@ -633,28 +680,48 @@ class SoupServer:
         """Logged-in client sessions."""
         return [s for s in self._sessions if s.stream is not None and not s.is_closed()]
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, *, per_client: bool = True) -> dict[str, Any]:
         """Server counters: connections, logins, drops, messages and bytes sent, per-client stats.
+
+        ``per_client=False`` leaves out ``clients`` (a :class:`ClientStats` per client, the costly
+        part with thousands of clients: a metrics scrape does without it).
 
         ``limits_reached`` counts, per limit (the keys of :data:`LIMITS`), the connections it
         refused or closed: ``max_connections`` and ``max_unauthenticated_per_address`` refused
         connections, ``max_packet_size`` packets too large, ``max_lag`` clients dropped for lag,
         ``login_timeout`` connections that did not log in in time, ``client_timeout`` clients
         dropped for silence. Each is also logged when it happens.
+
+        ``clients_dropped`` counts, per reason (the keys of :data:`CLIENT_DROP_REASONS`), the
+        connections the server closed: ``lag`` (``max_lag``), ``client_timeout``,
+        ``login_timeout``, ``protocol_error`` (a malformed or oversized packet),
+        ``application_error`` (``on_unsequenced`` raised). ``logins_rejected`` is
+        ``logins_rejected_auth`` (bad credentials) plus ``logins_rejected_session`` (no such
+        session, or it ended). ``messages_published`` counts the messages added to the streams
+        since the server took their stores (``streams`` holds each stream's last sequence).
         """
-        clients = [s.stats() for s in self.clients]
-        return {
+        clients = [s.stats() for s in self.clients] if per_client else []
+        stats = {
             "session": self.session,
             "connected": len(self._sessions),
-            "logged_in": len(clients),
+            "logged_in": len(clients) if per_client else len(self.clients),
             "connections_total": self._connections_total,
             "connections_refused": self._refused_connections,
             "logins_accepted": self._logins_accepted,
             "logins_rejected": self._logins_rejected,
+            "logins_rejected_auth": self._logins_rejected_auth,
+            "logins_rejected_session": self._logins_rejected_session,
             "drops": self._drops,
+            "clients_dropped": dict(self._clients_dropped),
             "limits_reached": dict(self._limits_reached),
             "streams": {name or "*": s.store.last_sequence for name, s in self._streams.items()},
+            "messages_published": sum(
+                s.store.last_sequence - s.sequence_at_start for s in self._streams.values()
+            ),
             "messages_sent": self._gone_messages_sent + sum(s.messages_sent for s in self._sessions),
             "bytes_sent": self._gone_bytes_sent + sum(s.bytes_sent for s in self._sessions),
             "clients": clients,
         }
+        if not per_client:
+            del stats["clients"]
+        return stats

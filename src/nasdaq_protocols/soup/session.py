@@ -321,6 +321,7 @@ class SoupClientSession(SoupSession):
             super().data_received(data)
             return
         self.bytes_received += len(data)
+        self._heartbeat_if_due(self._loop.time())  # type: ignore[union-attr]
         decoder: SoupDecoder = self._decoder  # type: ignore[assignment]
         # The usual read ends inside a packet that the next one completes: finish it first.
         carried, position = decoder.feed_carried(data)
@@ -402,7 +403,8 @@ class SoupClientSession(SoupSession):
         as in the callback fast path; a decoded backlog would keep the garbage collector busy.
         """
         self.bytes_received += len(data)
-        self._last_received = self._loop.time()  # type: ignore[union-attr]
+        self._last_received = now = self._loop.time()  # type: ignore[union-attr]
+        self._heartbeat_if_due(now)
         self._raw.append(data)
         self._raw_size += len(data)
         if self._raw_size > self.max_unread_bytes and not self._raw_paused:
@@ -494,6 +496,8 @@ class SoupClientSession(SoupSession):
             return False
         data = self._raw.popleft()
         self._raw_size -= len(data)
+        # The application reads a whole backlog without yielding: our heartbeats go out from here.
+        self._heartbeat_if_due(self._loop.time())  # type: ignore[union-attr]
         if self._raw_paused and self._raw_size <= self.max_unread_bytes // 4:
             self._raw_paused = False
             self._resume_reading()

@@ -7,12 +7,15 @@ address or the next one in its list.
 
 Where recovery stops, it says so instead of retrying:
 
-* bad credentials (Login Rejected ``A``) raise :class:`LoginRejectedError` at once;
+* bad credentials (Login Rejected ``A``) raise :class:`LoginRejectedError` at once, and so does
+  a host name the DNS says does not exist (:class:`ConnectError`): :func:`.retry.is_retryable`
+  decides which failures are worth another attempt, :func:`.retry.backoff_delay` how long to wait;
 * a server whose session name changed (Login Rejected ``S`` for our session, or a different name
   accepted) raises :class:`SessionChangedError` rather than mix two sessions;
 * End of Session ends the iteration cleanly (``subscriber.end_of_session`` is True);
-* ``max_attempts`` failed attempts in a row, or ``max_downtime`` seconds disconnected, raise
-  :class:`SubscriberGaveUp` with the last error.
+* ``max_attempts`` failed attempts in a row (a dropped connection counts as one, however long it
+  lived: ``max_attempts=1`` stops at the first drop), or ``max_downtime`` seconds disconnected,
+  raise :class:`SubscriberGaveUp` with the last error.
 
 Messages the server sends again after a resume (a server that restarted behind us) are dropped
 by sequence number, so the iterator never repeats one; a server that resumes *ahead* of us would
@@ -27,7 +30,6 @@ import contextlib
 import inspect
 import logging
 import operator
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -37,7 +39,16 @@ import attrs
 from nasdaq_protocols.common.errors import CloseReason
 
 from .core import Debug, LoginRejectReason, SequencedData, SoupMessage
-from .errors import ConnectError, LoginRejectedError, SessionClosedError, SoupError
+from .errors import (
+    ConnectError,
+    LoginRejectedError,
+    NotConnectedError,
+    SequenceGapError,
+    SessionChangedError,
+    SoupError,
+    SubscriberGaveUp,
+)
+from .retry import backoff_delay, is_retryable
 from .session import SoupClientSession, connect_async
 from .sync import _LoopThread
 
@@ -61,22 +72,6 @@ _data = operator.attrgetter("data")
 
 Address = tuple[str, int]
 Hook = Callable[..., Any]
-
-
-class NotConnectedError(SessionClosedError):
-    """``send_unseq_data`` while disconnected: unsequenced data is never queued silently."""
-
-
-class SessionChangedError(SoupError):
-    """The server now serves a different session than the one this subscriber followed."""
-
-
-class SequenceGapError(SoupError):
-    """The server resumed after the next expected sequence number: messages would be missing."""
-
-
-class SubscriberGaveUp(SoupError, ConnectionError):
-    """Reconnecting failed ``max_attempts`` times in a row, or for longer than ``max_downtime``."""
 
 
 @attrs.define
@@ -372,8 +367,10 @@ class Subscriber:
                 try:
                     session = await self._connect(address)
                 except (ConnectError, LoginRejectedError) as exc:
-                    if isinstance(exc, LoginRejectedError) and exc.reason is not None:
-                        raise self._login_refusal(exc) from exc
+                    if not is_retryable(exc):
+                        if isinstance(exc, LoginRejectedError):
+                            raise self._login_refusal(exc) from exc
+                        raise
                     failures += 1
                     self._check_give_up(failures, exc)
                     log.info("%s: cannot log in at %s:%d: %s", self.user, *address, exc)
@@ -407,13 +404,16 @@ class Subscriber:
                 )
                 if reason in (CloseReason.TIMEOUT, CloseReason.PROTOCOL_ERROR):
                     self._remote_index += 1  # that server misbehaves: try the next one first
-                # A connection that dropped soon after login counts as a failed attempt, so a
-                # server that accepts and drops at once meets the backoff and the caps.
+                # A drop is a failure, however long the connection lived: a cap the user set
+                # (max_attempts=1: "stop at the first drop") holds. A connection that lived
+                # stable_after restarts the count at this one failure; one that dropped soon
+                # after login adds to it, so a server that accepts and drops at once meets the
+                # backoff and the caps.
                 if time.monotonic() - connected_at < self.stable_after:
                     failures += 1
-                    self._check_give_up(failures, ConnectError(f"connection dropped: {reason.value}"))
                 else:
-                    failures = 0
+                    failures = 1
+                self._check_give_up(failures, ConnectError(f"connection dropped: {reason.value}"))
                 await asyncio.sleep(self._backoff(max(failures, 1)))
         except asyncio.CancelledError:
             raise
@@ -513,8 +513,9 @@ class Subscriber:
                 raise SubscriberGaveUp(f"gave up after {down:.1f} s disconnected; last: {exc}") from exc
 
     def _backoff(self, failures: int) -> float:
-        delay: float = min(self.backoff_max, self.backoff_initial * 2.0 ** max(0, failures - 1))
-        return delay * (1.0 - self.backoff_jitter * random.random())
+        return backoff_delay(
+            failures, initial=self.backoff_initial, maximum=self.backoff_max, jitter=self.backoff_jitter
+        )
 
     async def _call_hook(self, hook: Hook | None, *args: Any) -> None:
         if hook is None:

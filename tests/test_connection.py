@@ -1,0 +1,298 @@
+"""The sans-IO core (``nasdaq_protocols.soup.connection``): no sockets, no event loop, no clock.
+
+A :class:`ConnectionPair` passes bytes between a client and a server :class:`SoupConnection` (as
+h11's tests do), so whole conversations are checked here; a table test covers every
+(role, state, direction, packet type).
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import pytest
+
+from nasdaq_protocols.common.errors import CloseReason
+from nasdaq_protocols.soup import core
+from nasdaq_protocols.soup.connection import (
+    TRANSITIONS,
+    Direction,
+    Role,
+    SoupConnection,
+    State,
+    TimerEvent,
+)
+from nasdaq_protocols.soup.errors import InvalidSoupMessage, LocalProtocolError, RemoteProtocolError
+
+EXAMPLES: dict[str, core.SoupMessage] = {
+    "+": core.Debug("hello"),
+    "A": core.LoginAccepted("FEED", 1),
+    "J": core.LoginRejected("A"),
+    "S": core.SequencedData(b"data"),
+    "U": core.UnSequencedData(b"data"),
+    "H": core.ServerHeartbeat(),
+    "Z": core.EndOfSession(),
+    "L": core.LoginRequest("user", "pass", "", "1"),
+    "R": core.ClientHeartbeat(),
+    "O": core.LogoutRequest(),
+}
+
+
+class ConnectionPair:
+    """A client and a server connection wired back to back: what one sends, the other receives."""
+
+    def __init__(self, **server_options: object) -> None:
+        self.client = SoupConnection(Role.CLIENT)
+        self.server = SoupConnection(Role.SERVER, **server_options)  # type: ignore[arg-type]
+        self.client.start(0.0)
+        self.server.start(0.0)
+
+    def peer(self, connection: SoupConnection) -> SoupConnection:
+        return self.server if connection is self.client else self.client
+
+    def send(self, connection: SoupConnection, message: core.SoupMessage, now: float = 0.0) -> None:
+        self.peer(connection).receive_data(connection.send(message), now)
+
+    def events(self, connection: SoupConnection) -> list[core.SoupMessage]:
+        received: list[core.SoupMessage] = []
+        while batch := connection.next_events():
+            received += batch
+        return received
+
+    def login(self, sequence: int = 1) -> None:
+        self.send(self.client, core.LoginRequest("user", "pass", "", str(sequence)))
+        assert self.events(self.server) == [core.LoginRequest("user", "pass", "", str(sequence))]
+        self.send(self.server, core.LoginAccepted("FEED", sequence))
+        assert self.events(self.client) == [core.LoginAccepted("FEED", sequence)]
+
+
+def test_a_whole_conversation_without_sockets() -> None:
+    pair = ConnectionPair()
+    pair.login(sequence=5)
+    assert pair.client.state is pair.server.state is State.LOGGED_IN
+    assert pair.client.next_sequence == pair.server.next_sequence == 5
+    for payload in (b"a", b"b", b"c"):
+        pair.client.receive_data(pair.server.send_sequenced(payload))
+    pair.send(pair.client, core.UnSequencedData(b"order"))
+    pair.client.receive_data(pair.server.send_unsequenced(b"ack"))
+    received = pair.events(pair.client)
+    assert [(m.data, m.sequence) for m in received[:3]] == [(b"a", 5), (b"b", 6), (b"c", 7)]  # type: ignore[attr-defined]
+    assert received[3] == core.UnSequencedData(b"ack")
+    assert pair.events(pair.server) == [core.UnSequencedData(b"order")]
+    assert pair.client.sequence == pair.server.sequence == 7
+    pair.send(pair.server, core.EndOfSession())
+    assert pair.server.state is State.CLOSED and pair.server.close_reason is CloseReason.END_OF_SESSION
+    assert pair.events(pair.client) == [core.EndOfSession()]
+    assert pair.client.close_reason is CloseReason.END_OF_SESSION
+
+
+def test_a_state_change_comes_alone_after_what_preceded_it() -> None:
+    pair = ConnectionPair()
+    pair.login()
+    server = pair.server
+    data = server.send_sequenced(b"1") + server.send_sequenced(b"2") + server.send(core.EndOfSession())
+    pair.client.receive_data(data + b"\x00\x01S")  # after End of Session: never decoded
+    first = pair.client.next_events()
+    assert [m.data for m in first] == [b"1", b"2"]  # type: ignore[attr-defined]
+    assert pair.client.state is State.LOGGED_IN  # End of Session not handed out yet
+    assert pair.client.next_events() == [core.EndOfSession()]
+    assert pair.client.state is State.CLOSED
+    assert pair.client.next_events() == []
+
+
+def test_heartbeats_are_consumed_and_split_packets_join() -> None:
+    pair = ConnectionPair()
+    pair.login()
+    wire = (
+        pair.server.send(core.ServerHeartbeat())
+        + pair.server.send_sequenced(b"xyz")
+        + pair.server.send(core.ServerHeartbeat())
+    )
+    for index in range(len(wire)):
+        pair.client.receive_data(wire[index : index + 1], float(index))
+    assert [m.data for m in pair.events(pair.client)] == [b"xyz"]  # type: ignore[attr-defined]
+    assert pair.client.last_received == float(len(wire) - 1)
+
+
+def test_end_of_stream_closes_as_peer_closed_after_the_data() -> None:
+    pair = ConnectionPair()
+    pair.login()
+    pair.client.receive_data(pair.server.send_sequenced(b"last") + b"\x00\x05S")
+    pair.client.receive_data(b"")
+    assert [m.data for m in pair.client.next_events()] == [b"last"]  # type: ignore[attr-defined]
+    assert pair.client.next_events() == []
+    assert pair.client.close_reason is CloseReason.PEER_CLOSED
+    assert "middle of a packet" in pair.client.close_detail
+
+
+def test_login_rejected_closes_both_ends() -> None:
+    pair = ConnectionPair()
+    pair.send(pair.client, core.LoginRequest("user", "bad", "", "1"))
+    pair.events(pair.server)
+    pair.send(pair.server, core.LoginRejected("A"))
+    assert pair.server.close_reason is CloseReason.LOGIN_REJECTED
+    assert pair.events(pair.client) == [core.LoginRejected("A")]
+    assert pair.client.close_reason is CloseReason.LOGIN_REJECTED
+
+
+def test_a_remote_violation_returns_the_good_packets_first_then_raises() -> None:
+    pair = ConnectionPair()
+    pair.login()
+    pair.client.receive_data(pair.server.send_sequenced(b"ok") + core.LoginAccepted("X", 1).to_bytes()[1])
+    assert [m.data for m in pair.client.next_events()] == [b"ok"]  # type: ignore[attr-defined]
+    expected = "unexpected Login Accepted from the server while logged in"
+    with pytest.raises(RemoteProtocolError, match=expected):
+        pair.client.next_events()
+    with pytest.raises(RemoteProtocolError):  # it stays failed
+        pair.client.next_events()
+
+
+def test_malformed_bytes_raise_invalid_soup_message() -> None:
+    pair = ConnectionPair()
+    pair.login()
+    pair.client.receive_data(pair.server.send_sequenced(b"ok") + b"\x00\x00")
+    assert len(pair.client.next_events()) == 1
+    with pytest.raises(InvalidSoupMessage, match="length 0"):
+        pair.client.next_events()
+
+
+def test_a_local_mistake_raises_and_changes_nothing() -> None:
+    client = SoupConnection(Role.CLIENT)
+    with pytest.raises(LocalProtocolError, match="cannot send Unsequenced Data as a client while connected"):
+        client.send_unsequenced(b"too early")
+    with pytest.raises(LocalProtocolError):
+        client.send(core.SequencedData(b"x"))
+    assert client.state is State.CONNECTED
+    server = SoupConnection(Role.SERVER)
+    with pytest.raises(LocalProtocolError, match="Sequenced Data as a server while connected"):
+        server.send_sequenced(b"x")
+    assert server.sequence == 0
+
+
+def test_timers_heartbeat_timeout_and_login_timeout() -> None:
+    server = SoupConnection(Role.SERVER, heartbeat_interval=1.0, peer_timeout=3.0, login_timeout=5.0)
+    server.start(100.0)
+    assert server.next_deadline() == 105.0
+    assert server.handle_timer(104.0) is None
+    assert server.handle_timer(105.0) is TimerEvent.TIMED_OUT
+    assert server.close_reason is CloseReason.LOGIN_TIMEOUT
+    assert server.next_deadline() is None
+
+    pair = ConnectionPair(heartbeat_interval=1.0, peer_timeout=3.0)
+    pair.login()
+    server = pair.server
+    server.data_sent(10.0)
+    server.receive_data(pair.client.send(core.ClientHeartbeat()), 10.0)
+    assert server.next_deadline() == 11.0
+    assert not server.heartbeat_due(10.8)
+    assert server.handle_timer(10.95) is TimerEvent.HEARTBEAT  # a little early rather than late
+    server.data_sent(11.0)
+    assert server.next_deadline() == 12.0
+    assert server.handle_timer(12.5, reading=False) is TimerEvent.HEARTBEAT  # our silence only
+    server.data_sent(12.5)
+    assert server.handle_timer(15.4) is TimerEvent.HEARTBEAT
+    assert server.handle_timer(15.6) is TimerEvent.TIMED_OUT
+    assert server.close_reason is CloseReason.TIMEOUT
+    assert "nothing received for 3.10 s" in server.close_detail
+
+
+def test_sequence_numbers_start_where_login_accepted_says() -> None:
+    pair = ConnectionPair()
+    pair.send(pair.client, core.LoginRequest("user", "pass", "", "0"))
+    pair.events(pair.server)
+    pair.send(pair.server, core.LoginAccepted("FEED", 1000))
+    pair.client.receive_data(pair.server.send_sequenced(b"x"))
+    events = pair.events(pair.client)
+    assert events[-1].sequence == 1000  # type: ignore[attr-defined]
+    assert pair.server.sequence == 1000 and pair.client.next_sequence == 1001
+
+
+# --------------------------------------------------------------------------- the table, exhaustively
+
+
+def connection_in(role: Role, state: State) -> SoupConnection:
+    """A connection of ``role`` brought to ``state`` through the table itself."""
+    connection = SoupConnection(role)
+    if state is State.CONNECTED:
+        return connection
+    if role is Role.CLIENT:
+        connection.send(EXAMPLES["L"])
+        if state is State.LOGGED_IN:
+            connection.receive_data(EXAMPLES["A"].to_bytes()[1])
+            assert connection.next_events() == [EXAMPLES["A"]]
+    else:
+        connection.receive_data(EXAMPLES["L"].to_bytes()[1])
+        assert connection.next_events() == [EXAMPLES["L"]]
+        if state is State.LOGGED_IN:
+            connection.send(EXAMPLES["A"])
+    if state is State.CLOSED:
+        connection.close(CloseReason.LOCAL_CLOSE)
+    assert connection.state is state
+    return connection
+
+
+CASES = list(itertools.product(Role, State, Direction, sorted(EXAMPLES)))
+
+
+@pytest.mark.parametrize(("role", "state", "direction", "kind"), CASES, ids=lambda v: getattr(v, "name", v))
+def test_every_role_state_direction_and_packet(
+    role: Role, state: State, direction: Direction, kind: str
+) -> None:
+    connection = connection_in(role, state)
+    message = EXAMPLES[kind]
+    step = TRANSITIONS.get((role, state, direction, kind))
+    if direction is Direction.SEND:
+        if step is None:
+            with pytest.raises(LocalProtocolError):
+                connection.send(message)
+            assert connection.state is state
+        else:
+            assert connection.send(message) == message.to_bytes()[1]
+            assert connection.state is step[0]
+            assert connection.close_reason is step[1]
+        return
+    connection.receive_data(message.to_bytes()[1])
+    if state is State.CLOSED:
+        assert step is None
+        assert connection.next_events() == []  # a closed connection reads nothing more
+    elif step is None:
+        with pytest.raises(RemoteProtocolError):
+            connection.next_events()
+    else:
+        events = connection.next_events()
+        assert events == ([] if kind in "HR" else [message])
+        assert connection.state is step[0]
+        assert connection.close_reason is step[1]
+
+
+def test_the_table_never_leaves_closed_and_allows_data_only_when_logged_in() -> None:
+    for (role, state, direction, kind), (next_state, reason) in TRANSITIONS.items():
+        assert state is not State.CLOSED
+        assert (next_state is State.CLOSED) == (reason is not None)
+        if kind in "SU":
+            assert state is State.LOGGED_IN, (role, state, direction, kind)
+        if kind == "S":
+            sender = Role.SERVER if direction is Direction.SEND else Role.CLIENT
+            assert role is sender if direction is Direction.SEND else role is Role.CLIENT
+
+
+def test_the_core_loads_no_asyncio() -> None:
+    code = (
+        "import sys\n"
+        "import nasdaq_protocols.soup.core, nasdaq_protocols.soup.framing, nasdaq_protocols.soup.connection\n"
+        "from nasdaq_protocols import soup\n"
+        "assert 'asyncio' not in sys.modules, sorted(m for m in sys.modules if 'asyncio' in m)\n"
+        "soup.connect_async\n"
+        "assert 'asyncio' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_common_does_not_import_the_soup_package() -> None:
+    code = (
+        "import sys\n"
+        "import nasdaq_protocols.common, nasdaq_protocols.common.session, nasdaq_protocols.common.utils\n"
+        "assert not [m for m in sys.modules if m.startswith('nasdaq_protocols.soup')], sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
