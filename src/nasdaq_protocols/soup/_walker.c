@@ -94,9 +94,10 @@ walker_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyTypeObject *type = (PyTypeObject *)sequenced;
     /* The walker builds instances as object.__new__ does and sets their slots directly: refuse a
-       class whose instances need more than that (an abstract class, a __setattr__ hook). */
-    if (type->tp_alloc == NULL || (type->tp_flags & Py_TPFLAGS_IS_ABSTRACT) ||
-        type->tp_setattro != PyObject_GenericSetAttr) {
+       class whose instances need more than that (an abstract class, a __setattr__ hook), and any
+       class not defined in Python (a static type's tp_dict may be NULL from 3.12 on). */
+    if (!(type->tp_flags & Py_TPFLAGS_HEAPTYPE) || type->tp_dict == NULL || type->tp_alloc == NULL ||
+        (type->tp_flags & Py_TPFLAGS_IS_ABSTRACT) || type->tp_setattro != PyObject_GenericSetAttr) {
         PyErr_Format(PyExc_TypeError, "setup(): %s cannot be built without its __init__", type->tp_name);
         return NULL;
     }
