@@ -1100,7 +1100,6 @@ def walker_rows(ctx: Context) -> list[Row]:
     metric = f"ns per message (256 KiB read of {ctx.sizes.payload}-byte S)"
     python, compiled = (Row(f"walker: {name}", metric, "ns", False) for name in ("python", "compiled"))
     runs = 20 if ctx.quick else 300
-
     scans: list[dict[str, float]] = []
 
     def job() -> float:
@@ -1116,9 +1115,9 @@ def walker_rows(ctx: Context) -> list[Row]:
     ctx.measure(python.cells, OURS, job)
     python.notes.append(
         f"python_walk_packets and the compiled walk_packets (_walker.c) in one process, in turns, {runs}"
-        " walks of the read each, the median (building the messages is timed, freeing them is not); the"
-        " other rows use the walker framing.WALKER names: the compiled one when built, unless"
-        " SOUPBINTCP_NO_EXTENSIONS is set"
+        " walks of the read each, the median of their CPU times (building the messages is timed, freeing"
+        " them is not); the other rows use the walker framing.WALKER names: the compiled one when built,"
+        " unless SOUPBINTCP_NO_EXTENSIONS is set"
     )
     slow, fast = python.value(OURS), compiled.value(OURS)
     if slow and fast:
