@@ -53,6 +53,27 @@ get_state(PyObject *module)
     return (walker_state *)PyModule_GetState(module);
 }
 
+/* A walk works on a copy of the state that holds its own references: Python code that runs during
+   a walk (decode_payload, a finalizer run by the garbage collector) may call setup() again. */
+static void
+hold_state(walker_state *copy, const walker_state *state)
+{
+    *copy = *state;
+    Py_INCREF(copy->sequenced_type);
+    Py_INCREF(copy->decode_payload);
+    Py_INCREF(copy->invalid_message);
+    Py_INCREF(copy->length_error);
+}
+
+static void
+release_state(walker_state *copy)
+{
+    Py_DECREF(copy->sequenced_type);
+    Py_DECREF(copy->decode_payload);
+    Py_DECREF(copy->invalid_message);
+    Py_DECREF(copy->length_error);
+}
+
 /* The offset of the writable object slot `name` of `type`, or -1 with an exception set. */
 static Py_ssize_t
 slot_offset(PyTypeObject *type, const char *name)
@@ -234,8 +255,7 @@ walker_walk_packets(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_TypeError, "walk_packets() takes 5 arguments (%zd given)", nargs);
         return NULL;
     }
-    walker_state *state = get_state(module);
-    if (state->sequenced_type == NULL) {
+    if (get_state(module)->sequenced_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "walk_packets() called before setup()");
         return NULL;
     }
@@ -270,12 +290,15 @@ walker_walk_packets(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const unsigned char *buffer;
     Py_ssize_t end;
     int has_view = 0;
+    walker_state held, *state = &held;
+    hold_state(state, get_state(module));
     if (PyBytes_CheckExact(data)) {
         buffer = (const unsigned char *)PyBytes_AS_STRING(data);
         end = PyBytes_GET_SIZE(data);
     }
     else {
         if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            release_state(state);
             return NULL;
         }
         has_view = 1;
@@ -359,6 +382,7 @@ walker_walk_packets(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (has_view) {
         PyBuffer_Release(&view);
     }
+    release_state(state);
     PyObject *result = PyTuple_New(4);
     /* Where nothing was consumed, the caller's own position object (it may be beyond a C size). */
     PyObject *stopped_at = position == start ? Py_NewRef(position_object) : PyLong_FromSsize_t(position);
@@ -384,6 +408,7 @@ failed_early:
     if (has_view) {
         PyBuffer_Release(&view);
     }
+    release_state(state);
     return NULL;
 }
 
