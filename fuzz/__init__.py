@@ -14,6 +14,8 @@ target                 what it drives
 ``server_session``     a ``SoupServerSession`` subclass, and ``SoupServer``'s own session, fed
                        random packet sequences over a fake transport, on a virtual clock
                        (:mod:`fuzz.fuzz_server_session`)
+``walker``             the compiled packet walker against the pure-Python one, on arbitrary
+                       bytes, positions, limits and sequence numbers (:mod:`fuzz.fuzz_walker`)
 =====================  =======================================================================
 
 Run them with ``python -m fuzz`` (see :mod:`fuzz.__main__`); each target is also runnable alone,
@@ -57,6 +59,7 @@ TARGETS: dict[str, str] = {
     "decoder": "fuzz.fuzz_decoder",
     "core": "fuzz.fuzz_core",
     "server_session": "fuzz.fuzz_server_session",
+    "walker": "fuzz.fuzz_walker",
 }
 
 #: Seed inputs, one folder per target.

@@ -17,6 +17,8 @@ Roles (``python -m bench.workers.ours ROLE --help``):
 * ``stalled-server``: ``SoupServer`` on a fresh ``FileStore``, publishing while a client that never
   reads is connected; reports RSS before and after.
 * ``build-journal``: writes the replay scenario's journal with ``FileStore.append_many``.
+* ``walker``: the pure-Python and the compiled packet walker side by side, without sockets
+  (``--count`` runs each).
 
 ``--profile PATH`` (client roles) runs the client under cProfile and dumps the stats to PATH.
 """
@@ -30,6 +32,7 @@ import gc
 import logging
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -480,6 +483,55 @@ def micro(count: int, size: int) -> None:
     report(messages=count, payload=size, ns_per_message=results)
 
 
+def walker(runs: int, size: int) -> None:
+    """Each packet walker (and scanner) on one 256 KiB read of ``size``-byte Sequenced Data.
+
+    The pure-Python walker and the compiled one (when built; imported directly, so even with
+    SOUPBINTCP_NO_EXTENSIONS set) walk the same read ``runs`` times each, in turns so that a slow
+    spell of the machine slows both alike; each gets the median of its runs. A walk builds the
+    whole read's messages; freeing them is not timed (it costs both walkers the same). Timed in
+    CPU time (``time.thread_time``): on a shared machine, waiting for a core is not counted.
+    Reports nanoseconds per message (walk) and per packet (scan).
+    """
+    from nasdaq_protocols.soup import framing
+    from nasdaq_protocols.soup.core import InvalidSoupMessage, SequencedData, decode_payload
+
+    read = sequenced_block(256 * 1024 // (size + 3) + 1, size)[: 256 * 1024]
+    walkers: dict[str, Any] = {"python": framing.python_walk_packets}
+    scanners: dict[str, Any] = {"python": framing.python_scan_packets}
+    compiled = ""
+    try:
+        from nasdaq_protocols.soup import _walker
+    except ImportError as exc:
+        compiled = f"not built ({exc})"
+    else:
+        _walker.setup(SequencedData, decode_payload, InvalidSoupMessage, framing.length_error)
+        walkers["compiled"], scanners["compiled"] = _walker.walk_packets, _walker.scan_packets
+    messages = len(framing.python_walk_packets(read, 0, 1 << 30, 0, framing.MAX_PACKET_SIZE)[0])
+    seconds: dict[str, list[float]] = {name: [] for name in walkers}
+    scan_seconds: dict[str, list[float]] = {name: [] for name in scanners}
+    for _ in range(runs):
+        for name, walk in walkers.items():
+            started = time.thread_time()
+            result = walk(read, 0, 1 << 30, 0, framing.MAX_PACKET_SIZE)
+            seconds[name].append(time.thread_time() - started)
+            del result
+        for name, scan in scanners.items():  # the journal's step over stored Sequenced Data
+            started = time.thread_time()
+            scan(read, 0, len(read), 1 << 30)
+            scan_seconds[name].append(time.thread_time() - started)
+    report(
+        messages=messages,
+        bytes=len(read),
+        active=framing.WALKER,
+        compiled=compiled,
+        ns_per_message={name: statistics.median(times) / messages * 1e9 for name, times in seconds.items()},
+        scan_ns_per_packet={
+            name: statistics.median(times) / messages * 1e9 for name, times in scan_seconds.items()
+        },
+    )
+
+
 def build_journal(path: str, count: int, size: int) -> None:
     """Write ``count`` messages to a new journal at ``path`` (through a temporary name)."""
     temporary = path + ".building"
@@ -520,6 +572,9 @@ def main() -> None:
     role = arguments.role
     if role == "build-journal":
         build_journal(arguments.journal, arguments.count, arguments.size)
+        quiet_exit()
+    if role == "walker":
+        walker(arguments.count, arguments.size)
         quiet_exit()
     if role == "micro":
         micro(arguments.count, arguments.size)

@@ -11,10 +11,11 @@ What belongs here, and nowhere else:
   journal and the stores use it). These are the only two places in the package that read the
   2-byte length field packet after packet: every receive path (the decoder, the sans-IO
   connection, the asyncio sessions through it) and the journal reader stand on them.
-  ``walk_packets`` has an optional compiled twin (``nasdaq_protocols.soup._walker``, built by
-  ``pip install`` when a C compiler is present); :data:`WALKER` says which one is in use, and
-  ``SOUPBINTCP_NO_EXTENSIONS=1`` forces the pure-Python one. Both follow the contract in
-  :func:`walk_packets`'s docstring to the letter, and the test suite runs on each.
+  Each has an optional compiled twin (``nasdaq_protocols.soup._walker``, built by
+  ``pip install`` when a C compiler is present); :data:`WALKER` says which are in use, and
+  ``SOUPBINTCP_NO_EXTENSIONS=1`` forces the pure-Python ones. Both follow the contracts in
+  :func:`python_walk_packets`'s and :func:`python_scan_packets`'s docstrings to the letter, and
+  the test suite runs on each.
 * :class:`SoupDecoder`, which keeps received reads and the packet split across two of them, and
   decodes on demand: a message is built just before it is taken, so it is garbage soon after.
 * The framers for sending many payloads in one write.
@@ -27,7 +28,6 @@ is built inline rather than through the per-type decoders of :mod:`.core`.
 from __future__ import annotations
 
 import collections
-import importlib
 import os
 from collections.abc import Callable, Iterable
 
@@ -48,6 +48,7 @@ __all__ = [
     "SoupDecoder",
     "frame_packets",
     "frame_sequenced",
+    "python_scan_packets",
     "python_walk_packets",
     "scan_packets",
     "walk_packets",
@@ -130,8 +131,11 @@ def python_walk_packets(data: bytes, position: int, limit: int, sequence: int, m
     return messages, position, sequence, error
 
 
-def scan_packets(buffer: bytes | bytearray, position: int, end: int, limit: int) -> tuple[int, int, int]:
-    """Step over whole Sequenced Data packets in ``buffer[position:end]`` without building anything.
+def python_scan_packets(
+    buffer: bytes | bytearray, position: int, end: int, limit: int
+) -> tuple[int, int, int]:
+    """Step over whole Sequenced Data packets in ``buffer[position:end]`` without building anything
+    (the pure-Python scanner; the compiled one follows this contract to the letter).
 
     It stops after ``limit`` packets, before a packet that does not end by ``end``, and at a
     packet that is not a valid Sequenced Data (a length of 0, or a type byte other than ``S``).
@@ -155,22 +159,27 @@ def scan_packets(buffer: bytes | bytearray, position: int, end: int, limit: int)
 
 
 Walker = Callable[[bytes, int, int, int, int], WalkResult]
+Scanner = Callable[[bytes | bytearray, int, int, int], tuple[int, int, int]]
 
 
-def _choose_walker() -> tuple[Walker, str]:
+def _choose_walker() -> tuple[Walker, Scanner, str]:
     if os.environ.get("SOUPBINTCP_NO_EXTENSIONS"):
-        return python_walk_packets, "python (SOUPBINTCP_NO_EXTENSIONS is set)"
+        return python_walk_packets, python_scan_packets, "python (SOUPBINTCP_NO_EXTENSIONS is set)"
     try:
-        walker = importlib.import_module("._walker", __package__)
+        from . import _walker  # built by setup.py from _walker.c when a C compiler is present
     except ImportError:
-        return python_walk_packets, "python (the compiled walker is not built)"
-    walker.setup(SequencedData, decode_payload, InvalidSoupMessage, length_error)
-    return walker.walk_packets, "compiled"
+        return python_walk_packets, python_scan_packets, "python (the compiled walker is not built)"
+    try:
+        _walker.setup(SequencedData, decode_payload, InvalidSoupMessage, length_error)
+    except TypeError as exc:  # SequencedData is no longer a class the C code can fill in
+        reason = f"python (the compiled walker cannot be used: {exc})"
+        return python_walk_packets, python_scan_packets, reason
+    return _walker.walk_packets, _walker.scan_packets, "compiled"
 
 
-#: The walker in use: the compiled one when built and allowed, else :func:`python_walk_packets`.
-#: :data:`WALKER` says which, and why.
-walk_packets, WALKER = _choose_walker()
+#: The walker and the scanner in use: the compiled ones when built and allowed, else
+#: :func:`python_walk_packets` and :func:`python_scan_packets`. :data:`WALKER` says which, and why.
+walk_packets, scan_packets, WALKER = _choose_walker()
 
 
 class SoupDecoder:
