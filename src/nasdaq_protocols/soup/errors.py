@@ -41,6 +41,7 @@ __all__ = [
     "InvalidSoupMessage",
     "LocalProtocolError",
     "LoginRejectedError",
+    "MetricsUnavailableError",
     "NotConnectedError",
     "PacketTooLarge",
     "ProtocolError",
@@ -185,3 +186,7 @@ class SequenceGapError(SoupError):
 class SubscriberGaveUp(SoupError, ConnectionError):
     """A subscriber's reconnecting failed ``max_attempts`` times in a row, or for longer than
     ``max_downtime``; the last failure is chained as ``__cause__``."""
+
+
+class MetricsUnavailableError(SoupError, ImportError):
+    """``prometheus_client`` (the ``metrics`` extra) is not installed; the message says how to get it."""

@@ -146,15 +146,13 @@ def python_scan_packets(
         field lies before ``end`` (else 0). A ``size`` of 2 is a length of 0.
     """
     count = 0
-    last_header = end - 3  # a packet's length field and type byte start at or before this
-    while count < limit and position <= last_header:
+    while position + 2 <= end:
         length = (buffer[position] << 8) | buffer[position + 1]
-        if length == 0 or buffer[position + 2] != _SEQUENCED or position + 2 + length > end:
+        # In this order: the type byte is read only when the packet lies within `end`.
+        if count >= limit or length == 0 or position + 2 + length > end or buffer[position + 2] != _SEQUENCED:
             return position, count, 2 + length
         position += 2 + length
         count += 1
-    if position + 2 <= end:
-        return position, count, 2 + ((buffer[position] << 8) | buffer[position + 1])
     return position, count, 0
 
 

@@ -50,7 +50,7 @@ from .errors import (
 )
 from .retry import backoff_delay, is_retryable
 from .session import SoupClientSession, connect_async
-from .sync import _LoopThread
+from .sync import LoopThread
 
 __all__ = [
     "NotConnectedError",
@@ -174,6 +174,21 @@ class Subscriber:
     def connected(self) -> bool:
         """True while logged in to a server."""
         return self._session is not None and not self._session.is_closed()
+
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` was called."""
+        return self._task is not None
+
+    @property
+    def running(self) -> bool:
+        """True from :meth:`start` until the subscriber stops (closed, gave up, or the session ended)."""
+        return self._task is not None and not self._task.done() and not self._closing
+
+    @property
+    def disconnected_since(self) -> float | None:
+        """``time.monotonic()`` when the current outage began; ``None`` while connected."""
+        return self._disconnected_since
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -569,7 +584,7 @@ class SyncSubscriber:
 
     def __init__(self, subscriber: Subscriber) -> None:
         self.subscriber = subscriber
-        self._runner = _LoopThread(f"subscriber-{subscriber.user}")
+        self._runner = LoopThread(f"subscriber-{subscriber.user}")
         try:
             self._runner.run(subscriber.start())
         except BaseException:

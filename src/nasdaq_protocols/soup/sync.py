@@ -15,15 +15,16 @@ from typing import Any, TypeVar
 
 from .core import SoupMessage
 from .errors import EndOfStream
-from .session import SoupClientSession, connect_async
+from .session_client import SoupClientSession, connect_async
 
-__all__ = ["SoupClientSessionSync", "connect"]
+__all__ = ["LoopThread", "SoupClientSessionSync", "connect"]
 
 T = TypeVar("T")
 
 
-class _LoopThread:
-    """An event loop running in a daemon thread; coroutines are submitted to it."""
+class LoopThread:
+    """An event loop running in a daemon thread, for the blocking APIs: coroutines are submitted
+    to it with :meth:`run`, which waits for their result."""
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
@@ -31,6 +32,7 @@ class _LoopThread:
         self._thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coroutine`` on the loop and return its result (``TimeoutError`` after ``timeout``)."""
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         try:
             return future.result(timeout)
@@ -55,7 +57,7 @@ class _LoopThread:
 class SoupClientSessionSync:
     """Blocking wrapper around a logged-in :class:`SoupClientSession` (see :func:`connect`)."""
 
-    def __init__(self, session: SoupClientSession, runner: _LoopThread) -> None:
+    def __init__(self, session: SoupClientSession, runner: LoopThread) -> None:
         self.session = session
         self._runner = runner
 
@@ -174,7 +176,7 @@ def connect(
     Raises:
         ConnectError, LoginRejectedError: as :func:`connect_async`.
     """
-    runner = _LoopThread(f"soup-connect-{user}")
+    runner = LoopThread(f"soup-connect-{user}")
     try:
         session = runner.run(
             connect_async(

@@ -149,7 +149,7 @@ class SubscriberCollector(Collector):
         session = self.session or subscriber.session
         # The outage under way counts too, so the counter moves while the subscriber is down
         # (``stats.disconnected_seconds`` adds an outage when it ends).
-        since = subscriber._disconnected_since
+        since = subscriber.disconnected_since
         current = time.monotonic() - since if since is not None and stats.connects else 0.0
         connected = 1.0 if subscriber.connected else 0.0
         yield _gauge("soup_subscriber_connected", "1 while logged in to a server.", session, connected)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ..errors import SoupError
+from ..errors import MetricsUnavailableError
 from .health import Health, UpstreamStore, combine, gateway_health, server_health, subscriber_health
 from .http import HttpServer, Request, Response
 
@@ -25,10 +25,6 @@ log = logging.getLogger(__name__)
 
 #: How to install what metrics need, as every error about it says.
 INSTALL_HINT = "pip install 'soupbintcp[metrics]' (from a checkout: pip install -e '.[metrics]')"
-
-
-class MetricsUnavailableError(SoupError, ImportError):
-    """``prometheus_client`` (the ``metrics`` extra) is not installed; the message says how to get it."""
 
 
 def check_available() -> None:

@@ -87,21 +87,19 @@ def subscriber_health(subscriber: Subscriber, reconnect_grace: float, now: float
             reconnects, and still count as following.
         now: ``time.monotonic()`` (for tests).
     """
-    # The subscriber has no public "running" or "disconnected since" yet: read its own fields.
-    task = subscriber._task
     name = f"subscriber {subscriber.user!r} of session {subscriber.session!r}"
     if subscriber.end_of_session:
         return Health(True, f"{name}: session ended after sequence {subscriber.next_sequence - 1}")
-    if subscriber.connected and task is not None and not task.done():
+    if subscriber.connected and subscriber.running:
         host, port = subscriber.address or ("?", 0)
         return Health(True, f"{name}: following from {host}:{port}, next sequence {subscriber.next_sequence}")
-    if task is None:
+    if not subscriber.started:
         return Health(False, f"{name}: not started")
-    if task.done() or subscriber._closing:
+    if not subscriber.running:
         return Health(False, f"{name}: stopped")
     if subscriber.stats.connects == 0:
         return Health(False, f"{name}: not logged in yet")
-    since = subscriber._disconnected_since
+    since = subscriber.disconnected_since
     down = 0.0 if since is None else (time.monotonic() if now is None else now) - since
     if down < reconnect_grace:
         return Health(True, f"{name}: reconnecting for {down:.1f} s (within the {reconnect_grace:g} s grace)")
