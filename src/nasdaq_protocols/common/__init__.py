@@ -7,10 +7,10 @@ and ``use_fast_loop`` are loaded on first use, so the sans-IO core stays free of
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from .callbacks import OnCloseCoro, OnMsgCoro
+from .lazy import lazy_attributes
 from .types import EndOfQueue, Serializable, SessionId, StateError
 
 if TYPE_CHECKING:
@@ -41,15 +41,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

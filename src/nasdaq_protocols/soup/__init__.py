@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from nasdaq_protocols.common.lazy import lazy_attributes
 
 from .core import (
     ClientHeartbeat,
@@ -23,9 +24,12 @@ from .core import (
 from .errors import (
     CloseReason,
     ConnectError,
+    ConnectRefusedError,
     EndOfStream,
+    LocalProtocolError,
     LoginRejectedError,
     ProtocolError,
+    RemoteProtocolError,
     SessionClosedError,
     SoupError,
 )
@@ -74,29 +78,18 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 __all__ = [
     "ClientHeartbeat",
     "CloseReason",
     "ConnectError",
+    "ConnectRefusedError",
     "Debug",
     "EndOfSession",
     "EndOfStream",
     "FileStore",
     "InvalidSoupMessage",
+    "LocalProtocolError",
     "LoginAccepted",
     "LoginRejectReason",
     "LoginRejected",
@@ -108,6 +101,7 @@ __all__ = [
     "NotConnectedError",
     "OnSoupMsgCoro",
     "ProtocolError",
+    "RemoteProtocolError",
     "SequenceGapError",
     "SequencedData",
     "ServerHeartbeat",

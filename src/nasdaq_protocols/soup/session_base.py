@@ -34,6 +34,7 @@ from .core import (
     LogoutRequest,
     ServerHeartbeat,
     SoupMessage,
+    UnSequencedData,
 )
 from .errors import (
     EndOfStream,
@@ -217,6 +218,20 @@ class SoupSession(AsyncSession, abc.ABC):
         if self._last_passed is not msg and self._conn.state in _OPEN_STATES:
             with contextlib.suppress(LocalProtocolError):
                 self._conn.send(msg)
+
+    def send_unseq_data(self, data: bytes) -> None:
+        """Send Unsequenced Data (an application message) to the peer (a server may, since 4.0).
+
+        Raises:
+            SessionClosedError: the session is closed.
+            LocalProtocolError: not logged in yet.
+        """
+        if self._plain_send:
+            if not self.is_active() or self._transport is None:
+                raise self._closed_error()
+            self._write(self._conn.send_unsequenced(data))
+        else:
+            self._send(UnSequencedData(data))
 
     def send_debug(self, text: str) -> None:
         """Send a Debug packet (free ASCII text) to the peer."""

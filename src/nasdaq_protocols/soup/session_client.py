@@ -84,20 +84,6 @@ class SoupClientSession(SoupSession):
         """Send a Client Heartbeat. :meta private:"""
         self._send(CLIENT_HEARTBEAT)
 
-    def send_unseq_data(self, data: bytes) -> None:
-        """Send Unsequenced Data (an application message) to the server.
-
-        Raises:
-            SessionClosedError: the session is closed.
-            LocalProtocolError: not logged in yet.
-        """
-        if self._plain_send:
-            if not self.is_active() or self._transport is None:
-                raise self._closed_error()
-            self._write(self._conn.send_unsequenced(data))
-        else:
-            self._send(UnSequencedData(data))
-
     async def login(self, msg: LoginRequest) -> SoupClientSession:
         """Send the Login Request and wait for the server's answer.
 

@@ -115,15 +115,6 @@ class SoupServerSession(SoupSession):
             self._send(SequencedData(payload))
         self.sequence += 1
 
-    def send_unseq_data(self, data: bytes) -> None:
-        """Send Unsequenced Data to the client (SoupBinTCP 4.0 and later)."""
-        if self._plain_send:
-            if not self.is_active() or self._transport is None:
-                raise self._closed_error()
-            self._write(self._conn.send_unsequenced(data))
-        else:
-            self._send(UnSequencedData(data))
-
     def logout(self) -> None:
         """Close the connection (a server has no Logout Request to send; see :meth:`end_session`)."""
         self.initiate_close(CloseReason.LOCAL_CLOSE, "closed by the server")
