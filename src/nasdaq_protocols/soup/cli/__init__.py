@@ -32,7 +32,7 @@ from .tail import tail
 __all__ = ["escape_payload", "format_message", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(name="soup", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="soup")
 @click.option("-v", "--verbose", count=True, help="Log to standard error (-v info, -vv debug).")
 def main(verbose: int) -> None:

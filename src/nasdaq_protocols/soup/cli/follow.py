@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import math
-import socket
+from collections.abc import Iterator
 from typing import Any
 
 from ..core import SoupMessage
 from ..errors import CloseReason, ConnectError, LoginRejectedError
-from ..subscriber import Subscriber
+from ..subscriber import Subscriber, SubscriberGaveUp
 from .addresses import Address, format_address
-from .running import StopRequest, say
+from .running import Failure, StopRequest, describe_connect_error, say
 
 __all__ = [
     "BATCH",
     "CLOSE_TIMEOUT",
     "ConnectionReport",
     "close_subscriber",
-    "describe_connect_error",
+    "explained_failures",
     "next_batch",
     "subscriber_options",
 ]
@@ -63,25 +62,6 @@ def subscriber_options(heartbeat: float, reconnect: bool, ssl: Any) -> dict[str,
         options["max_attempts"] = 1
         options["stable_after"] = math.inf  # every drop counts as a failed attempt: the first ends it
     return options
-
-
-def describe_connect_error(exc: BaseException) -> str:
-    """Why a connection attempt failed, in a few words (``connection refused``, ...)."""
-    cause = exc.__cause__ if isinstance(exc, ConnectError) and exc.__cause__ is not None else exc
-    if isinstance(cause, socket.gaierror):
-        return f"name not known ({cause.strerror or cause})"
-    if isinstance(cause, ConnectionRefusedError) and not isinstance(cause, LoginRejectedError):
-        return "connection refused"
-    if isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-        return f"unreachable ({cause.strerror})"
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror.lower()
-    text = str(exc)
-    # The library's messages start with where it failed, which the report says already.
-    for prefix in ("cannot connect to ",):
-        if text.startswith(prefix) and ": " in text:
-            return text.split(": ", 1)[1]
-    return text or type(exc).__name__
 
 
 class ConnectionReport:
@@ -194,3 +174,18 @@ async def close_subscriber(subscriber: Subscriber, report: ConnectionReport | No
         report.stopping = True
     with contextlib.suppress(asyncio.TimeoutError, OSError):
         await asyncio.wait_for(subscriber.close(), CLOSE_TIMEOUT)
+
+
+@contextlib.contextmanager
+def explained_failures() -> Iterator[None]:
+    """Turn a subscriber that gave up into one plain line (``cannot connect to X: connection
+    refused``) rather than the library's wording of the socket error."""
+    try:
+        yield
+    except SubscriberGaveUp as exc:
+        cause = exc.__cause__
+        text = str(exc)
+        if isinstance(cause, ConnectError) and str(cause).startswith("cannot connect to "):
+            where = str(cause).split(": ", 1)[0]
+            text = text.replace(str(cause), f"{where}: {describe_connect_error(cause)}")
+        raise Failure(text) from None

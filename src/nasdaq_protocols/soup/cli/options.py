@@ -24,6 +24,7 @@ __all__ = [
     "durability_option",
     "format_option",
     "heartbeat_option",
+    "reconnect_option",
     "server_ssl",
     "server_tls_options",
 ]
@@ -66,6 +67,18 @@ def heartbeat_option(function: F) -> F:
         show_default=True,
         help="Heartbeat interval in seconds, ours and the one expected of the server; 3 intervals"
         " of silence drop the connection (and reconnect).",
+    )(function)
+
+
+def reconnect_option(function: F) -> F:
+    """``--reconnect/--no-reconnect``."""
+    return click.option(
+        "--reconnect/--no-reconnect",
+        default=True,
+        show_default=True,
+        help="After a failure, retry (failing over between the servers) and resume at the next"
+        " sequence number. --no-reconnect: one attempt, at the first server; exit 1 when it fails"
+        " or the connection drops.",
     )(function)
 
 

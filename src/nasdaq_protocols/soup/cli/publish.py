@@ -57,13 +57,17 @@ async def publish_lines(
         Stopped: a stop signal arrived (after closing the connection; what was acknowledged
             is stored).
     """
+    import nats.errors
+
     from ..jetstream import JetStreamPublisher
 
+    # nats-py's own errors may escape the publisher (e.g. a sealed stream's BadRequestError).
+    failures = (OSError, ValueError, nats.errors.Error)
     try:
         publisher = await stop.race(
             JetStreamPublisher.connect(servers, stream, session=session, replicas=replicas)
         )
-    except (OSError, ValueError) as exc:
+    except failures as exc:
         raise Failure(describe_stream_error(exc, stream)) from None
     published = 0
     last = 0
@@ -73,7 +77,7 @@ async def publish_lines(
             await stop.race(publisher.publish_many(batch))
             published += len(batch)
         last = await stop.race(publisher.end_session()) if end else publisher.last_sequence
-    except (OSError, ValueError) as exc:
+    except failures as exc:
         raise Failure(f"after {published} messages: {describe_stream_error(exc, stream)}") from None
     finally:
         await publisher.aclose()

@@ -15,9 +15,16 @@ from ..errors import SoupError
 from ..store import Durability, FileStore
 from ..subscriber import subscribe
 from .addresses import Address, resolve_addresses, servers_argument
-from .follow import ConnectionReport, close_subscriber, next_batch, subscriber_options
+from .follow import ConnectionReport, close_subscriber, explained_failures, next_batch, subscriber_options
 from .journals import JournalCreation, check_journal_folder, journal_position
-from .options import client_ssl, client_tls_options, count_option, durability_option, heartbeat_option
+from .options import (
+    client_ssl,
+    client_tls_options,
+    count_option,
+    durability_option,
+    heartbeat_option,
+    reconnect_option,
+)
 from .output import Progress, Rate
 from .running import StopRequest, run_command, say
 
@@ -33,12 +40,7 @@ __all__ = ["record", "record_stream"]
 @count_option("Stop once the journal holds this many messages.")
 @heartbeat_option
 @durability_option
-@click.option(
-    "--reconnect/--no-reconnect",
-    default=True,
-    show_default=True,
-    help="After a failure, retry and resume at the next sequence number; --no-reconnect exits 1.",
-)
+@reconnect_option
 @client_tls_options()
 def record(
     servers: list[Address],
@@ -109,7 +111,7 @@ async def record_stream(
         )
 
     store: FileStore | None = None
-    with JournalCreation([journal]) as created, Progress(describe):
+    with explained_failures(), JournalCreation([journal]) as created, Progress(describe):
         try:
             await stop.race(subscriber.start())
             store = FileStore(

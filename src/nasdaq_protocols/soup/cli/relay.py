@@ -22,7 +22,14 @@ from .addresses import (
     resolve_addresses,
     servers_argument,
 )
-from .follow import BATCH, ConnectionReport, close_subscriber, next_batch, subscriber_options
+from .follow import (
+    BATCH,
+    ConnectionReport,
+    close_subscriber,
+    explained_failures,
+    next_batch,
+    subscriber_options,
+)
 from .journals import JournalCreation, check_journal_folder, journal_position
 from .options import (
     client_ssl,
@@ -136,7 +143,7 @@ async def run_relay(
     check_can_listen(listen)
     await stop.race(resolve_addresses(upstream))
     report = ConnectionReport()
-    with JournalCreation([journal]) as created:
+    with explained_failures(), JournalCreation([journal]) as created:
         store = FileStore(journal, durability=durability)
         gateway = Relay(
             upstream,

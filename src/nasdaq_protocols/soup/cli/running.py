@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
-from ..errors import SoupError
+from ..errors import ConnectError, LoginRejectedError, SoupError
 
 __all__ = [
     "EXIT_FAILURE",
@@ -35,6 +37,7 @@ __all__ = [
     "Failure",
     "StopRequest",
     "Stopped",
+    "describe_connect_error",
     "describe_error",
     "install_sync_signal_handlers",
     "program_name",
@@ -52,19 +55,25 @@ T = TypeVar("T")
 log = logging.getLogger("soup")
 
 
-def program_name() -> str:
-    """The name the user ran (``soup``, ``nasdaq-soup-tail``): the root click command's name."""
+def _command_names() -> list[str]:
+    # The commands' own names (soup, tail), not what the user typed to start them: under
+    # ``python -m`` click's info_name is "python -m nasdaq_protocols.soup.cli".
     context = click.get_current_context(silent=True)
-    if context is None:
-        return "soup"
-    return context.find_root().info_name or "soup"
+    names: list[str] = []
+    while context is not None:
+        names.append(context.command.name or "soup")
+        context = context.parent
+    return names[::-1] or ["soup"]
+
+
+def program_name() -> str:
+    """The program's name for messages: ``soup``, or ``nasdaq-soup-tail`` for that alias."""
+    return _command_names()[0]
 
 
 def say(text: str) -> None:
     """One line on standard error, prefixed with the command (``soup tail: ...``)."""
-    context = click.get_current_context(silent=True)
-    name = context.command_path if context is not None else "soup"
-    click.echo(f"{name}: {text}", err=True)
+    click.echo(f"{' '.join(_command_names())}: {text}", err=True)
 
 
 class Failure(click.ClickException):
@@ -72,9 +81,13 @@ class Failure(click.ClickException):
 
     exit_code = EXIT_FAILURE
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.program = program_name()  # now: click shows it after leaving the command's context
+
     def show(self, file: IO[Any] | None = None) -> None:
         """Print the one line (``file`` is ignored: errors always go to standard error)."""
-        click.echo(f"{program_name()}: error: {self.format_message()}", err=True)
+        click.echo(f"{self.program}: error: {self.format_message()}", err=True)
 
 
 class Stopped(Exception):
@@ -176,8 +189,29 @@ class StopRequest:
             self._racing.discard(task)
 
 
+def describe_connect_error(exc: BaseException) -> str:
+    """Why a connection attempt failed, in a few words (``connection refused``, ...)."""
+    cause = exc.__cause__ if isinstance(exc, ConnectError) and exc.__cause__ is not None else exc
+    if isinstance(cause, socket.gaierror):
+        return f"name not known ({cause.strerror or cause})"
+    if isinstance(cause, ConnectionRefusedError) and not isinstance(cause, LoginRejectedError):
+        return "connection refused"
+    if isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return f"unreachable ({cause.strerror})"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    text = str(exc)
+    # The library's messages start with where it failed, which the report says already.
+    for prefix in ("cannot connect to ",):
+        if text.startswith(prefix) and ": " in text:
+            return text.split(": ", 1)[1]
+    return text or type(exc).__name__
+
+
 def describe_error(exc: BaseException) -> str:
     """An error as the one line the user sees: its message, else its kind."""
+    if isinstance(exc, ConnectError) and str(exc).startswith("cannot connect to ") and exc.__cause__:
+        return f"{str(exc).split(': ', 1)[0]}: {describe_connect_error(exc)}"
     text = str(exc).strip()
     if not text:
         return type(exc).__name__

@@ -13,8 +13,15 @@ import click
 
 from ..subscriber import subscribe
 from .addresses import Address, resolve_addresses, servers_argument
-from .follow import ConnectionReport, close_subscriber, next_batch, subscriber_options
-from .options import client_ssl, client_tls_options, count_option, format_option, heartbeat_option
+from .follow import ConnectionReport, close_subscriber, explained_failures, next_batch, subscriber_options
+from .options import (
+    client_ssl,
+    client_tls_options,
+    count_option,
+    format_option,
+    heartbeat_option,
+    reconnect_option,
+)
 from .output import OutputClosed, Progress, Rate, format_batch, write_output
 from .running import StopRequest, run_command, say
 
@@ -35,12 +42,7 @@ __all__ = ["follow_and_print", "tail"]
 )
 @count_option("Exit after this many messages (0: print nothing and exit).")
 @format_option
-@click.option(
-    "--reconnect/--no-reconnect",
-    default=True,
-    show_default=True,
-    help="After a failure, retry and resume at the next sequence number; --no-reconnect exits 1.",
-)
+@reconnect_option
 @heartbeat_option
 @client_tls_options()
 def tail(
@@ -111,7 +113,7 @@ async def follow_and_print(
             f"reconnects {subscriber.stats.reconnects}  {state}"
         )
 
-    with Progress(describe):
+    with explained_failures(), Progress(describe):
         try:
             await stop.race(subscriber.start())
             while True:
