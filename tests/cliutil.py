@@ -161,8 +161,9 @@ class Running:
         """Wait until standard error matches ``pattern``; the match."""
         return wait_until(lambda: re.search(pattern, self.stderr()), f"{pattern!r} on stderr", self)
 
-    def wait(self) -> int:
-        return self.process.wait(WAIT)
+    def wait(self, timeout: float = WAIT) -> int:
+        """The exit code; fails (``subprocess.TimeoutExpired``) if it has not exited in ``timeout``."""
+        return self.process.wait(timeout)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Send ``sig`` and wait for the exit code."""
@@ -285,6 +286,22 @@ class Feeder(threading.Thread):
     def __exit__(self, *exc: object) -> None:
         self.halt.set()
         self.join(WAIT)
+
+
+def serve_journal(processes: Processes, journal: Path, *options: str) -> str:
+    """``soup serve`` a journal on a free port; its address (``127.0.0.1:PORT``)."""
+    server = processes.start("serve", "--listen", "127.0.0.1:0", "--journal", str(journal), *options)
+    found = server.wait_stderr(r"soup serve: session '\w*' on ([\d.]+:\d+)")
+    return found.group(1)
+
+
+def write_journal(path: Path, count: int, session: str = "FEED") -> list[bytes]:
+    """A journal of ``count`` messages ``b"message N"``; the payloads."""
+    payloads = [b"message %d" % number for number in range(1, count + 1)]
+    with FileStore(str(path), session=session) as store:
+        for start in range(0, count, 10_000):
+            store.append_many(payloads[start : start + 10_000])
+    return payloads
 
 
 def cat_lines(journal: Path, *args: str) -> list[str]:
