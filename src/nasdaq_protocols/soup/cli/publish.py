@@ -6,7 +6,7 @@ import click
 
 from .lines import stdin_lines
 from .running import Failure, StopRequest, run_command, say
-from .streams import describe_stream_error, parse_store_option
+from .streams import connect_patiently, describe_stream_error, parse_store_option
 
 __all__ = ["publish", "publish_lines"]
 
@@ -64,8 +64,8 @@ async def publish_lines(
     # nats-py's own errors may escape the publisher (e.g. a sealed stream's BadRequestError).
     failures = (OSError, ValueError, nats.errors.Error)
     try:
-        publisher = await stop.race(
-            JetStreamPublisher.connect(servers, stream, session=session, replicas=replicas)
+        publisher = await connect_patiently(
+            lambda: JetStreamPublisher.connect(servers, stream, session=session, replicas=replicas), stop
         )
     except failures as exc:
         raise Failure(describe_stream_error(exc, stream)) from None

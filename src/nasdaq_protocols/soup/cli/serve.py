@@ -24,7 +24,7 @@ from .lines import stdin_lines
 from .options import DURABILITY_HELP, credentials, server_ssl, server_tls_options
 from .output import Progress, Rate
 from .running import StopRequest, run_command, say
-from .streams import open_gateway_store, parse_store_option
+from .streams import connect_patiently, open_gateway_store, parse_store_option
 
 __all__ = ["serve", "serve_session"]
 
@@ -203,7 +203,9 @@ async def serve_session(
     check_can_listen(listen)
     with JournalCreation([path for path in (journal, cache) if path is not None]) as created:
         if jetstream is not None:
-            store: MessageStore | None = await stop.race(open_gateway_store(*jetstream, session, cache))
+            store: MessageStore | None = await connect_patiently(
+                lambda: open_gateway_store(*jetstream, session, cache), stop
+            )
             factory = None
         else:
             store, factory = _open_store(journal, session, durability, per_user)

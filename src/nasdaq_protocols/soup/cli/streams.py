@@ -7,17 +7,33 @@ missing), and turning NATS errors into one line that says what to do.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import click
 
 from ..errors import SoupError
 from ..store import MessageStore
-from .running import Failure, describe_error
+from .running import Failure, StopRequest, describe_error, say
 
-__all__ = ["NATS_HINT", "describe_stream_error", "open_gateway_store", "parse_store_option"]
+__all__ = [
+    "JETSTREAM_PATIENCE",
+    "NATS_HINT",
+    "connect_patiently",
+    "describe_stream_error",
+    "open_gateway_store",
+    "parse_store_option",
+]
 
 log = logging.getLogger("soup")
+
+T = TypeVar("T")
+
+#: Seconds a command keeps trying a JetStream that answers but is not ready yet (a cluster that
+#: just started and is electing its leader) before it gives up.
+JETSTREAM_PATIENCE = 30.0
 
 #: How to get nats-py: the ``nats`` extra is this checkout's (the package is not on PyPI).
 NATS_HINT = "needs nats-py: pip install nats-py (or, in a checkout of soupbintcp, pip install -e '.[nats]')"
@@ -49,6 +65,44 @@ def describe_stream_error(exc: BaseException, stream: str) -> str:
             " nothing can be added to it; publish a new session to a new stream"
         )
     return text
+
+
+def _not_ready_yet(exc: BaseException) -> bool:
+    """True for the errors of a JetStream that is there but not ready (no leader yet)."""
+    import nats.errors
+    import nats.js.errors
+
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    transient = (
+        nats.errors.TimeoutError,
+        nats.errors.NoRespondersError,
+        nats.js.errors.ServiceUnavailableError,
+    )
+    return isinstance(cause, transient)
+
+
+async def connect_patiently(connect: Callable[[], Awaitable[T]], stop: StopRequest) -> T:
+    """``await connect()``, tried again for up to :data:`JETSTREAM_PATIENCE` seconds while
+    JetStream answers that it is not ready (said once on standard error); other errors at once.
+
+    Raises:
+        Stopped: a stop signal arrived.
+        SoupError, OSError: as ``connect`` raised them, the last time.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + JETSTREAM_PATIENCE
+    said = False
+    while True:
+        try:
+            return await stop.race(connect())
+        except Exception as exc:
+            if not _not_ready_yet(exc) or loop.time() > deadline:
+                raise
+            if not said:
+                reason = describe_error(exc)
+                say(f"JetStream is not ready yet ({reason}); retrying for up to {JETSTREAM_PATIENCE:g} s")
+                said = True
+        await stop.race(asyncio.sleep(1.0))
 
 
 async def open_gateway_store(
