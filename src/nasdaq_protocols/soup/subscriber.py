@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import inspect
 import logging
 import operator
@@ -221,9 +220,11 @@ class Subscriber:
             await session.wait_closed()
         task = self._task
         if task is not None and not task.done() and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(BaseException):  # cancelled on purpose; errors are stored
-                await task
+            # Cancel until it is done: asyncio.wait_for (Python 3.10, 3.11) swallows a cancellation
+            # that lands as the login it waits for completes, and the task would go on for ever.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.05)
         self._finish()
 
     async def __aenter__(self) -> Subscriber:

@@ -37,8 +37,8 @@ __all__ = [
 ]
 
 #: Messages taken at a time: enough that the per-batch costs (a loop turn, a write) vanish, few
-#: enough that a stop request is heard within milliseconds.
-BATCH = 1024
+#: enough that a stop request is heard within milliseconds (a batch takes a few ms to format).
+BATCH = 4096
 
 #: Seconds a command waits for its logout to be answered when it stops.
 CLOSE_TIMEOUT = 2.0

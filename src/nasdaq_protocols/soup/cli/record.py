@@ -6,11 +6,12 @@ two, never inside one, and everything received before it is stored.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import click
 
-from ..core import SequencedData
+from ..core import SequencedData, SoupMessage
 from ..errors import SoupError
 from ..store import Durability, FileStore
 from ..subscriber import subscribe
@@ -28,7 +29,21 @@ from .options import (
 from .output import Progress, Rate
 from .running import StopRequest, run_command, say
 
-__all__ = ["record", "record_stream"]
+__all__ = ["only_sequenced", "record", "record_stream"]
+
+data_of = operator.attrgetter("data")
+
+
+def only_sequenced(batch: list[SoupMessage]) -> list[SequencedData]:
+    """The Sequenced Data of a batch (Unsequenced Data is not part of the stream)."""
+    first, last = batch[0], batch[-1]
+    if (
+        first.__class__ is SequencedData
+        and last.__class__ is SequencedData
+        and last.sequence - first.sequence == len(batch) - 1
+    ):
+        return batch  # type: ignore[return-value]  # the usual batch: numbered without a hole, so all of them
+    return [message for message in batch if isinstance(message, SequencedData)]
 
 
 @click.command(short_help="Record a session to a journal; resumes where it stopped.")
@@ -122,12 +137,12 @@ async def record_stream(
                 batch = await next_batch(subscriber, stop)
                 if not batch:
                     break
-                sequenced = [message for message in batch if isinstance(message, SequencedData)]
+                sequenced = only_sequenced(batch)
                 if not sequenced:
                     continue
                 if sequenced[0].sequence != position + 1:
                     raise SoupError(f"journal is at {position} but message {sequenced[0].sequence} arrived")
-                payloads = [message.data for message in sequenced]
+                payloads = list(map(data_of, sequenced))
                 if count is not None:
                     del payloads[count - position :]
                 position = store.append_many(payloads)

@@ -10,7 +10,10 @@ What belongs here: the contract between a command and the shell, the same for ev
   :meth:`StopRequest.race` (a login being retried, the next batch of messages, a NATS
   connection); loops that never wait check :meth:`StopRequest.is_set` once per batch. The
   command then cleans up as usual (a journal append is one ``os.write``, never interrupted
-  half-way) and :func:`run_command` exits with the signal's code. A second signal exits at once.
+  half-way) and :func:`run_command` exits with the signal's code. A second signal exits at once,
+  and so does a clean-up that takes more than :data:`STOP_GRACE` seconds (a server that does not
+  answer a logout, a library wait that missed its cancellation): whatever happens, the command
+  ends promptly.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import IO, Any, NoReturn, TypeVar
 
@@ -34,6 +38,7 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
+    "STOP_GRACE",
     "Failure",
     "StopRequest",
     "Stopped",
@@ -49,6 +54,9 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+
+#: Seconds a command may take to clean up after a stop signal before it exits regardless.
+STOP_GRACE = 2.0
 
 T = TypeVar("T")
 
@@ -134,12 +142,17 @@ class StopRequest:
         self._installed.clear()
 
     def request(self, signum: int) -> None:
-        """Ask the command to stop, as signal ``signum`` does; a second request exits at once."""
+        """Ask the command to stop, as signal ``signum`` does; a second request exits at once,
+        and so does a clean-up still running :data:`STOP_GRACE` seconds after the first."""
         if self.signum is not None:
-            sys.stderr.flush()
-            os._exit(128 + signum)
+            _exit_now(128 + signum)
         self.signum = signum
         self._event.set()
+        watchdog = threading.Timer(
+            STOP_GRACE, _exit_now, (128 + signum, f"cleaning up took over {STOP_GRACE:g} s")
+        )
+        watchdog.daemon = True  # a thread: it fires even if the event loop is stuck
+        watchdog.start()
         for task in self._racing:
             self._interrupted.add(task)
             task.cancel()
@@ -175,18 +188,36 @@ class StopRequest:
         assert task is not None, "race() runs in a task"
         self._racing.add(task)
         try:
-            return await awaitable
+            result = await awaitable
         except asyncio.CancelledError:
             if task not in self._interrupted:
                 raise
-            self._interrupted.discard(task)
-            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: keep the count right
-            if uncancel is not None:
-                uncancel()
-            assert self.signum is not None
-            raise Stopped(self.signum) from None
+            self._stopped_here(task)
         finally:
             self._racing.discard(task)
+        if task in self._interrupted:
+            # The awaitable swallowed the cancellation (asyncio.wait_for does, in Python 3.10 and
+            # 3.11, when what it waits for completes at the same moment): stop all the same.
+            self._stopped_here(task)
+        return result
+
+    def _stopped_here(self, task: asyncio.Task[Any]) -> NoReturn:
+        self._interrupted.discard(task)
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+: keep the count right
+        if uncancel is not None:
+            uncancel()
+        assert self.signum is not None
+        raise Stopped(self.signum) from None
+
+
+def _exit_now(code: int, line: str = "") -> None:
+    # Between two statements of the command: a journal append (one os.write) is never cut.
+    if line:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(line + "\n")
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def describe_connect_error(exc: BaseException) -> str:
