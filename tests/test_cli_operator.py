@@ -21,6 +21,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from cliutil import (
     wait_until,
     write_journal,
 )
+from nasdaq_protocols.soup.core import LoginRequest
 from nasdaq_protocols.soup.store import FileStore
 from netutil import free_port, nats_server_binary
 
@@ -144,6 +147,41 @@ def test_serve_and_demo_stop_at_once(processes: Processes, tmp_path: Path, sig: 
     demo = processes.start("demo", "--messages", "5000000")
     wait_until(lambda: "publishing" in demo.stdout(), "the demo running", demo)
     stop_and_check_exit(demo, sig)
+
+
+def test_tail_stops_at_once_when_its_server_ignores_the_logout(processes: Processes) -> None:
+    # A server that accepts the login, sends one message, then ignores everything (the logout
+    # included) and never closes: the stop must not wait for it.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def serve_once() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(1024)  # the Login Request
+                connection.sendall(b"\x00\x1fA      FEED" + b" " * 19 + b"1" + b"\x00\x04Sone")
+                while connection.recv(1024):
+                    pass
+
+        server = threading.Thread(target=serve_once, daemon=True)
+        server.start()
+        tail = processes.start("tail", f"127.0.0.1:{port}", "--heartbeat", "30")
+        wait_until(lambda: tail.stdout() == "1 one\n", "the message", tail)
+        stop_and_check_exit(tail, signal.SIGINT)
+        assert "stopped (cleaning up" not in tail.stderr()  # the logout wait is bounded on its own
+
+
+def test_serve_stops_at_once_with_a_client_that_does_not_read(processes: Processes, tmp_path: Path) -> None:
+    write_journal(tmp_path / "feed.journal", 200_000)
+    address = serve_journal(processes, tmp_path / "feed.journal")
+    server = processes.started[-1]
+    host, port = address.split(":")
+    with socket.create_connection((host, int(port))) as stalled:  # logs in, then never reads
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(LoginRequest("u", "p", "", "1").to_bytes()[1])
+        time.sleep(0.5)  # the server fills what the connection takes, then waits for the reader
+        stop_and_check_exit(server, signal.SIGTERM)
+    assert "stopped (cleaning up" not in server.stderr()
 
 
 # --------------------------------------------------------------------------- 3. several servers

@@ -40,8 +40,8 @@ __all__ = [
 #: enough that a stop request is heard within milliseconds (a batch takes a few ms to format).
 BATCH = 4096
 
-#: Seconds a command waits for its logout to be answered when it stops.
-CLOSE_TIMEOUT = 2.0
+#: Seconds a command waits for its logout to be answered when it stops (well below STOP_GRACE).
+CLOSE_TIMEOUT = 0.5
 
 
 def subscriber_options(heartbeat: float, reconnect: bool, ssl: Any) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from .options import (
     server_ssl,
     server_tls_options,
 )
-from .running import StopRequest, run_command, say
+from .running import StopRequest, close_server, run_command, say
 
 __all__ = ["relay", "run_relay"]
 
@@ -177,4 +177,6 @@ async def run_relay(
                 stop.check()
         finally:
             await close_subscriber(gateway.subscriber, report)
-            await gateway.close()
+            if gateway.server is not None:
+                await close_server(gateway.server)  # closes the store too
+            store.close()  # idempotent: here for a relay that never started serving

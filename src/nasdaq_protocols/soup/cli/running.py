@@ -28,11 +28,14 @@ import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import IO, Any, NoReturn, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from ..errors import ConnectError, LoginRejectedError, SoupError
+
+if TYPE_CHECKING:
+    from ..server import SoupServer
 
 __all__ = [
     "EXIT_FAILURE",
@@ -42,6 +45,7 @@ __all__ = [
     "Failure",
     "StopRequest",
     "Stopped",
+    "close_server",
     "describe_connect_error",
     "describe_error",
     "install_sync_signal_handlers",
@@ -57,6 +61,10 @@ EXIT_USAGE = 2
 
 #: Seconds a command may take to clean up after a stop signal before it exits regardless.
 STOP_GRACE = 2.0
+
+#: Seconds a server is given to close its clients' connections gracefully (sending what it has
+#: queued for them) before the rest are dropped.
+SERVER_CLOSE_GRACE = 0.5
 
 T = TypeVar("T")
 
@@ -123,6 +131,7 @@ class StopRequest:
         self._racing: set[asyncio.Task[Any]] = set()
         self._interrupted: set[asyncio.Task[Any]] = set()
         self._installed: list[int] = []
+        self._watchdog: threading.Timer | None = None
 
     def install(self) -> None:
         """Handle SIGINT and SIGTERM in the running loop (where the platform allows it)."""
@@ -141,6 +150,11 @@ class StopRequest:
             loop.remove_signal_handler(signum)
         self._installed.clear()
 
+    def finished(self) -> None:
+        """The command ended (cleaned up): the clean-up watchdog has nothing more to watch."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
     def request(self, signum: int) -> None:
         """Ask the command to stop, as signal ``signum`` does; a second request exits at once,
         and so does a clean-up still running :data:`STOP_GRACE` seconds after the first."""
@@ -148,11 +162,10 @@ class StopRequest:
             _exit_now(128 + signum)
         self.signum = signum
         self._event.set()
-        watchdog = threading.Timer(
-            STOP_GRACE, _exit_now, (128 + signum, f"cleaning up took over {STOP_GRACE:g} s")
-        )
-        watchdog.daemon = True  # a thread: it fires even if the event loop is stuck
-        watchdog.start()
+        line = f"{program_name()}: stopped (cleaning up took over {STOP_GRACE:g} s)"
+        self._watchdog = threading.Timer(STOP_GRACE, _exit_now, (128 + signum, line))
+        self._watchdog.daemon = True  # a thread: it fires even if the event loop is stuck
+        self._watchdog.start()
         for task in self._racing:
             self._interrupted.add(task)
             task.cancel()
@@ -208,6 +221,17 @@ class StopRequest:
             uncancel()
         assert self.signum is not None
         raise Stopped(self.signum) from None
+
+
+async def close_server(server: SoupServer) -> None:
+    """Close ``server`` (and its stores) promptly: gracefully for :data:`SERVER_CLOSE_GRACE`
+    seconds, then dropping the connections of clients that do not take what is queued for them."""
+    closing = asyncio.ensure_future(server.close())
+    done, _ = await asyncio.wait({closing}, timeout=SERVER_CLOSE_GRACE)
+    if not done:
+        for client in server.clients:
+            client.abort("the server is stopping")
+    await closing
 
 
 def _exit_now(code: int, line: str = "") -> None:
@@ -295,7 +319,11 @@ def run_command(main: Callable[[StopRequest], Coroutine[Any, Any, None]]) -> Non
 
     failure: BaseException | None = None
     try:
-        asyncio.run(guarded())
+        try:
+            asyncio.run(guarded())
+        finally:
+            if stop_holder:
+                stop_holder[0].finished()
     except Stopped:
         pass
     except KeyboardInterrupt:  # before the handlers were installed, or after they were removed

@@ -23,7 +23,7 @@ from .journals import JournalCreation, check_journal_folder, journal_position
 from .lines import stdin_lines
 from .options import DURABILITY_HELP, credentials, server_ssl, server_tls_options
 from .output import Progress, Rate
-from .running import StopRequest, run_command, say
+from .running import StopRequest, close_server, run_command, say
 from .streams import connect_patiently, open_gateway_store, parse_store_option
 
 __all__ = ["serve", "serve_session"]
@@ -266,7 +266,7 @@ async def serve_session(
                         failure = reader.exception()
                     reader.cancel()
     finally:
-        await server.close()
+        await close_server(server)
     if failure is not None:
         raise failure
 
