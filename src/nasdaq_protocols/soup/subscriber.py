@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import inspect
 import logging
 import operator
@@ -38,7 +37,7 @@ import attrs
 
 from nasdaq_protocols.common.errors import CloseReason
 
-from .core import Debug, LoginRejectReason, SequencedData, SoupMessage
+from .core import Debug, LoginAccepted, LoginRejectReason, SequencedData, SoupMessage
 from .errors import (
     ConnectError,
     LoginRejectedError,
@@ -121,6 +120,7 @@ class Subscriber:
         on_connect: Hook | None = None,
         on_disconnect: Hook | None = None,
         on_resume: Hook | None = None,
+        on_connect_failed: Hook | None = None,
         ssl: Any = None,
     ) -> None:
         self.remotes: list[Address] = _addresses(remote)
@@ -146,11 +146,19 @@ class Subscriber:
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.on_resume = on_resume
+        #: ``on_connect_failed(subscriber, address, error, retry_in)``: an attempt to connect and
+        #: log in failed (refused, unreachable, timed out, no answer to the login) and the next
+        #: one starts in ``retry_in`` seconds. Not called when the failure ends the retrying.
+        self.on_connect_failed = on_connect_failed
         self._ssl = ssl
         self.stats = SubscriberStats()
         self.end_of_session = False
         #: The address of the current (or last) connection.
         self.address: Address | None = None
+        #: The Login Accepted of the current (or last) connection: the session name and the
+        #: sequence number the server resumed at (below :attr:`next_sequence` when it holds fewer
+        #: messages than asked for: those it sends again are dropped). ``None`` before a login.
+        self.login_accepted: LoginAccepted | None = None
         self._remote_index = 0
         self._session: SoupClientSession | None = None
         # Sessions with messages not yet read, oldest first: the reader takes each message from
@@ -208,6 +216,8 @@ class Subscriber:
             await asyncio.shield(first_login)
         except BaseException:
             await self.close()
+            if first_login.done() and not first_login.cancelled():
+                first_login.exception()  # retrieved: a cancelled start must not log "never retrieved"
             raise
         return self
 
@@ -220,9 +230,11 @@ class Subscriber:
             await session.wait_closed()
         task = self._task
         if task is not None and not task.done() and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(BaseException):  # cancelled on purpose; errors are stored
-                await task
+            # Cancel until it is done: asyncio.wait_for (Python 3.10, 3.11) swallows a cancellation
+            # that lands as the login it waits for completes, and the task would go on for ever.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.05)
         self._finish()
 
     async def __aenter__(self) -> Subscriber:
@@ -253,6 +265,43 @@ class Subscriber:
             assert self._readable is not None
             self._readable.clear()
             await self._readable.wait()
+
+    async def next_batch(self, limit: int = 1024) -> list[SoupMessage]:
+        """The messages already received, up to ``limit``, oldest first; waits only when none is.
+
+        The fast way through a busy stream: one call per batch rather than one ``await`` per
+        message, and no suspension at all while messages are ready. The messages and their
+        checks are those of ``async for`` (the two can be mixed).
+
+        Args:
+            limit: the most messages to return (at least 1).
+
+        Returns:
+            At least one message; an empty list once the stream ended (End of Session, or the
+            subscriber closed) and every message was handed out.
+
+        Raises:
+            ValueError: ``limit`` is below 1.
+            LoginRejectedError, SessionChangedError, SubscriberGaveUp: as ``async for`` does.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        ready = self._ready
+        batch: list[SoupMessage] = []
+        if not ready and not self._refill():
+            try:  # nothing is ready: wait (or raise, or end) exactly as iteration does
+                batch.append(await self.__anext__())
+            except StopAsyncIteration:
+                return batch
+        wanted = limit - len(batch)
+        while len(ready) < wanted and self._refill():
+            pass
+        if len(ready) <= wanted:
+            batch.extend(ready)
+            ready.clear()
+        else:
+            batch.extend([ready.popleft() for _ in range(wanted)])
+        return batch
 
     def _refill(self) -> bool:
         """Take the next few messages received into ``_ready``; False when none is there yet."""
@@ -390,7 +439,9 @@ class Subscriber:
                     self._check_give_up(failures, exc)
                     log.info("%s: cannot log in at %s:%d: %s", self.user, *address, exc)
                     self._remote_index += 1
-                    await asyncio.sleep(self._backoff(failures))
+                    retry_in = self._backoff(failures)
+                    await self._call_hook(self.on_connect_failed, self, address, exc, retry_in)
+                    await asyncio.sleep(retry_in)
                     continue
                 connected_at = time.monotonic()
                 if not first_login.done():
@@ -481,6 +532,7 @@ class Subscriber:
         )
         accepted = session.login_accepted
         assert accepted is not None
+        self.login_accepted = accepted
         if self.session and accepted.session_id != self.session:
             session.logout()
             raise SessionChangedError(

@@ -1,0 +1,52 @@
+"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish.
+
+One process per subcommand, each a thin shell over the library (:class:`SoupServer`,
+:func:`subscribe`, :class:`FileStore`, :class:`Relay`), one module per subcommand; the modules
+they share: :mod:`.running` (exit codes, one-line errors, Ctrl-C and SIGTERM), :mod:`.addresses`
+(``HOST:PORT`` lists, name resolution, free ports), :mod:`.output` (message formats, progress),
+:mod:`.options` (TLS and other shared options), :mod:`.follow` (receiving with fail-over and
+state reports), :mod:`.journals`, :mod:`.lines` and :mod:`.streams`.
+
+Conventions (see :mod:`.running` and :mod:`.output`): messages on standard output, one line
+each; progress (only on a terminal), state changes and logs (``-v``, ``-vv``) on standard error;
+exit 0 on success, 1 on a runtime failure (one ``soup: error:`` line), 2 on a usage error,
+130 after Ctrl-C and 143 after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import click
+
+from nasdaq_protocols import __version__
+
+from .cat import cat
+from .demo import demo
+from .output import escape_payload, format_message
+from .publish import publish
+from .record import record
+from .relay import relay
+from .running import setup_logging
+from .serve import serve
+from .tail import tail
+
+__all__ = ["escape_payload", "format_message", "main"]
+
+
+@click.group(name="soup", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="soup")
+@click.option("-v", "--verbose", count=True, help="Log to standard error (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """SoupBinTCP from the command line: serve, tail, record, relay and inspect sessions.
+
+    \b
+    Start with:   soup demo
+    A server:     seq 1 1000 | soup serve --listen :7000 --journal feed.journal --stdin
+    Watch it:     soup tail :7000 --format json
+    Exit codes:   0 done, 1 failed (one line says why), 2 usage error,
+                  130 stopped by Ctrl-C, 143 stopped by SIGTERM.
+    """
+    setup_logging(verbose)
+
+
+for _command in (demo, serve, tail, record, cat, relay, publish):
+    main.add_command(_command)

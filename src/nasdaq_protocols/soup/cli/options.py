@@ -1,0 +1,208 @@
+"""Options several commands share: TLS, credentials, heartbeats, durability, formats, counts.
+
+What belongs here: click option declarations used by more than one command, and turning their
+values into what the library takes (an ``ssl.SSLContext``, a credentials mapping). A mistake in
+them is a usage error (exit 2) that names the option.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from .output import FORMATS
+
+__all__ = [
+    "DURABILITY_HELP",
+    "client_ssl",
+    "client_tls_options",
+    "count_option",
+    "credentials",
+    "durability_option",
+    "format_option",
+    "heartbeat_option",
+    "reconnect_option",
+    "server_ssl",
+    "server_tls_options",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DURABILITY_HELP = (
+    "When an appended message counts as stored: flush (in the OS, survives a crash of this"
+    " process), fsync (on disk before going on, survives a power cut; slower), interval (flush,"
+    " and on disk within 0.2 s)."
+)
+
+_FILE = click.Path(exists=True, dir_okay=False)
+
+
+def format_option(function: F) -> F:
+    """``--format text|json|hex``."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="text",
+        show_default=True,
+        help="text: SEQ PAYLOAD, non-printable bytes as \\xNN; json: one JSON object a line"
+        " (seq, type, data, size); hex: SEQ HEXPAYLOAD.",
+    )(function)
+
+
+def count_option(help_text: str) -> Callable[[F], F]:
+    """``--count N`` (N >= 0; 0 does nothing and exits at once)."""
+    return click.option("--count", type=click.IntRange(min=0), help=help_text)
+
+
+def heartbeat_option(function: F) -> F:
+    """``--heartbeat SECONDS``."""
+    return click.option(
+        "--heartbeat",
+        type=click.FloatRange(min=0.01),
+        default=1.0,
+        show_default=True,
+        help="Heartbeat interval in seconds, ours and the one expected of the server; 3 intervals"
+        " of silence drop the connection (and reconnect).",
+    )(function)
+
+
+def reconnect_option(function: F) -> F:
+    """``--reconnect/--no-reconnect``."""
+    return click.option(
+        "--reconnect/--no-reconnect",
+        default=True,
+        show_default=True,
+        help="After a failure, retry (failing over between the servers) and resume at the next"
+        " sequence number. --no-reconnect: one attempt, at the first server; exit 1 when it fails"
+        " or the connection drops.",
+    )(function)
+
+
+def durability_option(function: F) -> F:
+    """``--durability flush|fsync|interval``."""
+    return click.option(
+        "--durability",
+        type=click.Choice(["flush", "fsync", "interval"]),
+        default="flush",
+        show_default=True,
+        help=DURABILITY_HELP,
+    )(function)
+
+
+def client_tls_options(prefix: str = "", what: str = "the server") -> Callable[[F], F]:
+    """``--tls``, ``--tls-ca``, ``--tls-cert``, ``--tls-key`` (optionally ``--PREFIX-tls...``)."""
+    dashed = f"--{prefix}-" if prefix else "--"
+    underscored = f"{prefix}_" if prefix else ""
+
+    def decorate(function: F) -> F:
+        for option in reversed(
+            [
+                click.option(
+                    f"{dashed}tls", f"{underscored}tls", is_flag=True, help=f"Connect to {what} with TLS."
+                ),
+                click.option(
+                    f"{dashed}tls-ca",
+                    f"{underscored}tls_ca",
+                    type=_FILE,
+                    help=f"Verify {what} with this CA (PEM); implies TLS. Default: the system's CAs.",
+                ),
+                click.option(
+                    f"{dashed}tls-cert",
+                    f"{underscored}tls_cert",
+                    type=_FILE,
+                    help="Client certificate (PEM) to present; implies TLS.",
+                ),
+                click.option(
+                    f"{dashed}tls-key",
+                    f"{underscored}tls_key",
+                    type=_FILE,
+                    help="Private key of the client certificate.",
+                ),
+            ]
+        ):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def server_tls_options(function: F) -> F:
+    """``--tls-cert``, ``--tls-key``, ``--tls-ca`` of a command that serves."""
+    for option in reversed(
+        [
+            click.option("--tls-cert", type=_FILE, help="Serve TLS with this certificate (PEM)."),
+            click.option(
+                "--tls-key", type=_FILE, help="Private key of --tls-cert (default: in the same file)."
+            ),
+            click.option("--tls-ca", type=_FILE, help="Require client certificates signed by this CA (PEM)."),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def server_ssl(cert: str | None, key: str | None, ca: str | None) -> ssl.SSLContext | None:
+    """The TLS context of a server (``None`` without a certificate).
+
+    Raises:
+        click.UsageError: a key or CA without a certificate.
+        click.BadParameter: the certificate, key or CA cannot be loaded.
+    """
+    if not cert:
+        if key or ca:
+            raise click.UsageError("--tls-key and --tls-ca go with --tls-cert")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise click.BadParameter(f"cannot load {cert}: {exc}", param_hint="--tls-cert") from None
+    if ca:
+        try:
+            context.load_verify_locations(ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise click.BadParameter(f"cannot load {ca}: {exc}", param_hint="--tls-ca") from None
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_ssl(
+    tls: bool, ca: str | None, cert: str | None, key: str | None, prefix: str = ""
+) -> ssl.SSLContext | None:
+    """The TLS context of a client (``None`` unless one of the TLS options was given).
+
+    Raises:
+        click.BadParameter: the CA, certificate or key cannot be loaded.
+    """
+    if not (tls or ca or cert):
+        if key:
+            raise click.UsageError(f"--{prefix + '-' if prefix else ''}tls-key goes with a certificate")
+        return None
+    name = f"--{prefix + '-' if prefix else ''}tls"
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except (ssl.SSLError, OSError) as exc:
+        raise click.BadParameter(f"cannot load {ca}: {exc}", param_hint=f"{name}-ca") from None
+    if cert:
+        try:
+            context.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            raise click.BadParameter(f"cannot load {cert}: {exc}", param_hint=f"{name}-cert") from None
+    return context
+
+
+def credentials(user: str | None, password: str | None) -> dict[str, str] | None:
+    """``{user: password}`` for a server, or ``None`` (any login) when neither is given.
+
+    Raises:
+        click.UsageError: only one of them is given.
+    """
+    if user is None and password is None:
+        return None
+    if user is None or password is None:
+        raise click.UsageError("--user and --password go together")
+    return {user: password}

@@ -1,0 +1,182 @@
+"""``soup relay``: record from upstream servers and serve the same stream downstream.
+
+A thin shell over :class:`nasdaq_protocols.soup.relay.Relay` on a :class:`FileStore`: the
+command checks its arguments, reports the upstream connection's state like ``tail``, and stops
+on Ctrl-C or SIGTERM (exit 130 or 143) with everything received stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..relay import Relay
+from ..store import Durability, FileStore
+from .addresses import (
+    LISTEN_ADDRESS,
+    Address,
+    addresses_text,
+    check_can_listen,
+    format_address,
+    resolve_addresses,
+    servers_argument,
+)
+from .follow import (
+    BATCH,
+    ConnectionReport,
+    close_subscriber,
+    explained_failures,
+    next_batch,
+    subscriber_options,
+)
+from .journals import JournalCreation, check_journal_folder, journal_position
+from .options import (
+    client_ssl,
+    client_tls_options,
+    credentials,
+    durability_option,
+    heartbeat_option,
+    server_ssl,
+    server_tls_options,
+)
+from .running import StopRequest, close_server, run_command, say
+
+__all__ = ["relay", "run_relay"]
+
+
+@click.command(short_help="Record from upstream and serve the same stream downstream.")
+@servers_argument("upstream")
+@click.option(
+    "--listen", type=LISTEN_ADDRESS, default="127.0.0.1:7001", show_default=True, help="Address to serve on."
+)
+@click.option(
+    "--journal", required=True, type=click.Path(dir_okay=False), help="Journal that buffers the stream."
+)
+@click.option("--upstream-user", default="", help="Username for the upstream servers.")
+@click.option("--upstream-password", default="", help="Password for the upstream servers.")
+@click.option(
+    "--session", default="", help="Upstream session (default: the journal's, else the current one)."
+)
+@click.option("--user", help="Username downstream clients must log in with (any login when absent).")
+@click.option("--password", help="Password downstream clients must log in with.")
+@heartbeat_option
+@durability_option
+@client_tls_options("upstream", "the upstream servers")
+@server_tls_options
+def relay(
+    upstream: list[Address],
+    listen: Address,
+    journal: str,
+    upstream_user: str,
+    upstream_password: str,
+    session: str,
+    user: str | None,
+    password: str | None,
+    heartbeat: float,
+    durability: Durability,
+    upstream_tls: bool,
+    upstream_tls_ca: str | None,
+    upstream_tls_cert: str | None,
+    upstream_tls_key: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
+) -> None:
+    """Record a session from upstream servers and serve the same stream downstream: a gateway
+    with a durable buffer and fan-out.
+
+    Session name, sequence numbers and bytes are the upstream's. Several upstream servers fail
+    over as with tail; restarted on the same journal, the relay resumes where it stopped. When
+    the upstream session ends, so does the relay's (it keeps serving until stopped).
+    """
+    downstream_credentials = credentials(user, password)
+    upstream_options = subscriber_options(
+        heartbeat,
+        True,
+        client_ssl(upstream_tls, upstream_tls_ca, upstream_tls_cert, upstream_tls_key, prefix="upstream"),
+    )
+    server_options: dict[str, Any] = {
+        "credentials": downstream_credentials,
+        "heartbeat_interval": heartbeat,
+        "ssl": server_ssl(tls_cert, tls_key, tls_ca),
+    }
+
+    async def main(stop: StopRequest) -> None:
+        await run_relay(
+            stop,
+            upstream,
+            listen,
+            journal,
+            upstream_user,
+            upstream_password,
+            session,
+            durability,
+            upstream_options,
+            server_options,
+        )
+
+    run_command(main)
+
+
+async def run_relay(
+    stop: StopRequest,
+    upstream: list[Address],
+    listen: Address,
+    journal: str,
+    upstream_user: str,
+    upstream_password: str,
+    session: str,
+    durability: Durability,
+    upstream_options: dict[str, Any],
+    server_options: dict[str, Any],
+) -> None:
+    """Relay until stopped.
+
+    Raises:
+        Stopped: a stop signal arrived (after storing everything received).
+        SoupError, OSError, ValueError: the upstream login failed, the journal is unusable or
+            holds another session, the listening address is taken.
+    """
+    check_journal_folder(journal, "--journal")
+    journal_position(journal)  # not a journal: fail before anything is changed
+    check_can_listen(listen)
+    await stop.race(resolve_addresses(upstream))
+    report = ConnectionReport()
+    with explained_failures(), JournalCreation([journal]) as created:
+        store = FileStore(journal, durability=durability)
+        gateway = Relay(
+            upstream,
+            upstream_user,
+            upstream_password,
+            store,
+            session=session,
+            subscriber_options={**upstream_options, **report.hooks()},
+            **server_options,
+        )
+        try:
+            await stop.race(gateway.start(*listen))
+            created.keep()
+            say(
+                f"{addresses_text(upstream)} -> {format_address(gateway.address)},"
+                f" session {gateway.session!r}, from sequence {store.last_sequence + 1}"
+            )
+            while True:
+                batch = await next_batch(gateway.subscriber, stop, BATCH)
+                if not batch:
+                    break
+                gateway.forward(batch)
+            if gateway.subscriber.end_of_session:
+                assert gateway.server is not None
+                gateway.server.end_session()
+                say(
+                    f"session {gateway.session!r} ended upstream after sequence {store.last_sequence};"
+                    " serving it until stopped"
+                )
+                await stop.wait()
+                stop.check()
+        finally:
+            await close_subscriber(gateway.subscriber, report)
+            if gateway.server is not None:
+                await close_server(gateway.server)  # closes the store too
+            store.close()  # idempotent: here for a relay that never started serving

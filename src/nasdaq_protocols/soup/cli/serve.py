@@ -1,0 +1,287 @@
+"""``soup serve``: serve a session from a journal, from memory, or from a JetStream stream.
+
+Everything is checked before anything is created: the options, the TLS files, the journal's
+folder, that the address can be listened on. Should the start fail all the same, what it created
+(a new journal, a new per-user folder) is removed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl as ssl_module
+from collections.abc import Callable
+
+import click
+
+from ..errors import SoupError
+from ..server import SoupServer
+from ..store import Durability, FileStore, MemoryStore, MessageStore
+from .addresses import LISTEN_ADDRESS, Address, check_can_listen, format_address
+from .journals import JournalCreation, check_journal_folder, journal_position
+from .lines import stdin_lines
+from .options import DURABILITY_HELP, credentials, server_ssl, server_tls_options
+from .output import Progress, Rate
+from .running import StopRequest, close_server, run_command, say
+from .streams import connect_patiently, open_gateway_store, parse_store_option
+
+__all__ = ["serve", "serve_session"]
+
+log = logging.getLogger("soup")
+
+
+@click.command(short_help="Serve a session from a journal, memory or JetStream.")
+@click.option(
+    "--listen",
+    type=LISTEN_ADDRESS,
+    default="127.0.0.1:7000",
+    show_default=True,
+    help="Address to serve on (port 0: any free port).",
+)
+@click.option(
+    "--journal",
+    type=click.Path(),
+    help="Journal file to serve and append to (a folder of journals with --per-user); memory if absent.",
+)
+@click.option(
+    "--store",
+    "store_url",
+    metavar="nats://HOST:PORT/STREAM",
+    help="Serve a stream held in NATS JetStream instead (a read-only mirror: publish with soup publish).",
+)
+@click.option(
+    "--cache",
+    type=click.Path(dir_okay=False),
+    help="With --store: keep the mirror in this journal, so a restart downloads only what is new.",
+)
+@click.option("--session", help="Session name, at most 10 characters (default: the journal's, else SESSION).")
+@click.option("--user", help="Username clients must log in with (any login is accepted when absent).")
+@click.option("--password", help="Password clients must log in with.")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Publish each line of standard input as a message.")
+@click.option("--per-user", is_flag=True, help="A stream per username (order-entry style).")
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="Server heartbeat interval, seconds.",
+)
+@click.option(
+    "--client-timeout",
+    type=click.FloatRange(min=0.01),
+    default=15.0,
+    show_default=True,
+    help="Drop a client silent this long, seconds.",
+)
+@click.option(
+    "--login-timeout",
+    type=click.FloatRange(min=0.01),
+    default=30.0,
+    show_default=True,
+    help="Seconds a client has to log in.",
+)
+@click.option(
+    "--durability",
+    type=click.Choice(["flush", "fsync", "interval"]),
+    default="flush",
+    show_default=True,
+    help=DURABILITY_HELP,
+)
+@click.option(
+    "--max-lag", type=click.IntRange(min=1), help="Drop a client more than this many messages behind."
+)
+@server_tls_options
+def serve(
+    listen: Address,
+    journal: str | None,
+    store_url: str | None,
+    cache: str | None,
+    session: str | None,
+    user: str | None,
+    password: str | None,
+    from_stdin: bool,
+    per_user: bool,
+    heartbeat: float,
+    client_timeout: float,
+    login_timeout: float,
+    durability: Durability,
+    max_lag: int | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
+) -> None:
+    """Serve a SoupBinTCP session to any number of clients, each from the sequence number it
+    asks for, then live.
+
+    The stream is kept in a journal (--journal), in memory, or in NATS JetStream (--store). With
+    --stdin, each line of standard input is published as a message; the server keeps serving
+    after the input ends, until Ctrl-C or SIGTERM.
+
+    \b
+    Example:
+      seq 1 1000 | soup serve --listen :7000 --journal feed.journal --session FEED --stdin
+    """
+    if per_user and from_stdin:
+        raise click.UsageError("--stdin publishes one shared stream; it cannot be used with --per-user")
+    jetstream = parse_store_option(store_url) if store_url is not None else None
+    if jetstream is not None and (journal or per_user or from_stdin):
+        raise click.UsageError("--store serves a JetStream stream: no --journal, --per-user or --stdin")
+    if cache is not None and jetstream is None:
+        raise click.UsageError("--cache goes with --store")
+    if session is not None and (len(session) > 10 or not session.isascii()):
+        raise click.BadParameter(f"{session!r} is longer than 10 ASCII characters", param_hint="--session")
+    allowed = credentials(user, password)
+    ssl = server_ssl(tls_cert, tls_key, tls_ca)
+
+    async def main(stop: StopRequest) -> None:
+        await serve_session(
+            stop, listen, journal, jetstream, cache, session, allowed, from_stdin, per_user,
+            heartbeat, client_timeout, login_timeout, durability, max_lag, ssl,
+        )  # fmt: skip
+
+    run_command(main)
+
+
+def _open_store(
+    journal: str | None, session: str | None, durability: Durability, per_user: bool
+) -> tuple[MessageStore | None, Callable[[str], MessageStore] | None]:
+    """The shared store, or (per-user mode) the factory of each user's store."""
+    if per_user:
+        if journal is None:
+            return None, None
+        folder = journal
+        os.makedirs(folder, exist_ok=True)
+
+        def store_factory(user: str) -> MessageStore:
+            path = os.path.join(folder, f"{user}.journal")
+            return FileStore(path, session=session, durability=durability)
+
+        return None, store_factory
+    if journal is None:
+        return MemoryStore(session or ""), None
+    return FileStore(journal, session=session, durability=durability), None
+
+
+async def serve_session(
+    stop: StopRequest,
+    listen: Address,
+    journal: str | None,
+    jetstream: tuple[list[str], str] | None,
+    cache: str | None,
+    session: str | None,
+    allowed: dict[str, str] | None,
+    from_stdin: bool,
+    per_user: bool,
+    heartbeat: float,
+    client_timeout: float,
+    login_timeout: float,
+    durability: Durability,
+    max_lag: int | None,
+    ssl: ssl_module.SSLContext | None,
+) -> None:
+    """Serve until stopped (or until standard input fails, with --stdin).
+
+    Raises:
+        Stopped: a stop signal arrived (after closing the server and its stores).
+        SoupError, OSError, ValueError: the journal, the stream or the address cannot be used,
+            or a line of standard input cannot be a message.
+    """
+    if journal is not None and per_user:
+        parent = os.path.dirname(os.path.abspath(journal))
+        if os.path.exists(journal) and not os.path.isdir(journal):
+            raise SoupError(f"--journal {journal}: with --per-user it is a folder of journals, not a file")
+        if not os.path.isdir(parent):
+            raise SoupError(f"--journal {journal}: folder {parent} does not exist (create it first)")
+    elif journal is not None:
+        check_journal_folder(journal, "--journal")
+        stored, _ = journal_position(journal)  # not a journal, or another session: fail now
+        if session and stored and stored != session:
+            raise SoupError(f"journal {journal} holds session {stored!r}, not {session!r}")
+    if cache is not None:
+        check_journal_folder(cache, "--cache")
+    check_can_listen(listen)
+    with JournalCreation([path for path in (journal, cache) if path is not None]) as created:
+        if jetstream is not None:
+            store: MessageStore | None = await connect_patiently(
+                lambda: open_gateway_store(*jetstream, session, cache), stop
+            )
+            factory = None
+        else:
+            store, factory = _open_store(journal, session, durability, per_user)
+        try:
+            server = SoupServer(
+                session,
+                store=store,
+                per_user=per_user,
+                store_factory=factory,
+                credentials=allowed,
+                heartbeat_interval=heartbeat,
+                client_timeout=client_timeout,
+                login_timeout=login_timeout,
+                max_lag=max_lag,
+                ssl=ssl,
+            )
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+        try:
+            await server.start(*listen)
+        except BaseException:
+            await server.close()  # closes the store too (a JetStream store's connection)
+            raise
+        created.keep()
+    say(f"session {server.session!r} on {format_address(server.address)}")
+    if allowed is None:
+        say("no --user/--password given: any login is accepted")
+    rate = Rate()
+
+    def describe() -> str:
+        stats = server.stats()
+        last = sum(stats["streams"].values())
+        return (
+            f"seq {last:,}  clients {stats['logged_in']}  sent {stats['messages_sent']:,}"
+            f"  {rate(last):,.0f} msg/s"
+        )
+
+    def stop_if_failed(task: asyncio.Task[None]) -> None:
+        # A reader that fails (a line too long for a message, unreadable input) stops the
+        # server with its error, rather than leaving it serving a stream that silently stopped.
+        if not task.cancelled() and task.exception() is not None:
+            failed.set()
+
+    failed = asyncio.Event()
+    failure: BaseException | None = None
+    try:
+        with Progress(describe):
+            reader = asyncio.create_task(publish_stdin(server)) if from_stdin else None
+            if reader is not None:
+                reader.add_done_callback(stop_if_failed)
+            try:
+                await stop.race(failed.wait())
+            finally:
+                if reader is not None:
+                    if reader.done() and not reader.cancelled():
+                        failure = reader.exception()
+                    reader.cancel()
+    finally:
+        await close_server(server)
+    if failure is not None:
+        raise failure
+
+
+async def publish_stdin(server: SoupServer) -> None:
+    """Publish each line of standard input (a pipe, a file or a terminal); keep serving after it ends.
+
+    Raises:
+        SoupError: a line is longer than a message can be (65,534 bytes).
+    """
+    published = 0
+    try:
+        async for batch in stdin_lines():
+            server.publish_many(batch)
+            published += len(batch)
+    except ValueError as exc:  # a line over the payload limit
+        raise SoupError(f"standard input, after {published} lines: {exc}") from None
+    log.info("standard input ended after %d messages; still serving", published)
