@@ -228,12 +228,6 @@ def test_python_m_conformance_fails_when_the_sdist_cannot_be_had(tmp_path: Path)
 
 
 @pytest.mark.interop
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 phase 2 pending: unconnected server sessions that send every packet through"
-    " send_msg (session rewrite) and nasdaq_protocols.soup.tools_soup_tail (the nasdaq-soup-tail"
-    " alias); remove this mark when both are merged",
-)
 def test_the_upstream_soup_tests_pass_on_this_package() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "conformance"],
