@@ -280,6 +280,21 @@ def stream_rows(ctx: Context) -> list[Row]:
 
     callback, callback_cpu = (f("stream: connect_async + on_msg_coro") for f in (rate_row, cpu_row))
     iterate, iterate_cpu = (f("stream: async for in subscribe()") for f in (rate_row, cpu_row))
+    seed = Row(
+        "stream: seed-API server (send_seq_msg) -> on_msg_coro",
+        "msg/s received",
+        "msg/s",
+        True,
+        target=">= 0.5 x the raw pair",
+        check=at_least(0, 0.5),
+        paired=True,
+    )
+    seed.notes.append(
+        f"{sizes.stream:,} Sequenced Data of {sizes.payload} bytes sent by a SoupServerSession subclass"
+        " calling send_seq_msg once per message (awaiting drain() every 4,096), received by"
+        " connect_async + on_msg_coro, each in a process of its own; raw: the pre-framed sender and the"
+        " bare asyncio client of the other stream rows (the raw pair), in the same rounds"
+    )
     note = (
         f"{sizes.stream:,} Sequenced Data of {sizes.payload} bytes from a process writing pre-framed"
         " bytes as fast as the socket takes them (only the client is measured)"
@@ -304,6 +319,31 @@ def stream_rows(ctx: Context) -> list[Row]:
                 implementation, role, "--port", port, "--count", count, *options, timeout=sizes.timeout
             )
 
+    def seed_rate(implementation: Implementation, *options: Any) -> float:
+        with workers() as pool:
+            server = start(
+                pool,
+                implementation,
+                "seed-server",
+                "--count",
+                sizes.stream,
+                "--size",
+                sizes.payload,
+                *options,
+            )
+            port = server.read_json(30)["port"]
+            result = harness.run(
+                implementation,
+                "stream-callback",
+                "--port",
+                port,
+                "--count",
+                sizes.stream,
+                *options,
+                timeout=sizes.timeout,
+            )
+        return float(result["rate"])
+
     def rate(cpu_row: Row, column: str, implementation: Implementation, role: str, *options: Any) -> float:
         result = client_run(implementation, role, sizes.stream, *options)
         cpu_row.cells.setdefault(column, Cell()).samples.append(
@@ -321,6 +361,7 @@ def stream_rows(ctx: Context) -> list[Row]:
         ):
             job = functools.partial(rate, cpu_row, column, implementation, role, *options)
             jobs.append((column, row, job))
+        jobs.append((column, seed, functools.partial(seed_rate, implementation, *options)))
     jobs.append((RAW, callback, functools.partial(rate, callback_cpu, RAW, ctx.raw, "stream")))
     for repetition in range(sizes.stream_repeat):
         log(f"stream round {repetition + 1} of {sizes.stream_repeat}")
@@ -329,6 +370,7 @@ def stream_rows(ctx: Context) -> list[Row]:
                 ctx.measure(row.cells, column, job, 1)
     iterate.cells[RAW] = callback.cells[RAW]
     iterate_cpu.cells[RAW] = callback_cpu.cells[RAW]
+    seed.cells[RAW] = callback.cells[RAW]
     if ctx.reference is not None:
         log("stream reference")
         got: list[int] = []
@@ -357,7 +399,8 @@ def stream_rows(ctx: Context) -> list[Row]:
         iterate.cells[REFERENCE] = ctx.reference_missing()
     iterate_cpu.cells[REFERENCE] = iterate.cells[REFERENCE]
     callback_cpu.cells.setdefault(REFERENCE, callback.cells[REFERENCE])
-    return [callback, callback_cpu, iterate, iterate_cpu]
+    seed.cells[REFERENCE] = Cell(note="not measured: its client reads 0.02 x raw (see the first row)")
+    return [callback, callback_cpu, iterate, iterate_cpu, seed]
 
 
 # --------------------------------------------------------------------------- scenario: the soup command

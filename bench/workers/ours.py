@@ -10,6 +10,9 @@ Roles (``python -m bench.workers.ours ROLE --help``):
 * ``stream-subscribe``: ``async for msg in subscribe(...)`` counting ``--count`` messages.
 * ``rtt-server`` (a ``SoupServerSession`` answering Unsequenced with Sequenced Data) and
   ``rtt-client``.
+* ``seed-server``: a ``SoupServerSession`` subclass streaming ``--count`` messages with one
+  ``send_seq_msg`` per message once a client logs in (awaiting ``drain()`` every 4,096), as a
+  simulator written with the seed API does; any stream client reads it.
 * ``replay-server``: ``SoupServer`` on a read-only ``FileStore`` journal; measures its CPU between
   the client's login and its disconnection, and its RSS.
 * ``fanout-server`` / ``fanout-client``: ``SoupServer.publish_many`` to many ``connect_async``
@@ -178,6 +181,39 @@ class EchoSession(SoupServerSession):
 
     async def on_unsequenced(self, msg: UnSequencedData) -> None:
         self.send_seq_msg(msg.data)
+
+
+class SeedStreamSession(SoupServerSession):
+    """The seed-API server stream: ``send_seq_msg`` per message from a task started at login."""
+
+    count = 0
+    size = 32
+
+    async def on_login(self, msg: LoginRequest) -> LoginAccepted:
+        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stream()))
+        return LoginAccepted(SESSION, 1)
+
+    async def on_unsequenced(self, msg: UnSequencedData) -> None:
+        pass
+
+    async def stream(self) -> None:
+        payload = payload_of(self.size)
+        send = self.send_seq_msg
+        for index in range(1, self.count + 1):
+            send(payload)
+            if index % 4096 == 0:
+                await self.drain()
+
+
+async def seed_server(count: int, size: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = stop_event_on_stdin_eof(loop)
+    SeedStreamSession.count, SeedStreamSession.size = count, size
+    listener = await loop.create_server(SeedStreamSession, HOST, 0)
+    report(port=listener.sockets[0].getsockname()[1])
+    await stop.wait()
+    listener.close()
+    report()
 
 
 async def rtt_server() -> None:
@@ -590,6 +626,8 @@ def main() -> None:
         job = fanout_client(arguments.port, arguments.sessions, arguments.count)
     elif role == "rtt-server":
         job = rtt_server()
+    elif role == "seed-server":
+        job = seed_server(arguments.count, arguments.size)
     elif role == "replay-server":
         job = replay_server(arguments.journal)
     elif role == "fanout-server":

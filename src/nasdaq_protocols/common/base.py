@@ -61,6 +61,8 @@ class SessionBase(asyncio.Protocol):
     _pump_paused: bool
     # writing
     _out: list[bytes]
+    _batch: list[Any]
+    _batch_open: bool
     _flush_handle: asyncio.Handle | None
     _write_paused: bool
     _drain_waiters: list[asyncio.Future[None]]

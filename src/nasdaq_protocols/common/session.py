@@ -122,6 +122,8 @@ class AsyncSession(Delivery, Clock):
         self._pump_paused = False
         # writing
         self._out: list[bytes] = []
+        self._batch: list[Any] = []  # payloads the core frames at the next flush (_frame_batch)
+        self._batch_open = False  # a subclass opens it once its fast path may be used
         self._flush_handle: asyncio.Handle | None = None
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -197,7 +199,7 @@ class AsyncSession(Delivery, Clock):
             self._on_data_queued()
         if now >= self._heartbeat_check_at:
             self._heartbeat_check(now)
-        if self._out:
+        if self._out or self._batch:
             self._flush()
 
     def _on_data_queued(self) -> None:
@@ -270,7 +272,17 @@ class AsyncSession(Delivery, Clock):
             self.bytes_sent += len(data)
             self._conn.data_sent(self._loop.time())  # type: ignore[union-attr]
         else:
+            if self._batch:
+                self._drain_batch()  # what was batched before this goes before it
             self._out.append(data)
+
+    def _frame_batch(self, batch: list[Any]) -> bytes:
+        """The bytes of the payloads a subclass's fast path batched (see ``_batch``)."""
+        raise NotImplementedError
+
+    def _drain_batch(self) -> None:
+        self._out.append(self._frame_batch(self._batch))
+        self._batch.clear()
 
     def _write_now(self, data: bytes) -> None:
         """Write bytes at once (after anything queued): for a producer that checks flow control
@@ -283,6 +295,8 @@ class AsyncSession(Delivery, Clock):
         self._flush()
 
     def _flush(self) -> None:
+        if self._batch:
+            self._drain_batch()
         out = self._out
         if not out:
             return
@@ -321,7 +335,7 @@ class AsyncSession(Delivery, Clock):
     @property
     def write_buffer_size(self) -> int:
         """Bytes written but not yet handed to the kernel."""
-        queued = sum(map(len, self._out))
+        queued = sum(map(len, self._out)) + sum(3 + len(payload) for payload in self._batch)
         return queued + (self._transport.get_write_buffer_size() if self._transport else 0)
 
     # ------------------------------------------------------------------ closing
@@ -374,6 +388,7 @@ class AsyncSession(Delivery, Clock):
             if found:
                 reason, detail = found[0]
         self._phase = _CLOSING
+        self._batch_open = False
         self.close_reason = reason
         self.close_detail = detail or reason.value
         self._conn.close(reason, self.close_detail)  # what was received is still handed out
@@ -400,6 +415,8 @@ class AsyncSession(Delivery, Clock):
         """
         transport = self._transport
         assert transport is not None
+        if self._batch:
+            self._drain_batch()
         out = self._out
         if out and not self._connection_lost:
             transport.write(b"".join(out))

@@ -523,6 +523,30 @@ class SoupConnection:
         self._sent += count
         return packets
 
+    def send_sequenced_batch(self, payloads: list[bytes]) -> bytes:
+        """Server: frame ``payloads`` as the next Sequenced Data packets, in one buffer.
+
+        Raises:
+            LocalProtocolError: not a logged-in server.
+            ValueError: a payload is over 65,534 bytes (nothing is counted).
+        """
+        if self.state is not State.LOGGED_IN or self._is_client:
+            raise LocalProtocolError(
+                f"cannot send Sequenced Data as a {self.role.value} while {self.state.value}"
+            )
+        parts: list[bytes] = []
+        append = parts.append
+        headers = _S_HEADERS
+        for payload in payloads:
+            size = len(payload)
+            header = headers[size] if size < _MAX_HEADER_CACHE else None
+            if header is None:
+                header = _header(headers, 0x53, size)
+            append(header)
+            append(payload)
+        self._sent += len(payloads)
+        return b"".join(parts)
+
     def send_unsequenced(self, payload: bytes) -> bytes:
         """Frame ``payload`` as Unsequenced Data, with no message object.
 

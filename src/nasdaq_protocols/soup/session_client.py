@@ -95,6 +95,17 @@ class SoupClientSession(SoupSession):
             LoginRejectedError: (a ``ConnectionRefusedError``) the server rejected the login
                 (``reason`` says why) or the connection closed before an answer.
         """
+        await self.log_in(msg)
+        self.start_dispatching()
+        return self
+
+    async def log_in(self, msg: LoginRequest) -> None:
+        """:meth:`login` without starting delivery (``connect_async`` starts it as it returns, so
+        that no callback runs before the application holds the session).
+
+        Raises:
+            LoginRejectedError: as :meth:`login`.
+        """
         if self._conn.state is not State.CONNECTED or not self.is_active():
             raise LoginRejectedError(f"{self.session_id}> cannot log in while {self._conn.state.value}")
         self.session_id.update(msg)
@@ -110,8 +121,6 @@ class SoupClientSession(SoupSession):
                 reply.reason,
                 CloseReason.LOGIN_REJECTED,
             )
-        self.start_dispatching()
-        return self
 
     def _settle_login(self, reply: SoupMessage) -> None:
         waiter = self._login_waiter
@@ -324,7 +333,7 @@ async def connect_async(
 
     request = LoginRequest(user, passwd, session_id, str(sequence), heartbeat_timeout=heartbeat_timeout)
     try:
-        return await asyncio.wait_for(session.login(request), timeout=login_timeout)
+        await asyncio.wait_for(session.log_in(request), timeout=login_timeout)
     except asyncio.TimeoutError:
         session.initiate_close(CloseReason.LOGIN_TIMEOUT, "no answer to the Login Request")
         raise LoginRejectedError(
@@ -335,3 +344,6 @@ async def connect_async(
     except BaseException:
         session.initiate_close(CloseReason.LOCAL_CLOSE, "login failed")
         raise
+    # Delivery starts in the next event-loop turn: after the caller holds the session.
+    session.start_dispatching()
+    return session
