@@ -58,7 +58,7 @@ class HeartbeatSweep:
     def sweep(self, now: float) -> None:
         self.next_sweep = now + self.period
         for session in list(self.sessions.values()):
-            session._heartbeat_if_due(now)
+            session.send_heartbeat_if_due(now)
 
 
 _SWEEPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HeartbeatSweep] = weakref.WeakKeyDictionary()
@@ -134,7 +134,8 @@ class Clock(SessionBase):
         if sweep is not None and now >= sweep.next_sweep:
             sweep.sweep(now)
 
-    def _heartbeat_if_due(self, now: float) -> None:
+    def send_heartbeat_if_due(self, now: float) -> None:
+        """Send a heartbeat now if the core says one is due (``now`` on the loop's clock)."""
         if self._phase is _OPEN and self._transport is not None and self._conn.heartbeat_due(now):
             self._send_heartbeat_now()
             self._flush()

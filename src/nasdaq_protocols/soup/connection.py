@@ -256,6 +256,11 @@ class SoupConnection:
         return self._decoder.messages_decoded
 
     @property
+    def sequenced_bytes(self) -> int:
+        """Payload bytes of the Sequenced Data decoded so far."""
+        return self._decoder.sequenced_bytes
+
+    @property
     def max_packet_size(self) -> int:
         """The largest packet accepted from the peer."""
         return self._decoder.max_packet_size

@@ -215,6 +215,7 @@ class SoupDecoder:
         "messages_decoded",
         "only_sequenced",
         "sequence",
+        "sequenced_bytes",
         "unread_bytes",
     )
 
@@ -234,6 +235,8 @@ class SoupDecoder:
         self.sequence = 0
         #: Messages decoded so far (every packet type).
         self.messages_decoded = 0
+        #: Payload bytes of the Sequenced Data decoded so far.
+        self.sequenced_bytes = 0
         self._reads: collections.deque[bytes] = collections.deque()  # whole reads, not started
         self._data = b""  # the read being decoded, from `_position`
         self._position = 0
@@ -339,8 +342,15 @@ class SoupDecoder:
                 if messages:
                     self.messages_decoded += len(messages)
                     last = messages[-1]
-                    if last.__class__ is LoginAccepted:
-                        self.sequence = last.sequence - 1
+                    if last.__class__ is SequencedData:
+                        # Each packet is its payload and 3 bytes: no need to look at each one.
+                        self.sequenced_bytes += stop - position - 3 * len(messages)
+                    else:
+                        # Before the packet that ended the batch, all are Sequenced Data.
+                        for message in messages[:-1]:
+                            self.sequenced_bytes += len(message.data)  # type: ignore[attr-defined]
+                        if last.__class__ is LoginAccepted:
+                            self.sequence = last.sequence - 1
                     return messages
                 # An incomplete packet ends the read: it waits for the next one.
                 self._pending += data[stop:]
@@ -388,6 +398,8 @@ class SoupDecoder:
             raise error
         self.sequence = sequence
         self.messages_decoded += 1
+        if messages[0].__class__ is SequencedData:
+            self.sequenced_bytes += len(packet) - 3
         if messages[0].__class__ is LoginAccepted:
             self.sequence = messages[0].sequence - 1
         return messages

@@ -308,6 +308,8 @@ class Subscriber:
         sources = self._sources
         ready = self._ready
         while sources:
+            connection = sources[0].connection
+            decoded_bytes = connection.sequenced_bytes
             batch = sources[0].receive_batch_nowait(READ_BATCH)
             if not batch:
                 if not sources[0].is_drained():
@@ -326,7 +328,10 @@ class Subscriber:
                 self._next = last.sequence + 1
                 stats = self.stats
                 stats.messages += len(batch)
-                stats.bytes += sum(map(len, map(_data, batch)))
+                # Decoded just now, the batch's payload bytes are the connection's count's growth
+                # (a sum over the batch cost ~50 ns a message); taken from a queue, they are summed.
+                decoded_bytes = connection.sequenced_bytes - decoded_bytes
+                stats.bytes += decoded_bytes or sum(map(len, map(_data, batch)))
                 ready.extend(batch)
                 return True
             for message in batch:
