@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,8 +94,11 @@ def make_payloads(count: int, rng: random.Random) -> list[bytes]:
 # --------------------------------------------------------------------------- processes
 
 
-def soup(*args: str, input: bytes | None = None, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
-    """Run ``soup ARGS`` to completion (killed after ``timeout``); its outputs as text."""
+def soup(
+    *args: str, input: bytes | None = None, timeout: float = WAIT, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``soup ARGS`` to completion (killed after ``timeout``), in ``env`` (default: this
+    process's environment); its outputs as text."""
     result = subprocess.run(
         [*SOUP, *args],
         input=input,
@@ -103,6 +106,7 @@ def soup(*args: str, input: bytes | None = None, timeout: float = WAIT) -> subpr
         capture_output=True,
         timeout=timeout,
         check=False,
+        env=env,
     )
     return subprocess.CompletedProcess(
         result.args, result.returncode, result.stdout.decode(), result.stderr.decode(errors="replace")

@@ -16,7 +16,9 @@ timeout.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import os
 import random
 import re
 import signal
@@ -43,6 +45,7 @@ from cliutil import (
     text_lines,
     wait_until,
 )
+from nasdaq_protocols import __version__
 from netutil import free_port
 
 __all__ = ["processes"]  # a fixture, imported for the tests below
@@ -404,10 +407,23 @@ def test_help(command: str) -> None:
     assert result.stderr == ""
 
 
-def test_version() -> None:
-    result = soup("--version")
-    assert result.returncode == 0
-    assert result.stdout.startswith("soup, version ")
+@pytest.mark.parametrize("no_extensions", [False, True], ids=["default", "SOUPBINTCP_NO_EXTENSIONS"])
+def test_version_names_the_packet_walker(no_extensions: bool) -> None:
+    """``soup --version`` says which packet walker the process runs: the compiled one when it is
+    built, the pure-Python one (and why) when it is not or ``SOUPBINTCP_NO_EXTENSIONS`` is set."""
+    env = {name: value for name, value in os.environ.items() if name != "SOUPBINTCP_NO_EXTENSIONS"}
+    if no_extensions:
+        walker = "python (SOUPBINTCP_NO_EXTENSIONS is set)"
+        env["SOUPBINTCP_NO_EXTENSIONS"] = "1"
+    elif importlib.util.find_spec("nasdaq_protocols.soup._walker") is not None:
+        walker = "compiled"
+    else:
+        walker = "python (the compiled walker is not built)"
+    for option in ("--version", "-V"):
+        result = soup(option, env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"soup, version {__version__} (packet walker: {walker})\n"
+        assert result.stderr == ""
 
 
 # --------------------------------------------------------------------------- demo

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 
 from cliutil import (
@@ -42,6 +43,8 @@ from cliutil import (
     wait_until,
     write_journal,
 )
+from nasdaq_protocols.soup.cli import main
+from nasdaq_protocols.soup.cli.compat_tail import command as compat_tail
 from nasdaq_protocols.soup.core import LoginRequest
 from nasdaq_protocols.soup.store import FileStore
 from netutil import free_port, nats_server_binary
@@ -423,6 +426,28 @@ def test_help_has_no_markup_and_every_option_is_explained(command: str) -> None:
     for entry in entries[1:]:
         words = entry.split()
         assert len(words) > 2, f"{command}: no help for {entry.strip()!r}"
+
+
+def every_command() -> list[click.Command]:
+    """``soup`` itself, each of its commands, and the ``nasdaq-soup-tail`` alias."""
+    return [main, *main.commands.values(), compat_tail]
+
+
+@pytest.mark.parametrize("command", every_command(), ids=lambda command: command.name or "")
+def test_every_option_has_help_in_whole_sentences(command: click.Command) -> None:
+    """Each option's help (and the command's summary and first line) starts with a capital and
+    ends with a full stop; ``-h/--help`` is click's own."""
+    context = click.Context(command, info_name=command.name)
+    summary = command.get_short_help_str(limit=200)
+    assert summary[:1].isupper() and summary.endswith("."), f"{command.name}: summary {summary!r}"
+    first_line = (command.help or "").strip().split("\n\n")[0]
+    assert first_line[:1].isupper() and first_line.endswith("."), f"{command.name}: {first_line!r}"
+    for parameter in command.get_params(context):
+        if not isinstance(parameter, click.Option) or parameter.hidden:
+            continue
+        text = (parameter.help or "").strip()
+        assert text, f"{command.name} {parameter.opts[0]}: no help"
+        assert text[0].isupper() and text.endswith("."), f"{command.name} {parameter.opts[0]}: {text!r}"
 
 
 def test_relay_has_tls_options_both_ways() -> None:

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 #: The ports the documents use; each is replaced by a free port when a document is run.
-DOC_PORTS = (4221, 4222, 4223, 6231, 6232, 6233, 7000, 7001, 7002, 7003)
+DOC_PORTS = (4221, 4222, 4223, 6231, 6232, 6233, 7000, 7001, 7002, 7003, 9100, 9101)
 
 #: The languages run; other blocks (diagrams, output) are not commands.
 RUN = {"sh": "sh", "bash": "sh", "shell": "sh", "python": "python"}

@@ -19,6 +19,7 @@ import click
 
 from nasdaq_protocols import __version__
 
+from ..framing import WALKER
 from .cat import cat
 from .demo import demo
 from .output import escape_payload, format_message
@@ -33,7 +34,15 @@ __all__ = ["escape_payload", "format_message", "main"]
 
 
 @click.group(name="soup", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "-V", "--version", prog_name="soup")
+@click.version_option(
+    __version__,
+    "-V",
+    "--version",
+    prog_name="soup",
+    # Which packet walker runs (compiled, or python and why): the first thing to ask about speed.
+    message="%(prog)s, version %(version)s (packet walker: " + WALKER.replace("%", "%%") + ")",
+    help="Show the version and the packet walker in use (compiled or python), and exit.",
+)
 @click.option("-v", "--verbose", count=True, help="Log to standard error (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """SoupBinTCP from the command line: serve, tail, record, relay and inspect sessions.

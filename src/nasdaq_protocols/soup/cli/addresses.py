@@ -159,28 +159,33 @@ async def resolve_addresses(addresses: Sequence[Address]) -> None:
             raise Failure(f"cannot resolve {host!r}: {exc}") from None
 
 
-def check_can_listen(address: Address) -> None:
+def check_can_listen(address: Address, option: str = "") -> None:
     """Fail now if nothing can listen on ``address`` (port in use, address not local).
 
     Run before anything is created, so a failed start leaves nothing behind. The real server
     binds it a moment later; should the port be taken meanwhile, its start fails and the
     command removes what it created.
 
+    Args:
+        address: where the command will listen.
+        option: the option that gave it (``--metrics``), named in the error; empty for ``--listen``.
+
     Raises:
         Failure: the address cannot be bound, with the system's reason.
     """
     host, port = address
+    where = f"{format_address(address)} ({option})" if option else format_address(address)
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise Failure(f"cannot listen on {format_address(address)}: {exc.strerror or exc}") from None
+        raise Failure(f"cannot listen on {where}: {exc.strerror or exc}") from None
     for family, kind, protocol, _, sockaddr in infos:
         with socket.socket(family, kind, protocol) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's servers do
             try:
                 probe.bind(sockaddr)
             except OSError as exc:
-                raise Failure(f"cannot listen on {format_address(address)}: {exc.strerror or exc}") from None
+                raise Failure(f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -2,9 +2,9 @@
 
 What belongs here: what those commands share on the receiving side. A :func:`subscribe` with
 fail-over between the servers given, a :class:`ConnectionReport` that says on standard error,
-once per change of state, what is happening and why (and stays quiet while all is well), and
+once per change of state, what is happening and why (and stays quiet while all is well),
 :func:`next_batch`, which takes the messages a batch at a time and hears a stop request between
-batches.
+batches, and :func:`subscriber_metrics` (``--metrics``).
 
 Speed: the commands' per-message cost is the formatting or storing they do; taking messages costs
 one :meth:`Subscriber.next_batch` call per batch (up to :data:`BATCH` messages), not an ``await``
@@ -17,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from ..core import SoupMessage
 from ..errors import CloseReason, ConnectError, LoginRejectedError
+from ..metrics import MetricsEndpoint, serve_metrics
 from ..subscriber import Subscriber, SubscriberGaveUp
 from .addresses import Address, format_address
+from .options import announce_metrics
 from .running import Failure, StopRequest, describe_connect_error, say
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "close_subscriber",
     "explained_failures",
     "next_batch",
+    "subscriber_metrics",
     "subscriber_options",
 ]
 
@@ -189,3 +192,27 @@ def explained_failures() -> Iterator[None]:
             where = str(cause).split(": ", 1)[0]
             text = text.replace(str(cause), f"{where}: {describe_connect_error(cause)}")
         raise Failure(text) from None
+
+
+@contextlib.asynccontextmanager
+async def subscriber_metrics(
+    address: Address | None, subscriber: Subscriber
+) -> AsyncIterator[MetricsEndpoint | None]:
+    """``--metrics``: serve ``subscriber``'s metrics and health on ``address`` (and say where)
+    for the duration of the block, which gets the endpoint; nothing (``None``) without an address.
+
+    The endpoint is closed when the block ends, however it ends (a stop signal included): closing
+    it stops listening and drops any scrape in progress, which takes no time.
+
+    Raises:
+        OSError: ``address`` cannot be bound.
+    """
+    if address is None:
+        yield None
+        return
+    endpoint = await serve_metrics(address, subscriber=subscriber)
+    try:
+        announce_metrics(endpoint.address)
+        yield endpoint
+    finally:
+        await endpoint.close()

@@ -1,4 +1,4 @@
-"""Options several commands share: TLS, credentials, heartbeats, durability, formats, counts.
+"""Options several commands share: TLS, credentials, heartbeats, durability, formats, counts, metrics.
 
 What belongs here: click option declarations used by more than one command, and turning their
 values into what the library takes (an ``ssl.SSLContext``, a credentials mapping). A mistake in
@@ -13,10 +13,15 @@ from typing import Any, TypeVar
 
 import click
 
+from .. import metrics
+from .addresses import LISTEN_ADDRESS, Address, format_address
 from .output import FORMATS
+from .running import say
 
 __all__ = [
     "DURABILITY_HELP",
+    "announce_metrics",
+    "check_metrics_apart",
     "client_ssl",
     "client_tls_options",
     "count_option",
@@ -24,6 +29,7 @@ __all__ = [
     "durability_option",
     "format_option",
     "heartbeat_option",
+    "metrics_option",
     "reconnect_option",
     "server_ssl",
     "server_tls_options",
@@ -48,8 +54,8 @@ def format_option(function: F) -> F:
         type=click.Choice(FORMATS),
         default="text",
         show_default=True,
-        help="text: SEQ PAYLOAD, non-printable bytes as \\xNN; json: one JSON object a line"
-        " (seq, type, data, size); hex: SEQ HEXPAYLOAD.",
+        help="How each message is printed. text: SEQ PAYLOAD, non-printable bytes as \\xNN; json: one"
+        " JSON object a line (seq, type, data, size); hex: SEQ HEXPAYLOAD.",
     )(function)
 
 
@@ -80,6 +86,50 @@ def reconnect_option(function: F) -> F:
         " sequence number. --no-reconnect: one attempt, at the first server; exit 1 when it fails"
         " or the connection drops.",
     )(function)
+
+
+def _metrics_available(ctx: click.Context, param: click.Parameter, value: Address | None) -> Address | None:
+    # At parse time, before the command starts anything: a missing extra is a usage error (exit 2).
+    if value is not None:
+        try:
+            metrics.check_available()
+        except metrics.MetricsUnavailableError as exc:
+            raise click.UsageError(f"--metrics: {exc}", ctx) from None
+    return value
+
+
+def metrics_option(function: F) -> F:
+    """``--metrics HOST:PORT``: serve ``/metrics`` and ``/healthz`` there (port 0: any free port).
+
+    The command receives ``(host, port)`` or ``None``. Given while ``prometheus_client`` is not
+    installed, it is a usage error that says how to install it.
+    """
+    return click.option(
+        "--metrics",
+        type=LISTEN_ADDRESS,
+        callback=_metrics_available,
+        help="Serve Prometheus metrics on http://HOST:PORT/metrics and a health check on /healthz"
+        " (port 0: any free port). Needs the metrics extra: pip install 'soupbintcp[metrics]'.",
+    )(function)
+
+
+def check_metrics_apart(metrics_address: Address | None, listen: Address) -> None:
+    """A usage error if ``--metrics`` names the address of ``--listen`` (port 0 aside: two free ports).
+
+    Raises:
+        click.BadParameter: they are the same address.
+    """
+    if metrics_address is not None and metrics_address == listen and listen[1] != 0:
+        raise click.BadParameter(
+            f"{format_address(metrics_address)} is the address of --listen; give another port",
+            param_hint="--metrics",
+        )
+
+
+def announce_metrics(address: Address) -> None:
+    """Say on standard error where the metrics and the health check are served (the bound address)."""
+    base = f"http://{format_address(address)}"
+    say(f"metrics on {base}/metrics, health check on {base}/healthz")
 
 
 def durability_option(function: F) -> F:

@@ -15,8 +15,15 @@ from ..core import SequencedData, SoupMessage
 from ..errors import SoupError
 from ..store import Durability, FileStore
 from ..subscriber import subscribe
-from .addresses import Address, resolve_addresses, servers_argument
-from .follow import ConnectionReport, close_subscriber, explained_failures, next_batch, subscriber_options
+from .addresses import Address, check_can_listen, resolve_addresses, servers_argument
+from .follow import (
+    ConnectionReport,
+    close_subscriber,
+    explained_failures,
+    next_batch,
+    subscriber_metrics,
+    subscriber_options,
+)
 from .journals import JournalCreation, check_journal_folder, journal_position
 from .options import (
     client_ssl,
@@ -24,6 +31,7 @@ from .options import (
     count_option,
     durability_option,
     heartbeat_option,
+    metrics_option,
     reconnect_option,
 )
 from .output import Progress, Rate
@@ -57,6 +65,7 @@ def only_sequenced(batch: list[SoupMessage]) -> list[SequencedData]:
 @durability_option
 @reconnect_option
 @client_tls_options()
+@metrics_option
 def record(
     servers: list[Address],
     journal: str,
@@ -71,6 +80,7 @@ def record(
     tls_ca: str | None,
     tls_cert: str | None,
     tls_key: str | None,
+    metrics: Address | None,
 ) -> None:
     """Record a session's sequenced stream to a journal, live; restarted, resume from its end.
 
@@ -81,7 +91,9 @@ def record(
     options = subscriber_options(heartbeat, reconnect, client_ssl(tls, tls_ca, tls_cert, tls_key))
 
     async def main(stop: StopRequest) -> None:
-        await record_stream(stop, servers, journal, user, password, session, count, durability, options)
+        await record_stream(
+            stop, servers, journal, user, password, session, count, durability, options, metrics
+        )  # fmt: skip
 
     run_command(main)
 
@@ -96,12 +108,16 @@ async def record_stream(
     count: int | None,
     durability: Durability,
     options: dict[str, Any],
+    metrics: Address | None = None,
 ) -> None:
     """Append the session's messages to ``journal`` until ``count``, the end, or a stop.
+
+    ``metrics``: serve the subscriber's metrics and health there meanwhile (``--metrics``).
 
     Raises:
         Stopped: a stop signal arrived (after storing everything received and logging out).
         SoupError: as :func:`~.tail.follow_and_print`, or the journal holds another session.
+        Failure: the metrics address cannot be listened on.
     """
     check_journal_folder(journal, "--journal")
     stored_session, last = journal_position(journal)
@@ -110,6 +126,8 @@ async def record_stream(
     if count is not None and last >= count:
         say(f"{journal} already holds {last} messages")
         return
+    if metrics is not None:
+        check_can_listen(metrics, "--metrics")
     await stop.race(resolve_addresses(addresses))
     report = ConnectionReport()
     subscriber = subscribe(
@@ -126,28 +144,31 @@ async def record_stream(
         )
 
     store: FileStore | None = None
-    with explained_failures(), JournalCreation([journal]) as created, Progress(describe):
-        try:
-            await stop.race(subscriber.start())
-            store = FileStore(
-                journal, session=None if stored_session else subscriber.session, durability=durability
-            )
-            created.keep()
-            while count is None or position < count:
-                batch = await next_batch(subscriber, stop)
-                if not batch:
-                    break
-                sequenced = only_sequenced(batch)
-                if not sequenced:
-                    continue
-                if sequenced[0].sequence != position + 1:
-                    raise SoupError(f"journal is at {position} but message {sequenced[0].sequence} arrived")
-                payloads = list(map(data_of, sequenced))
-                if count is not None:
-                    del payloads[count - position :]
-                position = store.append_many(payloads)
-        finally:
-            await close_subscriber(subscriber, report)
-            if store is not None:
-                store.close()
-                say(f"{journal} holds {position} messages of session {subscriber.session!r}")
+    async with subscriber_metrics(metrics, subscriber):
+        with explained_failures(), JournalCreation([journal]) as created, Progress(describe):
+            try:
+                await stop.race(subscriber.start())
+                store = FileStore(
+                    journal, session=None if stored_session else subscriber.session, durability=durability
+                )
+                created.keep()
+                while count is None or position < count:
+                    batch = await next_batch(subscriber, stop)
+                    if not batch:
+                        break
+                    sequenced = only_sequenced(batch)
+                    if not sequenced:
+                        continue
+                    if sequenced[0].sequence != position + 1:
+                        raise SoupError(
+                            f"journal is at {position} but message {sequenced[0].sequence} arrived"
+                        )
+                    payloads = list(map(data_of, sequenced))
+                    if count is not None:
+                        del payloads[count - position :]
+                    position = store.append_many(payloads)
+            finally:
+                await close_subscriber(subscriber, report)
+                if store is not None:
+                    store.close()
+                    say(f"{journal} holds {position} messages of session {subscriber.session!r}")

@@ -28,15 +28,18 @@ from .follow import (
     close_subscriber,
     explained_failures,
     next_batch,
+    subscriber_metrics,
     subscriber_options,
 )
 from .journals import JournalCreation, check_journal_folder, journal_position
 from .options import (
+    check_metrics_apart,
     client_ssl,
     client_tls_options,
     credentials,
     durability_option,
     heartbeat_option,
+    metrics_option,
     server_ssl,
     server_tls_options,
 )
@@ -48,7 +51,11 @@ __all__ = ["relay", "run_relay"]
 @click.command(short_help="Record from upstream and serve the same stream downstream.")
 @servers_argument("upstream")
 @click.option(
-    "--listen", type=LISTEN_ADDRESS, default="127.0.0.1:7001", show_default=True, help="Address to serve on."
+    "--listen",
+    type=LISTEN_ADDRESS,
+    default="127.0.0.1:7001",
+    show_default=True,
+    help="Address to serve downstream clients on (port 0: any free port).",
 )
 @click.option(
     "--journal", required=True, type=click.Path(dir_okay=False), help="Journal that buffers the stream."
@@ -64,6 +71,7 @@ __all__ = ["relay", "run_relay"]
 @durability_option
 @client_tls_options("upstream", "the upstream servers")
 @server_tls_options
+@metrics_option
 def relay(
     upstream: list[Address],
     listen: Address,
@@ -82,15 +90,18 @@ def relay(
     tls_cert: str | None,
     tls_key: str | None,
     tls_ca: str | None,
+    metrics: Address | None,
 ) -> None:
     """Record a session from upstream servers and serve the same stream downstream: a gateway
     with a durable buffer and fan-out.
 
     Session name, sequence numbers and bytes are the upstream's. Several upstream servers fail
     over as with tail; restarted on the same journal, the relay resumes where it stopped. When
-    the upstream session ends, so does the relay's (it keeps serving until stopped).
+    the upstream session ends, so does the relay's (it keeps serving until stopped). With
+    --metrics, one endpoint reports both sides: the upstream subscriber and the downstream server.
     """
     downstream_credentials = credentials(user, password)
+    check_metrics_apart(metrics, listen)
     upstream_options = subscriber_options(
         heartbeat,
         True,
@@ -114,6 +125,7 @@ def relay(
             durability,
             upstream_options,
             server_options,
+            metrics,
         )
 
     run_command(main)
@@ -130,8 +142,12 @@ async def run_relay(
     durability: Durability,
     upstream_options: dict[str, Any],
     server_options: dict[str, Any],
+    metrics: Address | None = None,
 ) -> None:
     """Relay until stopped.
+
+    ``metrics``: serve the metrics and health of the upstream subscriber and, once it serves,
+    of the downstream server there, from one endpoint (``--metrics``).
 
     Raises:
         Stopped: a stop signal arrived (after storing everything received).
@@ -141,6 +157,8 @@ async def run_relay(
     check_journal_folder(journal, "--journal")
     journal_position(journal)  # not a journal: fail before anything is changed
     check_can_listen(listen)
+    if metrics is not None:
+        check_can_listen(metrics, "--metrics")
     await stop.race(resolve_addresses(upstream))
     report = ConnectionReport()
     with explained_failures(), JournalCreation([journal]) as created:
@@ -155,26 +173,31 @@ async def run_relay(
             **server_options,
         )
         try:
-            await stop.race(gateway.start(*listen))
-            created.keep()
-            say(
-                f"{addresses_text(upstream)} -> {format_address(gateway.address)},"
-                f" session {gateway.session!r}, from sequence {store.last_sequence + 1}"
-            )
-            while True:
-                batch = await next_batch(gateway.subscriber, stop, BATCH)
-                if not batch:
-                    break
-                gateway.forward(batch)
-            if gateway.subscriber.end_of_session:
-                assert gateway.server is not None
-                gateway.server.end_session()
+            # Metrics first: /healthz answers (503) while the upstream login is being retried.
+            async with subscriber_metrics(metrics, gateway.subscriber) as endpoint:
+                await stop.race(gateway.start(*listen))
+                created.keep()
+                if endpoint is not None:
+                    assert gateway.server is not None
+                    endpoint.watch(server=gateway.server)
                 say(
-                    f"session {gateway.session!r} ended upstream after sequence {store.last_sequence};"
-                    " serving it until stopped"
+                    f"{addresses_text(upstream)} -> {format_address(gateway.address)},"
+                    f" session {gateway.session!r}, from sequence {store.last_sequence + 1}"
                 )
-                await stop.wait()
-                stop.check()
+                while True:
+                    batch = await next_batch(gateway.subscriber, stop, BATCH)
+                    if not batch:
+                        break
+                    gateway.forward(batch)
+                if gateway.subscriber.end_of_session:
+                    assert gateway.server is not None
+                    gateway.server.end_session()
+                    say(
+                        f"session {gateway.session!r} ended upstream after sequence {store.last_sequence};"
+                        " serving it until stopped"
+                    )
+                    await stop.wait()
+                    stop.check()
         finally:
             await close_subscriber(gateway.subscriber, report)
             if gateway.server is not None:

@@ -21,7 +21,15 @@ from ..store import Durability, FileStore, MemoryStore, MessageStore
 from .addresses import LISTEN_ADDRESS, Address, check_can_listen, format_address
 from .journals import JournalCreation, check_journal_folder, journal_position
 from .lines import stdin_lines
-from .options import DURABILITY_HELP, credentials, server_ssl, server_tls_options
+from .options import (
+    DURABILITY_HELP,
+    announce_metrics,
+    check_metrics_apart,
+    credentials,
+    metrics_option,
+    server_ssl,
+    server_tls_options,
+)
 from .output import Progress, Rate
 from .running import StopRequest, close_server, run_command, say
 from .streams import connect_patiently, open_gateway_store, parse_store_option
@@ -92,6 +100,7 @@ log = logging.getLogger("soup")
     "--max-lag", type=click.IntRange(min=1), help="Drop a client more than this many messages behind."
 )
 @server_tls_options
+@metrics_option
 def serve(
     listen: Address,
     journal: str | None,
@@ -110,6 +119,7 @@ def serve(
     tls_cert: str | None,
     tls_key: str | None,
     tls_ca: str | None,
+    metrics: Address | None,
 ) -> None:
     """Serve a SoupBinTCP session to any number of clients, each from the sequence number it
     asks for, then live.
@@ -133,11 +143,12 @@ def serve(
         raise click.BadParameter(f"{session!r} is longer than 10 ASCII characters", param_hint="--session")
     allowed = credentials(user, password)
     ssl = server_ssl(tls_cert, tls_key, tls_ca)
+    check_metrics_apart(metrics, listen)
 
     async def main(stop: StopRequest) -> None:
         await serve_session(
             stop, listen, journal, jetstream, cache, session, allowed, from_stdin, per_user,
-            heartbeat, client_timeout, login_timeout, durability, max_lag, ssl,
+            heartbeat, client_timeout, login_timeout, durability, max_lag, ssl, metrics,
         )  # fmt: skip
 
     run_command(main)
@@ -179,8 +190,12 @@ async def serve_session(
     durability: Durability,
     max_lag: int | None,
     ssl: ssl_module.SSLContext | None,
+    metrics: Address | None = None,
 ) -> None:
     """Serve until stopped (or until standard input fails, with --stdin).
+
+    ``metrics``: serve the server's (and a JetStream gateway's) metrics and health there
+    (``--metrics``), from the server's start to its close.
 
     Raises:
         Stopped: a stop signal arrived (after closing the server and its stores).
@@ -201,6 +216,8 @@ async def serve_session(
     if cache is not None:
         check_journal_folder(cache, "--cache")
     check_can_listen(listen)
+    if metrics is not None:
+        check_can_listen(metrics, "--metrics")
     with JournalCreation([path for path in (journal, cache) if path is not None]) as created:
         if jetstream is not None:
             store: MessageStore | None = await connect_patiently(
@@ -221,6 +238,7 @@ async def serve_session(
                 login_timeout=login_timeout,
                 max_lag=max_lag,
                 ssl=ssl,
+                metrics=metrics,
             )
         except BaseException:
             if store is not None:
@@ -233,6 +251,8 @@ async def serve_session(
             raise
         created.keep()
     say(f"session {server.session!r} on {format_address(server.address)}")
+    if server.metrics is not None:
+        announce_metrics(server.metrics.address)
     if allowed is None:
         say("no --user/--password given: any login is accepted")
     rate = Rate()

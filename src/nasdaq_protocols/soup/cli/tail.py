@@ -12,14 +12,22 @@ from typing import Any
 import click
 
 from ..subscriber import subscribe
-from .addresses import Address, resolve_addresses, servers_argument
-from .follow import ConnectionReport, close_subscriber, explained_failures, next_batch, subscriber_options
+from .addresses import Address, check_can_listen, resolve_addresses, servers_argument
+from .follow import (
+    ConnectionReport,
+    close_subscriber,
+    explained_failures,
+    next_batch,
+    subscriber_metrics,
+    subscriber_options,
+)
 from .options import (
     client_ssl,
     client_tls_options,
     count_option,
     format_option,
     heartbeat_option,
+    metrics_option,
     reconnect_option,
 )
 from .output import OutputClosed, Progress, Rate, format_batch, write_output
@@ -45,6 +53,7 @@ __all__ = ["follow_and_print", "tail"]
 @reconnect_option
 @heartbeat_option
 @client_tls_options()
+@metrics_option
 def tail(
     servers: list[Address],
     user: str,
@@ -59,6 +68,7 @@ def tail(
     tls_ca: str | None,
     tls_cert: str | None,
     tls_key: str | None,
+    metrics: Address | None,
 ) -> None:
     """Print the messages of a SoupBinTCP session, one line each, and keep following it.
 
@@ -75,7 +85,9 @@ def tail(
     options = subscriber_options(heartbeat, reconnect, client_ssl(tls, tls_ca, tls_cert, tls_key))
 
     async def main(stop: StopRequest) -> None:
-        await follow_and_print(stop, servers, user, password, session, sequence, count, fmt, options)
+        await follow_and_print(
+            stop, servers, user, password, session, sequence, count, fmt, options, metrics
+        )  # fmt: skip
 
     run_command(main)
 
@@ -90,17 +102,23 @@ async def follow_and_print(
     count: int | None,
     fmt: str,
     options: dict[str, Any],
+    metrics: Address | None = None,
 ) -> None:
     """Print the session's messages until ``count``, the end of the session, or a stop.
+
+    ``metrics``: serve the subscriber's metrics and health there meanwhile (``--metrics``).
 
     Raises:
         Stopped: a stop signal arrived (after logging out).
         SoupError: the login was rejected, the session changed, or (``max_attempts``) the
             connection failed or dropped.
+        Failure: the metrics address cannot be listened on.
     """
     await stop.race(resolve_addresses(addresses))
     if count == 0:
         return
+    if metrics is not None:
+        check_can_listen(metrics, "--metrics")
     report = ConnectionReport()
     subscriber = subscribe(addresses, user, password, session, sequence, **options, **report.hooks())
     printed = 0
@@ -113,22 +131,23 @@ async def follow_and_print(
             f"reconnects {subscriber.stats.reconnects}  {state}"
         )
 
-    with explained_failures(), Progress(describe):
-        try:
-            await stop.race(subscriber.start())
-            while True:
-                batch = await next_batch(subscriber, stop)
-                if not batch:
-                    break
-                if count is not None and printed + len(batch) >= count:
-                    del batch[count - printed :]
-                write_output(format_batch(batch, fmt))
-                printed += len(batch)
-                if printed == count:
-                    break
-        except OutputClosed:  # the reader went away (`soup tail | head`): not an error
-            return
-        finally:
-            await close_subscriber(subscriber, report)
+    async with subscriber_metrics(metrics, subscriber):
+        with explained_failures(), Progress(describe):
+            try:
+                await stop.race(subscriber.start())
+                while True:
+                    batch = await next_batch(subscriber, stop)
+                    if not batch:
+                        break
+                    if count is not None and printed + len(batch) >= count:
+                        del batch[count - printed :]
+                    write_output(format_batch(batch, fmt))
+                    printed += len(batch)
+                    if printed == count:
+                        break
+            except OutputClosed:  # the reader went away (`soup tail | head`): not an error
+                return
+            finally:
+                await close_subscriber(subscriber, report)
     if subscriber.end_of_session:
         say(f"end of session {subscriber.session!r} after sequence {subscriber.next_sequence - 1}")
