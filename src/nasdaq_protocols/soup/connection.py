@@ -45,7 +45,14 @@ from .core import (
     SoupMessage,
 )
 from .errors import LocalProtocolError, RemoteProtocolError
-from .framing import MAX_PACKET_SIZE, SoupDecoder
+from .framing import (
+    HEADER_CACHE_SIZE,
+    MAX_PACKET_SIZE,
+    SEQUENCED_HEADERS,
+    UNSEQUENCED_HEADERS,
+    SoupDecoder,
+    packet_header,
+)
 
 __all__ = [
     "TRANSITIONS",
@@ -159,21 +166,6 @@ TRANSITIONS: Final[dict[tuple[Role, State, Direction, str], Transition]] = {
 _PEER = {C: "server", S: "client"}
 _HEARTBEAT_TYPES = frozenset({"H", "R"})
 _SEQUENCED = SequencedData
-_MAX_HEADER_CACHE = 4096
-# Framing headers by payload length (2-byte length, type byte), built on first use: a list index
-# instead of building 3 bytes per packet (measured: ~25 instead of ~110 ns a packet).
-_S_HEADERS: list[bytes | None] = [None] * _MAX_HEADER_CACHE
-_U_HEADERS: list[bytes | None] = [None] * _MAX_HEADER_CACHE
-
-
-def _header(cache: list[bytes | None], type_byte: int, size: int) -> bytes:
-    length = size + 1
-    if length > MAX_PACKET_SIZE:
-        raise ValueError(f"payload of {size} bytes exceeds the maximum of {MAX_PACKET_SIZE - 1}")
-    header = bytes((length >> 8, length & 0xFF, type_byte))
-    if size < _MAX_HEADER_CACHE:
-        cache[size] = header
-    return header
 
 
 class SoupConnection:
@@ -509,9 +501,9 @@ class SoupConnection:
                 f"cannot send Sequenced Data as a {self.role.value} while {self.state.value}"
             )
         size = len(payload)
-        header = _S_HEADERS[size] if size < _MAX_HEADER_CACHE else None
+        header = SEQUENCED_HEADERS[size] if size < HEADER_CACHE_SIZE else None
         if header is None:
-            header = _header(_S_HEADERS, 0x53, size)
+            header = packet_header(0x53, size)
         self._sent += 1
         return header + payload
 
@@ -541,13 +533,11 @@ class SoupConnection:
             )
         parts: list[bytes] = []
         append = parts.append
-        headers = _S_HEADERS
+        headers = SEQUENCED_HEADERS
         for payload in payloads:
             size = len(payload)
-            header = headers[size] if size < _MAX_HEADER_CACHE else None
-            if header is None:
-                header = _header(headers, 0x53, size)
-            append(header)
+            header = headers[size] if size < HEADER_CACHE_SIZE else None
+            append(header if header is not None else packet_header(0x53, size))
             append(payload)
         self._sent += len(payloads)
         return b"".join(parts)
@@ -564,9 +554,9 @@ class SoupConnection:
                 f"cannot send Unsequenced Data as a {self.role.value} while {self.state.value}"
             )
         size = len(payload)
-        header = _U_HEADERS[size] if size < _MAX_HEADER_CACHE else None
+        header = UNSEQUENCED_HEADERS[size] if size < HEADER_CACHE_SIZE else None
         if header is None:
-            header = _header(_U_HEADERS, 0x55, size)
+            header = packet_header(0x55, size)
         return header + payload
 
     # ------------------------------------------------------------------ closing

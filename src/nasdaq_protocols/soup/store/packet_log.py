@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from ..core import MAX_PAYLOAD_SIZE
 from ..errors import StoreError
-from ..framing import MAX_PACKET_SIZE, scan_packets
+from ..framing import HEADER_CACHE_SIZE, MAX_PACKET_SIZE, SEQUENCED_HEADERS, packet_header, scan_packets
 from .api import Payload, StoreBase, check_session
 
 __all__ = ["SEQUENCED", "PacketLog", "pack_record_header"]
@@ -179,20 +179,25 @@ class PacketLog(StoreBase):
         position = self._end
         checkpoints: list[int] = []
         parts: list[bytes] = []
+        append = parts.append
+        headers = SEQUENCED_HEADERS  # cached framing headers (see framing.packet_header)
         for payload in payloads:
             if type(payload) is not bytes:
                 payload = bytes(memoryview(payload))
-            length = len(payload) + 1
-            if length > MAX_PACKET_SIZE:
-                raise ValueError(
-                    f"payload {len(parts) // 2 + 1} of the batch has {length - 1} bytes,"
-                    f" more than the maximum of {MAX_PAYLOAD_SIZE}; nothing was stored"
-                )
+            size = len(payload)
+            header = headers[size] if size < HEADER_CACHE_SIZE else None
+            if header is None:
+                if size >= MAX_PACKET_SIZE:
+                    raise ValueError(
+                        f"payload {len(parts) // 2 + 1} of the batch has {size} bytes,"
+                        f" more than the maximum of {MAX_PAYLOAD_SIZE}; nothing was stored"
+                    )
+                header = packet_header(SEQUENCED, size)
             if count % every == 0:
                 checkpoints.append(position)
-            parts.append(pack_record_header(length, SEQUENCED))
-            parts.append(payload)
-            position += 2 + length
+            append(header)
+            append(payload)
+            position += 3 + size
             count += 1
         if not parts:
             return self._count, b""
