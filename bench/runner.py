@@ -269,9 +269,17 @@ def log(message: str) -> None:
 def stream_rows(ctx: Context) -> list[Row]:
     sizes = ctx.sizes
 
+    # Issue 15: >= 0.6 x raw with the compiled packet walker; the pure-Python one keeps issue 7's
+    # 0.5 x. The workers say which walker they ran on.
+    walkers: set[str] = set()
+
+    def walker_check(row: Row) -> bool | None:
+        compiled = bool(walkers) and all(walker == "compiled" for walker in walkers)
+        return at_least(1_000_000, 0.6 if compiled else 0.5)(row)
+
     def rate_row(scenario: str) -> Row:
-        target, check = ">= 1,000,000 and >= 0.5 x raw", at_least(1_000_000, 0.5)
-        return Row(scenario, "msg/s received", "msg/s", True, target=target, check=check, paired=True)
+        target = ">= 1,000,000 and >= 0.6 x raw (compiled walker; 0.5 x pure Python)"
+        return Row(scenario, "msg/s received", "msg/s", True, target=target, check=walker_check, paired=True)
 
     def cpu_row(scenario: str) -> Row:
         # CPU time per message: steadier than the rate on a machine shared with other work, so
@@ -346,6 +354,8 @@ def stream_rows(ctx: Context) -> list[Row]:
 
     def rate(cpu_row: Row, column: str, implementation: Implementation, role: str, *options: Any) -> float:
         result = client_run(implementation, role, sizes.stream, *options)
+        if "walker" in result:
+            walkers.add(str(result["walker"]).split(" ")[0])
         cpu_row.cells.setdefault(column, Cell()).samples.append(
             1e9 * result["cpu_seconds"] / result["messages"]
         )
@@ -1176,14 +1186,14 @@ stream clients. The replay journal is built once and cached under `--cache-dir`.
 
 
 STREAM_WHY = """\
-Why 0.5 x raw is out of reach: the raw baseline walks length fields and builds nothing. For each
-message our client walks the same fields, then builds a `SequencedData` (an object and a payload
-slice) and awaits `on_msg_coro` once; `subscribe()` awaits one `__anext__` per message instead.
-That is the floor of an API that hands out one message object per callback or iteration, as the
-seed's does, and in CPython 3.11 it costs about twice the walk itself (`python -m bench --profile`
-prints the split, without sockets). Our client spends 2.5 to 3.5 times the baseline's CPU per
-message (the CPU rows), so the ratio settles between 0.3 and 0.4 x. Closing the rest would take a
-batch API (outside the seed's contract) or compiled decoding (this package is pure Python)."""
+Where the time goes when a stream row misses its ratio: the raw baseline walks length fields and
+builds nothing. For each message our client builds a `SequencedData` (an object and one payload
+copy: about 100 ns with the compiled walker, 490 ns with the pure-Python one, the `walker` rows)
+and awaits `on_msg_coro` once; `subscribe()` adds one `__anext__` per message (about 180 ns in
+CPython 3.11: the floor of `async for`). `python -m bench --profile` prints the split without
+sockets. The seed-API server row adds the server's side: one `send_seq_msg` call per message
+(framed at the flush of each event-loop turn). On this shared machine a slow spell moves a median
+by 1.5 x from one run to the next: compare the CPU rows."""
 
 
 def unmet_section(rows: list[Row]) -> str:
@@ -1197,13 +1207,7 @@ def unmet_section(rows: list[Row]) -> str:
         line += f" (target {row.target})."
         if row.scenario.startswith("stream"):
             best = max(row.cells[OURS].samples, default=0.0)
-            ours = row.value(OURS) or 0.0
-            line += (
-                " The 1,000,000 msg/s half is met; the 0.5 x raw half is not."
-                if ours >= 1_000_000
-                else f" Its median misses 1,000,000 msg/s too; its fastest round reached"
-                f" {format_value(best, row.unit)}: slow spells of the shared machine move the median."
-            )
+            line += f" Its fastest round reached {format_value(best, row.unit)}."
         lines.append(line)
     if any(row.scenario.startswith("stream") for row in unmet):
         lines += ["", STREAM_WHY]

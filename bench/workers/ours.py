@@ -77,7 +77,7 @@ from nasdaq_protocols.soup import (  # noqa: E402  (after the RSS of the bare in
     connect_async,
     subscribe,
 )
-from nasdaq_protocols.soup.framing import SoupDecoder  # noqa: E402
+from nasdaq_protocols.soup.framing import WALKER, SoupDecoder  # noqa: E402
 from nasdaq_protocols.soup.session import SoupClientSession  # noqa: E402
 from nasdaq_protocols.soup.subscriber import Subscriber  # noqa: E402
 
@@ -103,7 +103,7 @@ async def stream_callback(port: int, count: int) -> None:
     await done
     elapsed, cpu = now() - started, cpu_seconds() - cpu_started
     session.logout()
-    report(messages=received, seconds=elapsed, rate=received / elapsed, cpu_seconds=cpu)
+    report(messages=received, seconds=elapsed, rate=received / elapsed, cpu_seconds=cpu, walker=WALKER)
 
 
 async def stream_subscribe(port: int, count: int) -> None:
@@ -115,7 +115,7 @@ async def stream_subscribe(port: int, count: int) -> None:
             if received == count:
                 break
         elapsed, cpu = now() - started, cpu_seconds() - cpu_started
-    report(messages=received, seconds=elapsed, rate=received / elapsed, cpu_seconds=cpu)
+    report(messages=received, seconds=elapsed, rate=received / elapsed, cpu_seconds=cpu, walker=WALKER)
 
 
 async def rtt_client(port: int, count: int, warmup: int, size: int) -> None:
