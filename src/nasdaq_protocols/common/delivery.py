@@ -207,6 +207,12 @@ class Delivery(SessionBase):
         if self.on_readable is not None:
             self.on_readable()
 
+    @property
+    def delivering(self) -> bool:
+        """True while a message callback is suspended: what arrives meanwhile waits, undecoded,
+        and takes effect (a malformed packet's protocol error included) once it is reached."""
+        return self._pump_task is not None or self._holding > 0
+
     def has_unread(self) -> bool:
         """Queue mode: True when :meth:`receive_msg` has received data to hand out (a message, or
         bytes not decoded yet) without waiting."""

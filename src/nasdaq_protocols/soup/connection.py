@@ -523,14 +523,17 @@ class SoupConnection:
     def send_sequenced_batch(self, payloads: list[bytes]) -> bytes:
         """Server: frame ``payloads`` as the next Sequenced Data packets, in one buffer.
 
+        For a sender that batches payloads between flushes: each was accepted while the server
+        was logged in (see :meth:`may_send_sequenced`), so they are framed even if the connection
+        closed since (the peer's Logout Request decoded in between): what was sent before a close
+        goes out before it.
+
         Raises:
-            LocalProtocolError: not a logged-in server.
+            LocalProtocolError: a client's connection.
             ValueError: a payload is over 65,534 bytes (nothing is counted).
         """
-        if self.state is not State.LOGGED_IN or self._is_client:
-            raise LocalProtocolError(
-                f"cannot send Sequenced Data as a {self.role.value} while {self.state.value}"
-            )
+        if self._is_client:
+            raise LocalProtocolError("cannot send Sequenced Data as a client")
         parts: list[bytes] = []
         append = parts.append
         headers = SEQUENCED_HEADERS
@@ -541,6 +544,11 @@ class SoupConnection:
             append(payload)
         self._sent += len(payloads)
         return b"".join(parts)
+
+    @property
+    def may_send_sequenced(self) -> bool:
+        """True while a server may send Sequenced Data (logged in, not closed)."""
+        return self.state is State.LOGGED_IN and not self._is_client
 
     def send_unsequenced(self, payload: bytes) -> bytes:
         """Frame ``payload`` as Unsequenced Data, with no message object.

@@ -144,7 +144,8 @@ def _decode_number(field: bytes, name: str) -> int:
 
 def _require_empty(name: str, payload: bytes) -> None:
     if payload:
-        raise InvalidSoupMessage(f"{name} carries no payload, got {len(payload)} bytes: {payload[:32]!r}")
+        # The bytes are not quoted: they may hold anything, a Login Request's password included.
+        raise InvalidSoupMessage(f"{name} carries no payload, got {len(payload)} bytes")
 
 
 # --------------------------------------------------------------------------- messages
@@ -332,7 +333,8 @@ class LoginRejected(SoupMessage, indicator="J", description="Login Rejected"):
     @classmethod
     def _from_payload(cls, payload: bytes) -> LoginRejected:
         if payload not in (b"A", b"S"):
-            raise InvalidSoupMessage(f"Login Rejected reason must be b'A' or b'S', got {payload[:32]!r}")
+            shown = repr(payload) if len(payload) <= 2 else f"{len(payload)} bytes"  # never a password
+            raise InvalidSoupMessage(f"Login Rejected reason must be b'A' or b'S', got {shown}")
         return cls(payload.decode("ascii"))
 
 

@@ -40,6 +40,8 @@ from .session_base import SERVER_HEARTBEAT, SoupSession
 
 __all__ = ["SoupServerSession"]
 
+_LOGGED_IN = State.LOGGED_IN
+
 
 @attrs.define(eq=False, slots=False)
 class SoupServerSession(SoupSession):
@@ -103,7 +105,7 @@ class SoupServerSession(SoupSession):
         payload = (
             data if data.__class__ is bytes else bytes(data.data if isinstance(data, SequencedData) else data)
         )
-        if self._batch_open and len(payload) <= MAX_PAYLOAD_SIZE:
+        if self._batch_open and len(payload) <= MAX_PAYLOAD_SIZE and self._conn.state is _LOGGED_IN:
             # The hot path of a seed-API server: the payload waits in a batch the connection
             # frames at the flush, the end of this loop turn (or now, for the first write of the
             # turn); measured in BENCHMARKS.md, "seed-API server".
