@@ -503,13 +503,15 @@ class Harness:
                 )
             served = self.session
             assert isinstance(served, ServedSession)
-            assert served.sequence == accepted.sequence + len(stream) or self.transport.dropped, (
+            lost = self.transport.dropped or served.bytes_discarded
+            assert served.sequence == accepted.sequence + len(stream) or lost, (
                 "the cursor disagrees with what was sent"
             )
         else:
             assert isinstance(self.session, EchoSession)
             sent_sequenced = self.session.sent_sequenced
-            assert len(stream) == sent_sequenced or self.transport.dropped, (len(stream), sent_sequenced)
+            lost = self.transport.dropped or self.session.bytes_discarded  # written as the connection broke
+            assert len(stream) == sent_sequenced or lost, (len(stream), sent_sequenced)
             assert self.session.sequence == accepted.sequence + sent_sequenced
 
     async def finish(self) -> None:

@@ -39,6 +39,7 @@ class SessionBase(asyncio.Protocol):
     max_unread_bytes: int
     bytes_received: int
     bytes_sent: int
+    bytes_discarded: int
 
     _conn: SessionCore
     _loop: asyncio.AbstractEventLoop | None

@@ -136,6 +136,8 @@ class AsyncSession(Delivery, Clock):
         # counters
         self.bytes_received = 0
         self.bytes_sent = 0
+        #: Bytes written while the connection was already lost (they could not be sent).
+        self.bytes_discarded = 0
 
     # ------------------------------------------------------------------ for subclasses
 
@@ -304,6 +306,7 @@ class AsyncSession(Delivery, Clock):
         out.clear()
         transport = self._transport
         if transport is None or self._connection_lost:
+            self.bytes_discarded += len(data)
             return
         transport.write(data)
         self.bytes_sent += len(data)
@@ -421,6 +424,8 @@ class AsyncSession(Delivery, Clock):
         if out and not self._connection_lost:
             transport.write(b"".join(out))
             self.bytes_sent += sum(map(len, out))
+        elif out:
+            self.bytes_discarded += sum(map(len, out))
         out.clear()
         loop = self._loop or asyncio.get_event_loop()
         if self._connection_lost:
