@@ -1,4 +1,4 @@
-"""Build the optional compiled packet walker, ``nasdaq_protocols.soup._walker``.
+"""Build the optional compiled packet walker, ``nasdaq_protocols.soup.cwalker``.
 
 Everything else about the package is in ``pyproject.toml``; this file only adds the C extension
 and makes it optional:
@@ -24,8 +24,8 @@ from setuptools.errors import CCompilerError, ExecError, PlatformError
 NO_EXTENSIONS = bool(os.environ.get("SOUPBINTCP_NO_EXTENSIONS"))
 
 WALKER = Extension(
-    "nasdaq_protocols.soup._walker",
-    sources=["src/nasdaq_protocols/soup/_walker.c"],
+    "nasdaq_protocols.soup.cwalker",
+    sources=["src/nasdaq_protocols/soup/cwalker.c"],
 )
 
 

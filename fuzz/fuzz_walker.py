@@ -5,11 +5,11 @@ two bytes the starting position (modulo the stream's length + 3), then the strea
 
 Invariants (any break raises and is a bug):
 
-* ``_walker.walk_packets`` and ``framing.python_walk_packets`` return the same messages (type,
+* ``cwalker.walk_packets`` and ``framing.python_walk_packets`` return the same messages (type,
   fields, Sequenced Data payloads as ``bytes`` and their ``.sequence``), the same position and
   sequence, and the same error (class, text, attributes), or raise the same exception class;
 * walking on from where a walk stopped, as the decoder does, they stay in step to the end;
-* ``_walker.scan_packets`` and ``framing.python_scan_packets`` return the same, on ``bytes`` and on
+* ``cwalker.scan_packets`` and ``framing.python_scan_packets`` return the same, on ``bytes`` and on
   ``bytearray``, from the same position to an end a few bytes before the stream's.
 
 Without the compiled walker (not built, or ``SOUPBINTCP_NO_EXTENSIONS`` set at build time) only
@@ -44,11 +44,11 @@ _SEQUENCES = (0, 1, 41, 2**63 - 3, 2**64, 10**20 - 1, -5, -(2**63) - 1)
 
 def _compiled() -> tuple[Walker, Scanner] | tuple[None, None]:
     try:
-        from nasdaq_protocols.soup import _walker
+        from nasdaq_protocols.soup import cwalker
     except ImportError:
         return None, None
-    _walker.setup(SequencedData, decode_payload, InvalidSoupMessage, length_error)
-    return _walker.walk_packets, _walker.scan_packets
+    cwalker.setup(SequencedData, decode_payload, InvalidSoupMessage, length_error)
+    return cwalker.walk_packets, cwalker.scan_packets
 
 
 _COMPILED, _COMPILED_SCAN = _compiled()

@@ -415,7 +415,7 @@ def test_version_names_the_packet_walker(no_extensions: bool) -> None:
     if no_extensions:
         walker = "python (SOUPBINTCP_NO_EXTENSIONS is set)"
         env["SOUPBINTCP_NO_EXTENSIONS"] = "1"
-    elif importlib.util.find_spec("nasdaq_protocols.soup._walker") is not None:
+    elif importlib.util.find_spec("nasdaq_protocols.soup.cwalker") is not None:
         walker = "compiled"
     else:
         walker = "python (the compiled walker is not built)"

@@ -1,4 +1,4 @@
-"""The two packet walkers agree: the compiled one (``soup/_walker.c``) and ``python_walk_packets``.
+"""The two packet walkers agree: the compiled one (``soup/cwalker.c``) and ``python_walk_packets``.
 
 ``framing.walk_packets`` is the compiled walker when it is built, else the Python one; the rest of
 the suite runs on whichever is active (CI runs it twice, the second time with
@@ -59,12 +59,12 @@ Scanner = Callable[[bytes | bytearray, int, int, int], tuple[int, int, int]]
 
 def load_compiled() -> ModuleType | None:
     try:
-        from nasdaq_protocols.soup import _walker
+        from nasdaq_protocols.soup import cwalker
     except ImportError:
         return None
     # framing does this only when it chose the compiled walker; doing it again is harmless.
-    _walker.setup(SequencedData, decode_payload, InvalidSoupMessage, length_error)
-    return _walker
+    cwalker.setup(SequencedData, decode_payload, InvalidSoupMessage, length_error)
+    return cwalker
 
 
 compiled = load_compiled()
@@ -77,7 +77,7 @@ if compiled is None and FORCED_PYTHON:
 def compiled_walker() -> ModuleType:
     if compiled is None:
         pytest.fail(
-            "the compiled walker (nasdaq_protocols.soup._walker) is not built: install with a C"
+            "the compiled walker (nasdaq_protocols.soup.cwalker) is not built: install with a C"
             " compiler, or set SOUPBINTCP_NO_EXTENSIONS=1 to test the pure-Python walker alone"
         )
     return compiled
@@ -85,14 +85,14 @@ def compiled_walker() -> ModuleType:
 
 def compiled_walk() -> Walker:
     if compiled is None:
-        pytest.fail("the compiled walker (nasdaq_protocols.soup._walker) is not built")
+        pytest.fail("the compiled walker (nasdaq_protocols.soup.cwalker) is not built")
     walk: Walker = compiled.walk_packets
     return walk
 
 
 def compiled_scan() -> Scanner:
     if compiled is None:
-        pytest.fail("the compiled walker (nasdaq_protocols.soup._walker) is not built")
+        pytest.fail("the compiled walker (nasdaq_protocols.soup.cwalker) is not built")
     scan: Scanner = compiled.scan_packets
     return scan
 

@@ -534,12 +534,12 @@ def walker(runs: int, size: int) -> None:
     scanners: dict[str, Any] = {"python": framing.python_scan_packets}
     compiled = ""
     try:
-        from nasdaq_protocols.soup import _walker
+        from nasdaq_protocols.soup import cwalker
     except ImportError as exc:
         compiled = f"not built ({exc})"
     else:
-        _walker.setup(SequencedData, decode_payload, InvalidSoupMessage, framing.length_error)
-        walkers["compiled"], scanners["compiled"] = _walker.walk_packets, _walker.scan_packets
+        cwalker.setup(SequencedData, decode_payload, InvalidSoupMessage, framing.length_error)
+        walkers["compiled"], scanners["compiled"] = cwalker.walk_packets, cwalker.scan_packets
     messages = len(framing.python_walk_packets(read, 0, 1 << 30, 0, framing.MAX_PACKET_SIZE)[0])
     seconds: dict[str, list[float]] = {name: [] for name in walkers}
     scan_seconds: dict[str, list[float]] = {name: [] for name in scanners}

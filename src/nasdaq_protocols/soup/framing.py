@@ -11,7 +11,7 @@ What belongs here, and nowhere else:
   journal and the stores use it). These are the only two places in the package that read the
   2-byte length field packet after packet: every receive path (the decoder, the sans-IO
   connection, the asyncio sessions through it) and the journal reader stand on them.
-  Each has an optional compiled twin (``nasdaq_protocols.soup._walker``, built by
+  Each has an optional compiled twin (``nasdaq_protocols.soup.cwalker``, built by
   ``pip install`` when a C compiler is present); :data:`WALKER` says which are in use, and
   ``SOUPBINTCP_NO_EXTENSIONS=1`` forces the pure-Python ones. Both follow the contracts in
   :func:`python_walk_packets`'s and :func:`python_scan_packets`'s docstrings to the letter, and
@@ -168,15 +168,15 @@ def _choose_walker() -> tuple[Walker, Scanner, str]:
     if os.environ.get("SOUPBINTCP_NO_EXTENSIONS"):
         return python_walk_packets, python_scan_packets, "python (SOUPBINTCP_NO_EXTENSIONS is set)"
     try:
-        from . import _walker  # built by setup.py from _walker.c when a C compiler is present
+        from . import cwalker  # built by setup.py from cwalker.c when a C compiler is present
     except ImportError:
         return python_walk_packets, python_scan_packets, "python (the compiled walker is not built)"
     try:
-        _walker.setup(SequencedData, decode_payload, InvalidSoupMessage, length_error)
+        cwalker.setup(SequencedData, decode_payload, InvalidSoupMessage, length_error)
     except TypeError as exc:  # SequencedData is no longer a class the C code can fill in
         reason = f"python (the compiled walker cannot be used: {exc})"
         return python_walk_packets, python_scan_packets, reason
-    return _walker.walk_packets, _walker.scan_packets, "compiled"
+    return cwalker.walk_packets, cwalker.scan_packets, "compiled"
 
 
 #: The walker and the scanner in use: the compiled ones when built and allowed, else

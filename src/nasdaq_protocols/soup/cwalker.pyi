@@ -1,4 +1,4 @@
-"""Type stub of the compiled packet walker (``_walker.c``); see ``framing.python_walk_packets``."""
+"""Type stub of the compiled packet walker (``cwalker.c``); see ``framing.python_walk_packets``."""
 
 from collections.abc import Callable
 

@@ -514,7 +514,7 @@ PyDoc_STRVAR(module_doc, "The compiled packet walker of nasdaq_protocols.soup.fr
 
 static struct PyModuleDef walker_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "nasdaq_protocols.soup._walker",
+    .m_name = "nasdaq_protocols.soup.cwalker",
     .m_doc = module_doc,
     .m_size = sizeof(walker_state),
     .m_methods = walker_methods,
@@ -525,7 +525,7 @@ static struct PyModuleDef walker_module = {
 };
 
 PyMODINIT_FUNC
-PyInit__walker(void)
+PyInit_cwalker(void)
 {
     return PyModuleDef_Init(&walker_module);
 }
