@@ -16,6 +16,7 @@ from collections.abc import Callable
 import click
 
 from ..errors import SoupError
+from ..metrics import MetricsEndpoint, serve_metrics
 from ..server import SoupServer
 from ..store import Durability, FileStore, MemoryStore, MessageStore
 from .addresses import LISTEN_ADDRESS, Address, check_can_listen, format_address
@@ -218,40 +219,56 @@ async def serve_session(
     check_can_listen(listen)
     if metrics is not None:
         check_can_listen(metrics, "--metrics")
-    with JournalCreation([path for path in (journal, cache) if path is not None]) as created:
-        if jetstream is not None:
-            store: MessageStore | None = await connect_patiently(
-                lambda: open_gateway_store(*jetstream, session, cache), stop
-            )
-            factory = None
-        else:
-            store, factory = _open_store(journal, session, durability, per_user)
-        try:
-            server = SoupServer(
-                session,
-                store=store,
-                per_user=per_user,
-                store_factory=factory,
-                credentials=allowed,
-                heartbeat_interval=heartbeat,
-                client_timeout=client_timeout,
-                login_timeout=login_timeout,
-                max_lag=max_lag,
-                ssl=ssl,
-                metrics=metrics,
-            )
-        except BaseException:
-            if store is not None:
-                store.close()
-            raise
-        try:
-            await server.start(*listen)
-        except BaseException:
-            await server.close()  # closes the store too (a JetStream store's connection)
-            raise
-        created.keep()
+    early: MetricsEndpoint | None = None
+    if jetstream is not None and metrics is not None:
+        # A gateway may wait for NATS, then for its mirror, before it serves: meanwhile /healthz
+        # answers 503 with the reason, rather than refusing connections.
+        early = await serve_metrics(metrics)
+        early.starting = f"waiting for JetStream stream {jetstream[1]!r} at {', '.join(jetstream[0])}"
+        announce_metrics(early.address)
+    try:
+        with JournalCreation([path for path in (journal, cache) if path is not None]) as created:
+            if jetstream is not None:
+                store: MessageStore | None = await connect_patiently(
+                    lambda: open_gateway_store(*jetstream, session, cache),
+                    stop,
+                    waiting=None if early is None else early_reason(early),
+                )
+                factory = None
+            else:
+                store, factory = _open_store(journal, session, durability, per_user)
+            try:
+                server = SoupServer(
+                    session,
+                    store=store,
+                    per_user=per_user,
+                    store_factory=factory,
+                    credentials=allowed,
+                    heartbeat_interval=heartbeat,
+                    client_timeout=client_timeout,
+                    login_timeout=login_timeout,
+                    max_lag=max_lag,
+                    ssl=ssl,
+                    metrics=early or metrics,
+                )
+            except BaseException:
+                if store is not None:
+                    store.close()
+                raise
+            try:
+                await server.start(*listen)
+            except BaseException:
+                await server.close()  # closes the store too (a JetStream store's connection)
+                raise
+            created.keep()
+    except BaseException:
+        if early is not None:
+            await early.close()
+        raise
     say(f"session {server.session!r} on {format_address(server.address)}")
-    if server.metrics is not None:
+    if early is not None:
+        early.starting = None
+    elif server.metrics is not None:
         announce_metrics(server.metrics.address)
     if allowed is None:
         say("no --user/--password given: any login is accepted")
@@ -289,6 +306,16 @@ async def serve_session(
         await close_server(server)
     if failure is not None:
         raise failure
+
+
+def early_reason(endpoint: MetricsEndpoint) -> Callable[[str], None]:
+    """What ``/healthz`` says while a gateway waits for JetStream: the wait, and its last failure."""
+    waiting = endpoint.starting
+
+    def tell(why: str) -> None:
+        endpoint.starting = f"{waiting}: {why}"
+
+    return tell
 
 
 async def publish_stdin(server: SoupServer) -> None:

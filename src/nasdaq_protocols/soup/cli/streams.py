@@ -81,9 +81,12 @@ def _not_ready_yet(exc: BaseException) -> bool:
     return isinstance(cause, transient)
 
 
-async def connect_patiently(connect: Callable[[], Awaitable[T]], stop: StopRequest) -> T:
+async def connect_patiently(
+    connect: Callable[[], Awaitable[T]], stop: StopRequest, waiting: Callable[[str], None] | None = None
+) -> T:
     """``await connect()``, tried again for up to :data:`JETSTREAM_PATIENCE` seconds while
     JetStream answers that it is not ready (said once on standard error); other errors at once.
+    ``waiting(reason)`` is told why, at each failed try (a health check shows it).
 
     Raises:
         Stopped: a stop signal arrived.
@@ -98,8 +101,10 @@ async def connect_patiently(connect: Callable[[], Awaitable[T]], stop: StopReque
         except Exception as exc:
             if not _not_ready_yet(exc) or loop.time() > deadline:
                 raise
+            reason = describe_error(exc)
+            if waiting is not None:
+                waiting(reason)
             if not said:
-                reason = describe_error(exc)
                 say(f"JetStream is not ready yet ({reason}); retrying for up to {JETSTREAM_PATIENCE:g} s")
                 said = True
         await stop.race(asyncio.sleep(1.0))

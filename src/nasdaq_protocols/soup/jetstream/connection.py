@@ -27,6 +27,7 @@ __all__ = [
     "check_stream_name",
     "close_client",
     "connect_client",
+    "describe_nats_error",
     "parse_store_url",
     "server_list",
 ]
@@ -48,6 +49,21 @@ TRANSIENT_NATS_ERRORS: tuple[type[Exception], ...] = (
     nats.js.errors.ServiceUnavailableError,
     asyncio.TimeoutError,
 )
+
+
+def describe_nats_error(exc: BaseException) -> str:
+    """A NATS failure as a reader understands it (nats-py's own messages for the common ones read
+    ``nats: ServiceUnavailableError: code=None err_code=None description='None'``)."""
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return "JetStream is not available: not enabled on the server, or no leader elected yet"
+    if isinstance(exc, nats.errors.NoRespondersError):
+        return "nothing answered the JetStream request: is JetStream enabled on the server?"
+    if isinstance(exc, (nats.errors.TimeoutError, asyncio.TimeoutError)):
+        return "JetStream did not answer in time"
+    if isinstance(exc, nats.js.errors.APIError) and exc.description:
+        return f"{exc.description} ({type(exc).__name__})"
+    return f"{str(exc).strip() or 'failed'} ({type(exc).__name__})"
+
 
 _STREAM_NAME = re.compile(r"^[^\s.*>/\\]+$")
 

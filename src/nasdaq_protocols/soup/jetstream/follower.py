@@ -25,6 +25,7 @@ from nats.js import JetStreamContext, api
 from ..errors import StoreError
 from ..retry import backoff
 from ..store import FileStore, MemoryStore
+from .connection import describe_nats_error
 from .stream import check_mirror, check_stream, stream_sequence
 
 __all__ = ["StreamFollower"]
@@ -265,7 +266,7 @@ class StreamFollower:
                     log.error("stream %s: cannot follow it: %s", self.stream, exc)
                 elif not isinstance(exc, (nats.errors.Error, asyncio.TimeoutError)):
                     log.exception("stream %s: unexpected failure starting a consumer", self.stream)
-                self.note_outage(f"cannot follow the stream ({type(exc).__name__}: {exc})")
+                self.note_outage(f"cannot follow the stream: {describe_nats_error(exc)}")
                 delay = next(delays)
                 if not isinstance(exc, StoreError):
                     delay = min(delay, _TRANSIENT_MAX_DELAY)

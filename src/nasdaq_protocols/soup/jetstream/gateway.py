@@ -25,7 +25,14 @@ from nats.js import api
 from ..errors import StoreError
 from ..retry import backoff
 from ..store import AppendListener, EndListener, FileStore, MemoryStore, Payload, StoreBase
-from .connection import API_TIMEOUT, check_stream_name, close_client, connect_client, server_list
+from .connection import (
+    API_TIMEOUT,
+    check_stream_name,
+    close_client,
+    connect_client,
+    describe_nats_error,
+    server_list,
+)
 from .follower import StreamFollower
 from .publisher import JetStreamPublisher
 from .stream import DEFAULT_SUBJECT_PREFIX, ENDED_SUFFIX, cached_mirror, check_mirror, open_stream
@@ -195,7 +202,7 @@ class JetStreamStore(StoreBase):
                 attempt.cancel()
             await client.close()
             if isinstance(exc, nats.errors.Error):
-                raise StoreError(f"stream {stream!r}: {type(exc).__name__} {exc}") from exc
+                raise StoreError(f"stream {stream!r}: {describe_nats_error(exc)}") from exc
             raise
         store = cls(
             client, stream, subject, name, mirror, heartbeat=heartbeat, publish_timeout=publish_timeout
@@ -483,7 +490,7 @@ class JetStreamStore(StoreBase):
         try:
             info = await self._js.stream_info(self.stream)
         except nats.errors.Error as exc:
-            raise StoreError(f"stream {self.stream!r}: {type(exc).__name__} {exc}") from exc
+            raise StoreError(f"stream {self.stream!r}: {describe_nats_error(exc)}") from exc
         last = int(info.state.last_seq)
         self._follower.saw_stream_last(last)
         await self.wait_for(last, timeout)

@@ -25,7 +25,14 @@ from ..core import MAX_PAYLOAD_SIZE
 from ..errors import StoreError
 from ..retry import backoff, is_retryable
 from ..store import Payload
-from .connection import TRANSIENT_NATS_ERRORS, check_stream_name, close_client, connect_client, server_list
+from .connection import (
+    TRANSIENT_NATS_ERRORS,
+    check_stream_name,
+    close_client,
+    connect_client,
+    describe_nats_error,
+    server_list,
+)
 from .stream import DEFAULT_SUBJECT_PREFIX, ENDED_SUFFIX, open_stream
 
 __all__ = ["JetStreamPublisher"]
@@ -327,7 +334,7 @@ class JetStreamPublisher:
                     maybe = "" if msg_id is not None else " (it may have been stored all the same)"
                     raise StoreError(
                         f"JetStream stream {self.stream!r} did not acknowledge a message within"
-                        f" {self.timeout:g} s: {type(exc).__name__} {exc}{maybe}"
+                        f" {self.timeout:g} s: {describe_nats_error(exc)}{maybe}"
                     ) from exc
                 log.debug("stream %s: publish failed (%r); retrying in %.2f s", self.stream, exc, delay)
                 await asyncio.sleep(delay)
@@ -355,7 +362,7 @@ class JetStreamPublisher:
             await self._client.flush(timeout=max(1, int(self.timeout)))
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise StoreError(
-                f"stream {self.stream!r}: cannot end the session: {type(exc).__name__} {exc}"
+                f"stream {self.stream!r}: cannot end the session: {describe_nats_error(exc)}"
             ) from exc
         log.info(
             "stream %s: session %r ended after message %d (stream sealed)", self.stream, self.session, last

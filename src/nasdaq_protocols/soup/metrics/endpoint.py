@@ -61,6 +61,10 @@ class MetricsEndpoint:
         reconnect_grace: seconds a subscriber may be disconnected, while it reconnects, and still
             be healthy.
 
+    While :attr:`starting` holds a reason, ``/healthz`` answers 503 with it: a process that serves
+    its endpoint before its components exist (a JetStream gateway waiting for NATS) says so,
+    rather than refusing connections.
+
     Raises:
         MetricsUnavailableError: ``prometheus_client`` is not installed.
     """
@@ -79,6 +83,8 @@ class MetricsEndpoint:
 
         self.session = session
         self.reconnect_grace = reconnect_grace
+        #: Why the process is not serving yet (``None`` once it is): ``/healthz`` answers 503 with it.
+        self.starting: str | None = None
         self.server: SoupServer | None = None
         self.subscriber: Subscriber | None = None
         self.gateway: UpstreamStore | None = None
@@ -125,7 +131,7 @@ class MetricsEndpoint:
 
     def health(self) -> Health:
         """The ``/healthz`` verdict now: healthy if every watched component is (none: unhealthy)."""
-        verdicts = []
+        verdicts = [] if self.starting is None else [Health(False, self.starting)]
         if self.server is not None:
             verdicts.append(server_health(self.server))
         if self.subscriber is not None:
