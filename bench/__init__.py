@@ -7,7 +7,12 @@ limit of Python on this machine). Servers and clients run in separate processes.
 
 Layout:
 
-* ``__main__`` / :mod:`bench.runner`: the command line, the scenarios, the table and BENCHMARKS.md.
+* ``__main__`` / :mod:`bench.runner`: the command line, which runs the scenarios chosen.
+* :mod:`bench.rows`: the table's columns, rows and cells, and the targets; :mod:`bench.context`:
+  the sizes (full and quick) and what a scenario runs with (implementations, repetitions).
+* ``bench/scenarios/``: one module per scenario (``stream``, ``cli``, ``roundtrip``, ``replay``,
+  ``fanout``, ``memory``, ``walker``), each making its table rows.
+* :mod:`bench.report`: the printed table and BENCHMARKS.md, with "What is not met, and why".
 * :mod:`bench.harness`: starting worker processes and reading their one-line JSON reports.
 * :mod:`bench.wire`: SoupBinTCP bytes and process measurements, standard library only, so that the
   reference implementation's interpreter can import it too.

@@ -30,7 +30,7 @@ from bench import harness
 from bench.harness import start, workers
 
 if TYPE_CHECKING:
-    from bench.runner import Sizes
+    from bench.context import Sizes
 
 TOP = 20
 _LINE_NUMBER = re.compile(r":\d+\)$")
