@@ -32,13 +32,13 @@ def stream_rows(ctx: Context) -> list[Row]:
         target = ">= 1,000,000 and >= 0.6 x raw (compiled walker; 0.5 x pure Python)"
         return Row(scenario, "msg/s received", "msg/s", True, target=target, check=walker_check, paired=True)
 
-    def cpu_row(scenario: str) -> Row:
+    def cpu_time_row(scenario: str) -> Row:
         # CPU time per message: steadier than the rate on a machine shared with other work, so
         # the measure to compare two versions of the code with.
         return Row(scenario, "client CPU per message", "ns", False, paired=True)
 
-    callback, callback_cpu = (f("stream: connect_async + on_msg_coro") for f in (rate_row, cpu_row))
-    iterate, iterate_cpu = (f("stream: async for in subscribe()") for f in (rate_row, cpu_row))
+    callback, callback_cpu = (f("stream: connect_async + on_msg_coro") for f in (rate_row, cpu_time_row))
+    iterate, iterate_cpu = (f("stream: async for in subscribe()") for f in (rate_row, cpu_time_row))
     seed = Row(
         "stream: seed-API server (send_seq_msg) -> on_msg_coro",
         "msg/s received",
@@ -116,19 +116,21 @@ def stream_rows(ctx: Context) -> list[Row]:
     # column alike, and the ratios to raw stay fair.
     jobs: list[tuple[str, Row, Callable[[], float | None]]] = []
     for column, implementation, options in ctx.clients():
-        for row, cpu_row, role in (
+        for stream_row, cpu_row, role in (
             (callback, callback_cpu, "stream-callback"),
             (iterate, iterate_cpu, "stream-subscribe"),
         ):
-            job = functools.partial(rate, cpu_row, column, implementation, role, *options)
-            jobs.append((column, row, job))
+            job: Callable[[], float | None] = functools.partial(
+                rate, cpu_row, column, implementation, role, *options
+            )
+            jobs.append((column, stream_row, job))
         jobs.append((column, seed, functools.partial(seed_rate, implementation, *options)))
     jobs.append((RAW, callback, functools.partial(rate, callback_cpu, RAW, ctx.raw, "stream")))
     for repetition in range(sizes.stream_repeat):
         log(f"stream round {repetition + 1} of {sizes.stream_repeat}")
-        for column, row, job in jobs:
-            if not row.cells.get(column, Cell()).error:  # a failed column is not run again
-                ctx.measure(row.cells, column, job, 1)
+        for column, measured, run in jobs:
+            if not measured.cells.get(column, Cell()).error:  # a failed column is not run again
+                ctx.measure(measured.cells, column, run, 1)
     iterate.cells[RAW] = callback.cells[RAW]
     iterate_cpu.cells[RAW] = callback_cpu.cells[RAW]
     seed.cells[RAW] = callback.cells[RAW]

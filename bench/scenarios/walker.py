@@ -28,7 +28,7 @@ def walker_rows(ctx: Context) -> list[Row]:
     log("walker")
     ctx.measure(python.cells, OURS, job)
     python.notes.append(
-        f"python_walk_packets and the compiled walk_packets (_walker.c) in one process, in turns, {runs}"
+        f"python_walk_packets and the compiled walk_packets (cwalker.c) in one process, in turns, {runs}"
         " walks of the read each, the median of their CPU times (building the messages is timed, freeing"
         " them is not); the other rows use the walker framing.WALKER names: the compiled one when built,"
         " unless SOUPBINTCP_NO_EXTENSIONS is set"
