@@ -26,7 +26,7 @@ from cliutil import processes
 from metricsutil import HOST, Samples, http_get, parse, scrape, urllib_get, value
 from nasdaq_protocols.soup.cli.running import STOP_GRACE
 from nasdaq_protocols.soup.metrics import INSTALL_HINT
-from netutil import WAIT, free_port
+from netutil import WAIT, free_port, nats_server_binary
 
 __all__ = ["processes"]  # a fixture, imported for the tests below
 
@@ -234,6 +234,50 @@ def test_soup_serve_from_jetstream_reports_the_gateway(processes: cliutil.Proces
         stops_cleanly(gateway, signal.SIGTERM, address)
     finally:
         nats_server.kill()
+
+
+@pytest.mark.nats
+def test_a_gateway_waiting_for_jetstream_answers_503_with_the_reason(
+    processes: cliutil.Processes, tmp_path: Path
+) -> None:
+    """``soup serve --store nats://... --metrics`` against a NATS server without JetStream (as
+    while a cluster elects its leader, JetStream does not answer): the gateway keeps trying, and
+    meanwhile ``/healthz`` answers 503 saying what it waits for and why, rather than refusing
+    connections; SIGTERM still stops it at once."""
+    port = free_port()
+    log = (tmp_path / "nats.log").open("wb")
+    plain = subprocess.Popen([nats_server_binary(), "-a", HOST, "-p", str(port)], stdout=log, stderr=log)
+    try:
+        cliutil.wait_until(lambda: can_connect((HOST, port)), "nats-server to listen")
+        url = f"nats://{HOST}:{port}"
+        gateway = processes.start(
+            "serve", "--store", f"{url}/FEED", "--listen", f"{HOST}:0", "--metrics", f"{HOST}:0"
+        )
+        address = metrics_address(gateway)
+        waiting = f"unavailable: waiting for JetStream stream 'FEED' at {url}"
+        status, _, body = urllib_get(address, "/healthz")
+        assert status == 503 and body.startswith(waiting), body
+        gateway.wait_stderr("JetStream is not ready yet")
+        status, _, body = urllib_get(address, "/healthz")
+        assert (status, body) == (
+            503,
+            f"{waiting}: stream 'FEED': JetStream is not available: not enabled on the server,"
+            " or no leader elected yet\n",
+        )
+        assert "soup serve: session" not in gateway.stderr(), gateway.stderr()
+        stops_cleanly(gateway, signal.SIGTERM, address)
+    finally:
+        plain.kill()
+        plain.wait()
+        log.close()
+
+
+def can_connect(address: tuple[str, int]) -> bool:
+    try:
+        socket.create_connection(address, timeout=0.2).close()
+    except OSError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- the soup command: mistakes

@@ -43,7 +43,9 @@ Health (``/healthz``) is 200 when every watched component is healthy:
 * a subscriber while it follows its stream: logged in, or disconnected for less than
   ``reconnect_grace`` seconds (default 10) while it reconnects after having been logged in; also
   once it received End of Session. Not before its first login, nor once it stopped or gave up;
-* a gateway while its store is connected to the upstream and following the stream.
+* a gateway while its store is connected to the upstream and following the stream. ``soup serve
+  --store nats://...`` serves its endpoint from the start: while it waits for JetStream, before it
+  serves, ``/healthz`` says 503 and why (``MetricsEndpoint.starting``).
 
 The endpoint is a minimal HTTP/1.1 server on the event loop (see :mod:`.http` for why not
 ``prometheus_client``'s threaded one).
