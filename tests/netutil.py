@@ -7,12 +7,16 @@ import asyncio
 import collections
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from nasdaq_protocols.soup.core import LoginRequest, SoupMessage
 from nasdaq_protocols.soup.framing import SoupDecoder
@@ -113,3 +117,69 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+LOOPBACK = "127.0.0.1"
+
+
+class NatsServer:
+    """One ``nats-server -js`` child process on loopback; killed and restarted at will."""
+
+    def __init__(self, directory: Path, name: str, cluster: list[int] | None = None, index: int = 0) -> None:
+        self.directory = directory
+        self.name = name
+        self.port = free_port()
+        self.cluster_ports = cluster
+        self.index = index
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = directory / f"{name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"nats://{LOOPBACK}:{self.port}"
+
+    def command(self) -> list[str]:
+        command = [nats_server_binary(), "-js", "-sd", str(self.directory / f"{self.name}-store")]
+        command += ["-a", LOOPBACK, "-p", str(self.port), "-n", self.name]
+        if self.cluster_ports is not None:
+            routes = [f"nats://{LOOPBACK}:{p}" for i, p in enumerate(self.cluster_ports) if i != self.index]
+            command += [
+                "--cluster_name",
+                "SOUP",
+                "--cluster",
+                f"nats://{LOOPBACK}:{self.cluster_ports[self.index]}",
+            ]
+            command += ["--routes", ",".join(routes)]
+        return command
+
+    def start(self, timeout: float = 10.0) -> None:
+        assert self.process is None, "already running"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                self.process = None
+                pytest.fail(f"nats-server {self.name} exited at start:\n{self.log()}")
+            try:
+                socket.create_connection((LOOPBACK, self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.kill()
+                    pytest.fail(f"nats-server {self.name} not listening within {timeout:g} s:\n{self.log()}")
+                time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL (no clean shutdown) and reap."""
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""

@@ -1,4 +1,5 @@
-"""Shared by the subscriber tests (``tests/test_subscriber_*.py``; imported as ``subscriberutil``).
+"""Shared by the subscriber tests (``tests/test_subscriber_*.py``, and ``take`` by ``test_jetstream.py``;
+imported as ``subscriberutil``).
 
 The payloads ``tests/serve_journal.py`` publishes and a check that a stream is dense and intact,
 bounded takes from a subscriber (a broken subscriber fails a test instead of hanging the run),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from netutil import free_port, nats_server_binary, wait_until
+from netutil import NatsServer, free_port, wait_until
+from subscriberutil import take as take_messages
 
 try:
     import nats
@@ -76,84 +76,11 @@ def assert_dense(messages: list[SequencedData], first: int, last: int) -> None:
 
 
 async def take(subscriber: Subscriber, count: int, timeout: float = 20.0) -> list[SequencedData]:
-    """The next ``count`` Sequenced Data messages; fails the test after ``timeout`` seconds."""
-    messages: list[SequencedData] = []
-
-    async def collect() -> None:
-        async for message in subscriber:
-            assert isinstance(message, SequencedData)
-            messages.append(message)
-            if len(messages) == count:
-                return
-
-    try:
-        await asyncio.wait_for(collect(), timeout)
-    except asyncio.TimeoutError:
-        pytest.fail(f"only {len(messages)} of {count} messages within {timeout:g} s")
-    return messages
-
-
-class NatsServer:
-    """One ``nats-server -js`` child process on loopback; killed and restarted at will."""
-
-    def __init__(self, directory: Path, name: str, cluster: list[int] | None = None, index: int = 0) -> None:
-        self.directory = directory
-        self.name = name
-        self.port = free_port()
-        self.cluster_ports = cluster
-        self.index = index
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = directory / f"{name}.log"
-
-    @property
-    def url(self) -> str:
-        return f"nats://{HOST}:{self.port}"
-
-    def command(self) -> list[str]:
-        command = [nats_server_binary(), "-js", "-sd", str(self.directory / f"{self.name}-store")]
-        command += ["-a", HOST, "-p", str(self.port), "-n", self.name]
-        if self.cluster_ports is not None:
-            routes = [f"nats://{HOST}:{p}" for i, p in enumerate(self.cluster_ports) if i != self.index]
-            command += [
-                "--cluster_name",
-                "SOUP",
-                "--cluster",
-                f"nats://{HOST}:{self.cluster_ports[self.index]}",
-            ]
-            command += ["--routes", ",".join(routes)]
-        return command
-
-    def start(self, timeout: float = 10.0) -> None:
-        assert self.process is None, "already running"
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                self.process = None
-                pytest.fail(f"nats-server {self.name} exited at start:\n{self.log()}")
-            try:
-                socket.create_connection((HOST, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.kill()
-                    pytest.fail(f"nats-server {self.name} not listening within {timeout:g} s:\n{self.log()}")
-                time.sleep(0.02)
-
-    def kill(self) -> None:
-        """SIGKILL (no clean shutdown) and reap."""
-        process, self.process = self.process, None
-        if process is not None:
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
+    """The next ``count`` messages, every one Sequenced Data; fails the test after ``timeout`` seconds."""
+    messages = await take_messages(subscriber, count, timeout)
+    others = [message for message in messages if not isinstance(message, SequencedData)]
+    assert not others, f"not Sequenced Data: {others[:5]}"
+    return [message for message in messages if isinstance(message, SequencedData)]
 
 
 @pytest.fixture

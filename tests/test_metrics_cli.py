@@ -203,7 +203,7 @@ def test_soup_relay_serves_its_upstream_and_downstream_sides_on_one_endpoint(
 def test_soup_serve_from_jetstream_reports_the_gateway(processes: cliutil.Processes, tmp_path: Path) -> None:
     """``soup serve --store nats://... --metrics``: the gateway's upstream metrics next to the
     server's, for a stream ``soup publish`` wrote."""
-    from test_jetstream import NatsServer
+    from netutil import NatsServer
 
     nats_server = NatsServer(tmp_path, "n0")
     nats_server.start()

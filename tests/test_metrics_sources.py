@@ -337,7 +337,7 @@ async def test_gateway_upstream_connected_follows_nats(tmp_path: Path) -> None:
     """``SoupServer(store=JetStreamStore, metrics=...)`` watches the store as the gateway: 1 while
     it follows the stream, 0 and 503 once nats-server is killed."""
     from nasdaq_protocols.soup.jetstream import JetStreamPublisher, JetStreamStore
-    from test_jetstream import NatsServer
+    from netutil import NatsServer
 
     nats_server = NatsServer(tmp_path, "n0")
     nats_server.start()

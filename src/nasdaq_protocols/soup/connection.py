@@ -523,10 +523,10 @@ class SoupConnection:
     def send_sequenced_batch(self, payloads: list[bytes]) -> bytes:
         """Server: frame ``payloads`` as the next Sequenced Data packets, in one buffer.
 
-        For a sender that batches payloads between flushes: each was accepted while the server
-        was logged in (see :meth:`may_send_sequenced`), so they are framed even if the connection
-        closed since (the peer's Logout Request decoded in between): what was sent before a close
-        goes out before it.
+        For a sender that batches payloads between flushes and checks, as it takes each one,
+        that the server is logged in: the batch is framed even if the connection closed since
+        (the peer's Logout Request decoded in between), so what was sent before a close goes out
+        before it.
 
         Raises:
             LocalProtocolError: a client's connection.
@@ -544,11 +544,6 @@ class SoupConnection:
             append(payload)
         self._sent += len(payloads)
         return b"".join(parts)
-
-    @property
-    def may_send_sequenced(self) -> bool:
-        """True while a server may send Sequenced Data (logged in, not closed)."""
-        return self.state is State.LOGGED_IN and not self._is_client
 
     def send_unsequenced(self, payload: bytes) -> bytes:
         """Frame ``payload`` as Unsequenced Data, with no message object.

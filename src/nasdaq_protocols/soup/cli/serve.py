@@ -249,7 +249,7 @@ async def serve_session(
                     login_timeout=login_timeout,
                     max_lag=max_lag,
                     ssl=ssl,
-                    metrics=early or metrics,
+                    metrics=None if early is not None else metrics,
                 )
             except BaseException:
                 if store is not None:
@@ -266,7 +266,8 @@ async def serve_session(
             await early.close()
         raise
     say(f"session {server.session!r} on {format_address(server.address)}")
-    if early is not None:
+    if early is not None:  # the gateway serves: the endpoint watches it from now on
+        early.watch(server=server)
         early.starting = None
     elif server.metrics is not None:
         announce_metrics(server.metrics.address)
@@ -304,6 +305,8 @@ async def serve_session(
                     reader.cancel()
     finally:
         await close_server(server)
+        if early is not None:  # last: /healthz says 503 while the clients are closed
+            await early.close()
     if failure is not None:
         raise failure
 

@@ -78,10 +78,7 @@ class SoupServer:
         metrics: ``(host, port)`` to serve ``/metrics`` (Prometheus) and ``/healthz`` on from
             :meth:`start` to :meth:`close` (see :mod:`nasdaq_protocols.soup.metrics`; port 0:
             any free port, see ``server.metrics.address``). Needs the ``metrics`` extra:
-            :meth:`start` raises ``MetricsUnavailableError`` without it. Or a
-            :class:`~nasdaq_protocols.soup.metrics.MetricsEndpoint` already serving (started
-            before a slow start-up, so ``/healthz`` answers meanwhile): :meth:`start` has it watch
-            this server, :meth:`close` closes it.
+            :meth:`start` raises ``MetricsUnavailableError`` without it.
     """
 
     def __init__(
@@ -103,7 +100,7 @@ class SoupServer:
         max_packet_size: int = MAX_PACKET_SIZE,
         flush_interval: float = 0.2,
         ssl: Any = None,
-        metrics: tuple[str, int] | MetricsEndpoint | None = None,
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         if credentials is not None and authenticate is not None:
             raise ValueError("give credentials or authenticate, not both")
@@ -160,11 +157,7 @@ class SoupServer:
             from ..metrics import serve_metrics  # imports prometheus_client: only when asked for
 
             try:
-                if isinstance(self._metrics_address, tuple):
-                    self.metrics = await serve_metrics(self._metrics_address, server=self)
-                else:
-                    self._metrics_address.watch(server=self)
-                    self.metrics = self._metrics_address
+                self.metrics = await serve_metrics(self._metrics_address, server=self)
             except BaseException:
                 await self.close()
                 raise
