@@ -16,6 +16,12 @@ Bugs found (and fixed in ``src``):
    packet sent back): in ``password field b'...' is not ASCII``, and in the first 16 bytes
    quoted by ``packet length N exceeds the maximum`` when the Login Request itself was too long
    for ``max_packet_size`` (or followed an empty packet). Errors no longer quote a password.
+3. ``fuzz_server_session``, after writes were coalesced: a payload on a packet that carries none
+   (a Logout Request holding a Login Request's bytes) and a Login Rejected reason of many bytes
+   were quoted in the error, password included. They are counted now, not quoted.
+4. ``fuzz_server_session``: data a server session sent in the loop turn in which the client's
+   Logout Request arrived was lost: the turn's coalesced write was framed after the state had
+   left "logged in", and raised. Payloads are checked as they are taken, framed at the flush.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from nasdaq_protocols import soup
 from nasdaq_protocols.soup.core import MAX_PAYLOAD_SIZE, Debug, InvalidSoupMessage, LoginRequest, SoupMessage
 from nasdaq_protocols.soup.errors import PacketTooLarge
 from nasdaq_protocols.soup.framing import SoupDecoder
+from netutil import RawClient
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `fuzz` is a folder of the repository, not an installed package
@@ -150,3 +157,83 @@ async def test_server_logs_no_password_of_a_malformed_login(caplog: pytest.LogCa
             assert b"Zq7" not in answer, answer
     assert "protocol error" in caplog.text
     assert "Zq7" not in caplog.text
+
+
+# --------------------------------------------------------------------------- 3. after the redesign
+# What fuzz_server_session found once writes were coalesced (issue 15) and delivery could be
+# suspended by a callback: seeds app-send-coalesced-in-a-turn, password-inside-a-malformed-logout
+# and malformed-behind-a-suspended-callback in fuzz/corpus/server_session.
+
+
+@pytest.mark.parametrize(
+    "indicator", [b"O", b"Z", b"R", b"H"], ids=["logout", "end-of-session", "client-hb", "server-hb"]
+)
+def test_a_payload_on_a_packet_that_has_none_is_not_quoted(indicator: bytes) -> None:
+    packet = (1 + len(PASSWORD)).to_bytes(2, "big") + indicator + PASSWORD.encode()
+    with pytest.raises(InvalidSoupMessage, match="carries no payload, got 10 bytes") as caught:
+        SoupMessage.from_bytes(packet)
+    assert "Zq7" not in error_text(caught.value)
+
+
+def test_a_long_login_rejected_reason_is_not_quoted() -> None:
+    with pytest.raises(InvalidSoupMessage, match="got 10 bytes") as caught:
+        SoupMessage.from_bytes(b"\x00\x0bJ" + PASSWORD.encode())
+    assert "Zq7" not in error_text(caught.value)
+    with pytest.raises(InvalidSoupMessage, match=r"got b'X'"):  # a short one is shown: it helps
+        SoupMessage.from_bytes(b"\x00\x02JX")
+
+
+class Echo(soup.SoupServerSession):
+    """Answers each Unsequenced Data with a Sequenced Data; suspends first for ``b"wait..."``."""
+
+    async def on_login(self, msg: soup.LoginRequest) -> soup.LoginAccepted | soup.LoginRejected:
+        return soup.LoginAccepted("FUZZ", 1)
+
+    async def on_unsequenced(self, msg: soup.UnSequencedData) -> None:
+        if msg.data.startswith(b"wait"):
+            await asyncio.sleep(0.05)
+        self.send_seq_msg(b"echo:" + msg.data)
+
+
+async def echo_exchange(*packets: SoupMessage | bytes) -> tuple[list[SoupMessage], list[str]]:
+    """Log in to an :class:`Echo` server, send ``packets`` in one write, read until the server hangs
+    up: what it sent after Login Accepted, and the errors the event loop reported meanwhile."""
+    loop = asyncio.get_running_loop()
+    errors: list[str] = []
+    loop.set_exception_handler(lambda _, context: errors.append(str(context.get("exception") or context)))
+    from nasdaq_protocols.common import start_server, stop_task
+
+    server, serving = await start_server(("127.0.0.1", 0), Echo)
+    try:
+        client = await RawClient.connect(server.sockets[0].getsockname()[:2])
+        try:
+            assert isinstance(await client.login("u", "p"), soup.LoginAccepted)
+            await client.send(b"".join(p if isinstance(p, bytes) else p.to_bytes()[1] for p in packets))
+            return await client.read_until_eof(), errors
+        finally:
+            client.close()
+    finally:
+        await stop_task(serving)
+        loop.set_exception_handler(None)
+
+
+async def test_what_was_sent_in_the_turn_a_logout_arrived_reaches_the_client() -> None:
+    """Two echoes in one loop turn (the second waits in the turn's coalesced write), then the
+    client's Logout Request in the same read: both echoes go out before the close. Before the fix
+    the flush at the end of the turn raised (no longer logged in) and the second echo was lost."""
+    received, errors = await echo_exchange(
+        soup.UnSequencedData(b"a"), soup.UnSequencedData(b"b"), soup.LogoutRequest()
+    )
+    assert [m.data for m in received if isinstance(m, soup.SequencedData)] == [b"echo:a", b"echo:b"], received
+    assert not errors, errors
+
+
+async def test_a_malformed_packet_behind_a_suspended_callback_takes_effect_when_reached() -> None:
+    """The callback for the first packet suspends; a malformed packet that arrived with it is a
+    protocol error only once delivery reaches it: the echo of what came before still goes out,
+    then the Debug packet that says why the server closes."""
+    received, errors = await echo_exchange(soup.UnSequencedData(b"wait"), b"\x00\x03O!!")
+    assert isinstance(received[0], soup.SequencedData) and received[0].data == b"echo:wait", received
+    assert isinstance(received[-1], soup.Debug) and "protocol error" in received[-1].msg, received
+    assert "!!" not in received[-1].msg
+    assert not errors, errors
