@@ -18,7 +18,7 @@ try:  # the sans-IO core decides how to close (issue 23)
 except ImportError:  # before that, the asyncio shell did
     from nasdaq_protocols.common.session import GRACEFUL_CLOSES
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs/protocol.md"
 
 
 def section(heading: str) -> str:
