@@ -22,6 +22,7 @@ from subscriberutil import PASSWORD, USER, assert_stream
 __all__ = [
     "PASSWORD",
     "USER",
+    "Reader",
     "assert_exactly_once",
     "figure",
     "login_accepted_size",
@@ -70,6 +71,54 @@ async def take_batches(subscriber: Subscriber, count: int, timeout: float = 60.0
     except asyncio.TimeoutError:
         pytest.fail(f"only {len(messages)} of {count} messages within {timeout:g} s")
     return messages
+
+
+class Reader:
+    """Reads a subscriber in the background for as long as the block lasts, as an application
+    does (a subscriber whose reader stops reading does not reconnect: the server keeps the rest).
+
+    ``async with Reader(feed) as reader: ...; messages = await reader.until(count)``.
+    """
+
+    def __init__(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
+        self.messages: list[SoupMessage] = []
+        self._more = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _read(self) -> None:
+        while batch := await self.subscriber.next_batch(4096):
+            self.messages.extend(batch)
+            self._more.set()
+        self._more.set()
+
+    async def until(self, count: int, timeout: float = 60.0) -> list[SoupMessage]:
+        """The messages read once there are ``count``; fails the test after ``timeout`` seconds."""
+
+        async def enough() -> None:
+            while len(self.messages) < count:
+                assert self._task is not None
+                if self._task.done():
+                    self._task.result()  # raises what stopped the reading
+                    pytest.fail(f"the stream ended after {len(self.messages)} of {count} messages")
+                self._more.clear()
+                await self._more.wait()
+
+        try:
+            await asyncio.wait_for(enough(), timeout)
+        except asyncio.TimeoutError:
+            pytest.fail(f"only {len(self.messages)} of {count} messages within {timeout:g} s")
+        return self.messages
+
+    async def __aenter__(self) -> Reader:
+        self._task = asyncio.create_task(self._read(), name="fault-test-reader")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 def assert_exactly_once(
