@@ -41,6 +41,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if kernel:
         counts = ", ".join(f"{len(found)} {outcome}" for outcome, found in sorted(kernel.items()))
         terminalreporter.write_line(f"kernel fault cases: {counts}")
-        reasons = sorted({str(report.longrepr[2]) for report in kernel.get("skipped", [])})
+        reasons = sorted(
+            {str(report.longrepr[2]).removeprefix("Skipped: ") for report in kernel.get("skipped", [])}
+        )
         for reason in reasons:
             terminalreporter.write_line(f"kernel fault cases SKIPPED because {reason}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -92,7 +93,7 @@ async def test_a_five_second_partition_resumes_exactly_once(
     def on_resume(subscriber: Subscriber, sequence: int) -> None:
         resumed.set()
 
-    options = {
+    options: dict[str, Any] = {
         "server_heartbeat_interval": 1.0,
         "client_heartbeat_interval": 1.0,
         "connect_timeout": 1.0,
@@ -104,7 +105,7 @@ async def test_a_five_second_partition_resumes_exactly_once(
     running = asyncio.Event()
     running.set()
     async with serving(1000, padded) as server:
-        feed = subscribe(server.address, USER, PASSWORD, **options)  # type: ignore[arg-type]
+        feed = subscribe(server.address, USER, PASSWORD, **options)
         async with feed, Reader(feed) as reader:
             await reader.until(1000)
             publishing = asyncio.create_task(publish_paced(server, 1001, 10, running=running))

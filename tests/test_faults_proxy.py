@@ -16,6 +16,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -181,7 +182,7 @@ async def test_a_black_holed_server_is_left_after_three_heartbeats_for_the_next(
     def on_disconnect(subscriber: Subscriber, reason: CloseReason) -> None:
         disconnected.set_result((time.monotonic(), reason))
 
-    options = {"server_heartbeat_interval": 1.0, "client_heartbeat_interval": 1.0}
+    options: dict[str, Any] = {"server_heartbeat_interval": 1.0, "client_heartbeat_interval": 1.0}
     first_server, second_server = serving(1000, padded), serving(1000, padded)
     async with first_server as first, second_server as second, FaultProxy(first.address) as proxy:
         addresses = [proxy.address, second.address]
@@ -262,6 +263,12 @@ async def test_bytes_trickled_one_per_write_decode_exactly() -> None:
 # --------------------------------------------------------------------------- the backoff follows progress
 
 
+def exact_backoff(initial: float, maximum: float) -> dict[str, Any]:
+    """Subscriber options for waits a test can compare exactly: no jitter, and a ``stable_after``
+    no connection of the test reaches (so only a new message counts as progress)."""
+    return {"backoff_initial": initial, "backoff_max": maximum, "backoff_jitter": 0.0, "stable_after": 60.0}
+
+
 def recorded_waits(waits: list[tuple[int, float]]) -> Callable[[Subscriber, object], None]:
     """An ``on_connect`` hook noting, at each login after the first, the wait that preceded it:
     ``(attempts without progress, seconds)``."""
@@ -280,7 +287,7 @@ async def test_after_a_drop_that_followed_progress_the_next_attempt_waits_the_fi
     waits: list[tuple[int, float]] = []
     async with serving(20_000, padded) as server, FaultProxy(server.address) as proxy:
         proxy.cut_after(*[64 << 10] * 10)
-        options = {"backoff_initial": 0.05, "backoff_max": 5.0, "backoff_jitter": 0.0, "stable_after": 60.0}
+        options = exact_backoff(0.05, 5.0)
         async with subscribe(
             proxy.address, USER, PASSWORD, on_connect=recorded_waits(waits), **options
         ) as feed:
@@ -296,7 +303,7 @@ async def test_drops_with_nothing_new_make_the_wait_grow() -> None:
     async with serving(10, payload) as server, FaultProxy(server.address) as proxy:
         proxy.reset_on_cut = False  # a FIN after the Login Accepted: the login completes, then EOF
         proxy.cut_after(*[login_accepted_size("FEED", 11)] * 5)
-        options = {"backoff_initial": 0.01, "backoff_max": 0.05, "backoff_jitter": 0.0, "stable_after": 60.0}
+        options = exact_backoff(0.01, 0.05)
         async with subscribe(
             proxy.address, USER, PASSWORD, "", 11, on_connect=recorded_waits(waits), **options
         ) as feed:
