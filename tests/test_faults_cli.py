@@ -51,14 +51,13 @@ def packets(path: Path) -> tuple[int, bytes]:
         return store.last_sequence, b"".join(chunks)
 
 
-async def record(address: tuple[str, int], journal: Path, count: int, logs: Path) -> tuple[float, str]:
-    """Run ``soup record`` to ``count`` messages; the seconds it took and its standard error."""
+async def run_soup(*args: str, logs: Path) -> tuple[float, str, str]:
+    """Run ``soup ARGS`` to the end: the seconds it took, its standard output and error."""
     started = time.monotonic()
-    with open(logs, "wb") as stderr:
+    with open(logs.with_suffix(".out"), "wb") as stdout, open(logs, "wb") as stderr:
         process = await asyncio.create_subprocess_exec(
-            *SOUP, "record", f"{address[0]}:{address[1]}", "--journal", str(journal), "--count", str(count),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
+            *SOUP, *args, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr
+        )
         try:
             status = await asyncio.wait_for(process.wait(), 300)
         finally:
@@ -66,9 +65,16 @@ async def record(address: tuple[str, int], journal: Path, count: int, logs: Path
                 process.kill()
                 await process.wait()
     took = time.monotonic() - started
-    text = logs.read_text(errors="replace")
-    assert status == 0, f"soup record exited {status}: {text}"
-    return took, text
+    errors = logs.read_text(errors="replace")
+    assert status == 0, f"soup {args[0]} exited {status}: {errors}"
+    return took, logs.with_suffix(".out").read_text(errors="replace"), errors
+
+
+async def record(address: tuple[str, int], journal: Path, count: int, logs: Path) -> tuple[float, str]:
+    """Run ``soup record`` to ``count`` messages; the seconds it took and its standard error."""
+    arguments = [f"{address[0]}:{address[1]}", "--journal", str(journal), "--count", str(count)]
+    took, _, errors = await run_soup("record", *arguments, logs=logs)
+    return took, errors
 
 
 async def record_through_cuts(
@@ -107,3 +113,17 @@ async def test_soup_record_of_a_million_messages_through_twenty_cuts(
     tmp_path: Path, processes: cliutil.Processes, record_property: Record
 ) -> None:
     await record_through_cuts(tmp_path, processes, record_property, 1_000_000, 20)
+
+
+async def test_soup_tail_through_cuts_prints_every_message_once(
+    tmp_path: Path, processes: cliutil.Processes
+) -> None:
+    source = tmp_path / "source.journal"
+    write_source(source, 20_000, 100)
+    host, port = serve_journal(processes, source).split(":")
+    async with FaultProxy((host, int(port))) as proxy:
+        proxy.cut_after(*[64 << 10] * 10)
+        where = f"{proxy.address[0]}:{proxy.address[1]}"
+        _, printed, errors = await run_soup("tail", where, "--count", "20000", logs=tmp_path / "tail.err")
+    assert proxy.cuts == 10 and errors.count("disconnected from") == 10, errors
+    assert printed.splitlines() == [f"{n} {n:0100d}" for n in range(1, 20_001)]

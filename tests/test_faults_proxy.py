@@ -13,6 +13,7 @@ waits the subscriber chose (``Subscriber.retry_delays``), never by timing sleeps
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -32,7 +33,8 @@ from faultutil import (
     take_batches,
 )
 from nasdaq_protocols.common.errors import CloseReason
-from nasdaq_protocols.soup import SoupServer, SubscriberGaveUp, connect_async, subscribe
+from nasdaq_protocols.soup import MemoryStore, SoupServer, SubscriberGaveUp, connect_async, subscribe
+from nasdaq_protocols.soup.relay import Relay
 from nasdaq_protocols.soup.subscriber import Subscriber
 from netutil import free_port
 from subscriberutil import payload
@@ -383,3 +385,25 @@ async def test_a_connect_async_session_sees_the_cut_as_a_closed_connection() -> 
         reason = await asyncio.wait_for(session.wait_closed(), 10)
     assert_exactly_once(received, 1, 500, padded)
     assert reason is CloseReason.PEER_CLOSED
+
+
+async def test_a_relay_whose_upstream_keeps_dropping_resumes_promptly_and_serves_every_message_once() -> None:
+    """``Relay`` is a subscriber upstream: the same prompt resumes after progress, and its own
+    clients downstream get the stream whole, with their connections never touched."""
+    waits: list[tuple[int, float]] = []
+    async with serving(20_000, padded) as upstream, FaultProxy(upstream.address) as proxy:
+        proxy.cut_after(*[64 << 10] * 10)
+        options = {**exact_backoff(0.05, 5.0), "on_connect": recorded_waits(waits)}
+        relay = Relay(proxy.address, USER, PASSWORD, MemoryStore(), subscriber_options=options)
+        async with relay:
+            running = asyncio.ensure_future(relay.run())
+            try:
+                async with subscribe(relay.address, "down", "pw") as feed:
+                    messages = await take_batches(feed, 20_000)
+            finally:
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+    assert_exactly_once(messages, 1, 20_000, padded)
+    assert feed.stats.reconnects == 0 and proxy.cuts == 10
+    assert waits == [(0, 0.05)] * 10
