@@ -57,40 +57,36 @@ async def serving(
 async def take_batches(subscriber: Subscriber, count: int, timeout: float = 60.0) -> list[SoupMessage]:
     """The next ``count`` messages of ``subscriber``, taken a batch at a time; fails the test
     (saying how many came) after ``timeout`` seconds or if the stream ends first."""
-    messages: list[SoupMessage] = []
-
-    async def collect() -> None:
-        while len(messages) < count:
-            batch = await subscriber.next_batch(min(4096, count - len(messages)))
-            if not batch:
-                pytest.fail(f"the stream ended after {len(messages)} of {count} messages")
-            messages.extend(batch)
-
-    try:
-        await asyncio.wait_for(collect(), timeout)
-    except asyncio.TimeoutError:
-        pytest.fail(f"only {len(messages)} of {count} messages within {timeout:g} s")
-    return messages
+    async with Reader(subscriber, limit=count) as reader:
+        return await reader.until(count, timeout)
 
 
 class Reader:
-    """Reads a subscriber in the background for as long as the block lasts, as an application
-    does (a subscriber whose reader stops reading does not reconnect: the server keeps the rest).
+    """Reads a subscriber a batch at a time in the background while the block lasts, as an
+    application does (a subscriber whose reader stops reading does not reconnect: the server
+    keeps the rest), up to ``limit`` messages if given.
 
     ``async with Reader(feed) as reader: ...; messages = await reader.until(count)``.
     """
 
-    def __init__(self, subscriber: Subscriber) -> None:
+    def __init__(self, subscriber: Subscriber, limit: int | None = None) -> None:
         self.subscriber = subscriber
+        self.limit = limit
         self.messages: list[SoupMessage] = []
         self._more = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def _read(self) -> None:
-        while batch := await self.subscriber.next_batch(4096):
-            self.messages.extend(batch)
+        try:
+            while self.limit is None or len(self.messages) < self.limit:
+                wanted = 4096 if self.limit is None else min(4096, self.limit - len(self.messages))
+                batch = await self.subscriber.next_batch(wanted)
+                if not batch:
+                    return
+                self.messages.extend(batch)
+                self._more.set()
+        finally:
             self._more.set()
-        self._more.set()
 
     async def until(self, count: int, timeout: float = 60.0) -> list[SoupMessage]:
         """The messages read once there are ``count``; fails the test after ``timeout`` seconds."""
