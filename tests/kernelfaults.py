@@ -94,7 +94,8 @@ def remove_leftovers() -> list[str]:
 
 
 class PacketDrop:
-    """One kernel fault: TCP packets to and from ``ports`` dropped with probability ``percent``/100.
+    """One kernel fault: TCP packets to and from ``ports`` on loopback dropped with probability
+    ``percent``/100 (only loopback: nothing from outside the machine is touched).
 
     Made by :meth:`KernelFaults.drop`; :meth:`remove` ends it (idempotent).
     """
@@ -113,8 +114,8 @@ class PacketDrop:
             f"table inet {self.table} {{\n"
             "  chain input {\n"
             "    type filter hook input priority -150; policy accept;\n"
-            f"    tcp dport {{ {ports} }}{match} counter drop\n"
-            f"    tcp sport {{ {ports} }}{match} counter drop\n"
+            f'    iifname "lo" tcp dport {{ {ports} }}{match} counter drop\n'
+            f'    iifname "lo" tcp sport {{ {ports} }}{match} counter drop\n'
             "  }\n"
             "}\n"
         )

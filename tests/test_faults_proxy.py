@@ -211,7 +211,7 @@ async def test_a_server_keeps_serving_five_clients_while_a_sixth_is_black_holed(
 ) -> None:
     count = 100_000  # ~10 MB each: far more than the black-holed path's buffers hold
 
-    async def five_and_one(server: SoupServer, proxy: FaultProxy, first: int, dark: bool) -> float:
+    async def five_and_one(server: SoupServer, first: int, dark: bool) -> float:
         """Publish ``first..first+count-1``; the time the five direct clients take to get them."""
         server.publish_many(padded(n) for n in range(first, first + count))
         started = time.monotonic()
@@ -227,9 +227,9 @@ async def test_a_server_keeps_serving_five_clients_while_a_sixth_is_black_holed(
         direct: list[Subscriber] = [await subscribe(server.address, USER, PASSWORD).start() for _ in range(5)]
         dimmed = await subscribe(proxy.address, USER, PASSWORD, server_heartbeat_interval=30).start()
         try:
-            lit = await five_and_one(server, proxy, 1, dark=False)
+            lit = await five_and_one(server, 1, dark=False)
             proxy.black_hole()
-            dark = await five_and_one(server, proxy, count + 1, dark=True)
+            dark = await five_and_one(server, count + 1, dark=True)
             assert dimmed.connected and len(proxy.connections) == 1  # still there, still dark
             assert dimmed.next_sequence <= count + 1 + count // 2, "the black hole let most through"
             held = server.stats()
