@@ -53,8 +53,8 @@ if TYPE_CHECKING:
         Subscriber,
         SubscriberGaveUp,
         subscribe,
-        subscribe_sync,
     )
+    from .subscriber_sync import subscribe_sync
     from .sync import SoupClientSessionSync, connect
 
 # The asyncio layer (sessions, server, subscriber) and the stores are imported on first use, so
@@ -77,7 +77,7 @@ _LAZY = {
     "Subscriber": ".subscriber",
     "SubscriberGaveUp": ".subscriber",
     "subscribe": ".subscriber",
-    "subscribe_sync": ".subscriber",
+    "subscribe_sync": ".subscriber_sync",
     "SoupClientSessionSync": ".sync",
     "connect": ".sync",
 }
