@@ -11,12 +11,7 @@ import re
 from pathlib import Path
 
 from nasdaq_protocols.common.errors import CloseReason
-from nasdaq_protocols.soup.connection import TRANSITIONS, Direction
-
-try:  # the sans-IO core decides how to close (issue 23)
-    from nasdaq_protocols.soup.connection import GRACEFUL_CLOSES
-except ImportError:  # before that, the asyncio shell did
-    from nasdaq_protocols.common.session import GRACEFUL_CLOSES
+from nasdaq_protocols.soup.connection import GRACEFUL_CLOSES, TRANSITIONS, Direction
 
 PAGE = Path(__file__).resolve().parents[1] / "docs/protocol.md"
 
