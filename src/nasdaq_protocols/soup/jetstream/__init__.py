@@ -57,8 +57,9 @@ message, and new logins are refused.
 
 When JetStream is unreachable the gateway keeps serving its mirror (a login for more than it has
 is accepted at ``mirror.last + 1``, as docs/protocol.md ("Requested sequence number") says; the
-client gets the rest once the mirror catches up), logs the outage as a warning and the recovery likewise, and reports it in
-:attr:`JetStreamStore.connected`, :attr:`JetStreamStore.lag` and :meth:`JetStreamStore.stats`.
+client gets the rest once the mirror catches up), logs the outage as a warning and the recovery
+likewise, and reports it in :attr:`JetStreamStore.connected`, :attr:`JetStreamStore.lag` and
+:meth:`JetStreamStore.stats`.
 See ``docs/deployment.md`` for the whole picture.
 """
 
