@@ -189,17 +189,38 @@ class MoldPublisher:
 
     # ------------------------------------------------------------------ publishing
 
+    def _check_open(self) -> None:
+        if self._ending:
+            raise RuntimeError(f"session {self.session!r} ended: nothing can be published after End of Session")
+
     def publish(self, payload: Payload) -> int:
-        """Append one message to the store and send it; return its sequence number."""
+        """Append one message to the store and send it; return its sequence number.
+
+        Raises:
+            RuntimeError: the session ended (:meth:`end_session`).
+            StoreError, ValueError: as the store's ``append``.
+        """
+        self._check_open()
         sequence = self.store.append(payload)
         self._wake.set()
         return sequence
 
     def publish_many(self, payloads: Iterable[Payload]) -> int:
-        """Append several messages in one write and send them; return the last sequence number."""
+        """Append several messages in one write and send them; return the last sequence number.
+
+        Raises:
+            RuntimeError: the session ended (:meth:`end_session`).
+            StoreError, ValueError: as the store's ``append_many``.
+        """
+        self._check_open()
         sequence = self.store.append_many(payloads)
         self._wake.set()
         return sequence
+
+    def notify(self) -> None:
+        """The store grew through someone else (a :class:`~nasdaq_protocols.soup.server.SoupServer`
+        sharing it, say): send what is new now rather than at the next look."""
+        self._wake.set()
 
     def end_session(self) -> None:
         """Send End of Session once every stored message is sent (then repeat it, see above)."""
