@@ -155,14 +155,16 @@ def encode_session(session: str) -> bytes:
     return name.encode("ascii").rjust(SESSION_WIDTH)
 
 
-def decode_session(field: bytes) -> str:
+def decode_session(field: bytes, datagram_size: int = 0) -> str:
     """The session name in a 10-byte Session field, spaces and NUL bytes around it removed.
+
+    ``datagram_size``: the size of the datagram the field came in (for the error).
 
     Raises:
         InvalidMoldPacket: a byte that is neither printable ASCII nor NUL.
     """
     if field.translate(None, _SESSION_BYTES):
-        raise InvalidMoldPacket(f"session field {field!r} holds bytes that are not printable ASCII")
+        raise InvalidMoldPacket(f"session field {field!r} holds bytes that are not printable ASCII", datagram_size)
     return field.strip(b" \x00").decode("ascii")
 
 
@@ -248,7 +250,7 @@ def decode_downstream(datagram: bytes | bytearray | memoryview) -> Downstream:
         raise InvalidMoldPacket(
             f"a {size}-byte datagram is shorter than the {HEADER_SIZE}-byte MoldUDP64 header", size
         )
-    session = decode_session(data[:SESSION_WIDTH])
+    session = decode_session(data[:SESSION_WIDTH], size)
     sequence, count = _SEQUENCE_COUNT.unpack_from(data, SESSION_WIDTH)
     if sequence == 0:
         raise InvalidMoldPacket("sequence number 0 (the first message of a session is 1)", size)
@@ -281,7 +283,7 @@ def split_blocks(data: bytes, count: int, offset: int = HEADER_SIZE) -> list[byt
             and data[offset::step] == bytes((length >> 8,)) * count
             and data[offset + 1 :: step] == bytes((length & 0xFF,)) * count
         ):
-            return [data[start : start + length] for start in range(offset + 2, size, step)]
+            return [data[start : start + length] for start in range(offset + 2, size + 1, step)]
     messages: list[bytes] = []
     append = messages.append
     position = offset
@@ -320,7 +322,7 @@ def decode_request(datagram: bytes | bytearray | memoryview) -> Request:
     size = len(data)
     if size != REQUEST_SIZE:
         raise InvalidMoldPacket(f"a request packet is {REQUEST_SIZE} bytes, not {size}", size)
-    session = decode_session(data[:SESSION_WIDTH])
+    session = decode_session(data[:SESSION_WIDTH], size)
     sequence, count = _SEQUENCE_COUNT.unpack_from(data, SESSION_WIDTH)
     if sequence == 0:
         raise InvalidMoldPacket("request for sequence number 0 (the first message of a session is 1)", size)
