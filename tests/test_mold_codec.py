@@ -61,6 +61,8 @@ BAD_DOWNSTREAM = [
     (header(2**64 - 1, 2) + b"\x00\x00\x00\x00", "pass 2\\*\\*64-1"),
     (b"FE\xc3\xa9D     " + struct.pack(">QH", 1, 0), "not printable ASCII"),
     (b"FEED\x01     " + struct.pack(">QH", 1, 0), "not printable ASCII"),
+    # Found by fuzz_mold: a NUL inside the name decoded, and the name could not be encoded again.
+    (b"Z\x00\x00\x00\x00 \x00)P\x00" + struct.pack(">QH", 1, 0), "not printable ASCII"),
 ]
 
 

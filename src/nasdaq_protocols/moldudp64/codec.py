@@ -97,8 +97,8 @@ _LENGTH = struct.Struct(">H")
 #: Block length fields of the usual message sizes, made once (a lookup instead of a pack: the
 #: packer's per-message cost is then a list index, ~20 ns, against ~90 ns for struct.pack).
 _BLOCK_HEADERS = [size.to_bytes(2, "big") for size in range(4096)]
-#: Session bytes that may stand in the field: printable ASCII, and the NUL that pads some feeds.
-_SESSION_BYTES = bytes(range(0x20, 0x7F)) + b"\x00"
+#: The bytes a session name may hold (NUL and space may pad it, on either side).
+_PRINTABLE = bytes(range(0x20, 0x7F))
 
 
 class Downstream(NamedTuple):
@@ -161,11 +161,13 @@ def decode_session(field: bytes, datagram_size: int = 0) -> str:
     ``datagram_size``: the size of the datagram the field came in (for the error).
 
     Raises:
-        InvalidMoldPacket: a byte that is neither printable ASCII nor NUL.
+        InvalidMoldPacket: a byte that is not printable ASCII, other than NUL or space padding
+            around the name.
     """
-    if field.translate(None, _SESSION_BYTES):
+    name = field.strip(b" \x00")
+    if name.translate(None, _PRINTABLE):
         raise InvalidMoldPacket(f"session field {field!r} holds bytes that are not printable ASCII", datagram_size)
-    return field.strip(b" \x00").decode("ascii")
+    return name.decode("ascii")
 
 
 # --------------------------------------------------------------------------- encoding
