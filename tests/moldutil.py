@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -85,7 +86,6 @@ class MoldRelay:
         return self
 
     def _forward(self, data: bytes, source: Address) -> None:
-        assert self._transport is not None
         count = struct.unpack_from(">H", data, 18)[0] if len(data) >= 20 else HEARTBEAT
         is_data = count not in (HEARTBEAT, END_OF_SESSION)
         index = self.data_datagrams
@@ -96,11 +96,52 @@ class MoldRelay:
             if is_data and drop(index):
                 dropped.update(range(first, first + count))
                 continue
-            self._transport.sendto(data, address)
+            self._send(data, address)
+
+    def _send(self, data: bytes, address: Address) -> None:
+        assert self._transport is not None
+        self._transport.sendto(data, address)
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+class ThreadRelay(MoldRelay):
+    """A :class:`MoldRelay` on a thread of its own with a plain socket, for tests that block
+    (waiting for ``soup`` processes) while the relay must keep forwarding."""
+
+    def __init__(self, outputs: list[tuple[Address, Rule]]) -> None:
+        super().__init__(outputs)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self._sock.bind((LOOPBACK, 0))
+        self._sock.settimeout(0.05)
+        self.address = self._sock.getsockname()[:2]
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mold-relay", daemon=True)
+
+    def begin(self) -> ThreadRelay:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                data, source = self._sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._forward(data, source)
+
+    def _send(self, data: bytes, address: Address) -> None:
+        self._sock.sendto(data, address)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+        self._sock.close()
 
 
 class RequestTap:

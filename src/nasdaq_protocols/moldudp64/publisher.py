@@ -38,7 +38,7 @@ from nasdaq_protocols.soup.store import FileStore, MessageStore, Payload, served
 from .codec import DEFAULT_PAYLOAD_SIZE, Packer
 from .rerequest import RerequestLimits, RerequestServer
 from .stored import read_datagrams
-from .transport import Address, open_sender, send_datagrams
+from .transport import Address, open_sender, resolve, send_datagrams
 
 __all__ = ["PUMP_BYTES", "MoldPublisher", "PublisherStats"]
 
@@ -151,8 +151,10 @@ class MoldPublisher:
         """Open the sockets and start sending. Returns self.
 
         Raises:
-            OSError: the re-request address cannot be bound, or the interface is not this host's.
+            OSError: the re-request address cannot be bound, the interface is not this host's, or
+                the destination's name does not resolve.
         """
+        self.destination = await resolve(self.destination)
         self._sock = open_sender(ttl=self.ttl, interface=self.interface, loop=self.multicast_loop)
         try:
             if self.rerequest is not None:
@@ -226,6 +228,15 @@ class MoldPublisher:
         """Send End of Session once every stored message is sent (then repeat it, see above)."""
         self._ending = True
         self._wake.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until the publisher stops: returns after :meth:`close`, raises what made it fail
+        (a store that failed, a socket error)."""
+        if self._task is None:
+            return
+        await asyncio.gather(self._task, return_exceptions=True)
+        if self._error is not None:
+            raise self._error
 
     async def wait_sent(self, timeout: float | None = None) -> None:
         """Wait until every message stored so far was sent (End of Session too, if asked for).

@@ -38,7 +38,7 @@ from nasdaq_protocols.soup.subscriber import subscribe
 from .codec import MAX_REQUEST_COUNT
 from .errors import RecoveryFailed
 from .sequencer import REREQUEST, ReceiverStats, Sequencer
-from .transport import DEFAULT_RECEIVE_BUFFER, Address, DatagramReader, open_receiver, open_sender
+from .transport import DEFAULT_RECEIVE_BUFFER, Address, DatagramReader, open_receiver, open_sender, resolve
 
 __all__ = ["LINE_NAMES", "MoldReceiver"]
 
@@ -173,12 +173,15 @@ class MoldReceiver:
         """Open the lines (and the request socket) and start receiving. Returns self.
 
         Raises:
-            OSError: a line cannot be bound or its group joined.
+            OSError: a line cannot be bound or its group joined, or the re-request server's name
+                does not resolve.
         """
         if self._started:
             return self
         self._started = True
         try:
+            if self.rerequest is not None:
+                self.rerequest = await resolve(self.rerequest)
             for name, address in zip(LINE_NAMES, self.lines):
                 sock = open_receiver(address, interface=self.interface, buffer_size=self.buffer_size)
                 self._sockets.append(sock)

@@ -27,6 +27,7 @@ __all__ = [
     "is_multicast",
     "open_receiver",
     "open_sender",
+    "resolve",
     "send_datagrams",
 ]
 
@@ -48,6 +49,24 @@ def is_multicast(host: str) -> bool:
         return ipaddress.ip_address(host).is_multicast
     except ValueError:
         return False
+
+
+async def resolve(address: Address) -> Address:
+    """``(host, port)`` with the host as an IPv4 address (a name resolved once, not per datagram).
+
+    Raises:
+        OSError: the name does not resolve (``socket.gaierror``).
+    """
+    host, port = address
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+        host = str(infos[0][4][0])
+    else:
+        if host.count(".") != 3:  # inet_aton takes "127.1": give the usual form
+            host = socket.inet_ntoa(socket.inet_aton(host))
+    return host, int(port)
 
 
 def _buffer(sock: socket.socket, option: int, size: int) -> None:
