@@ -92,7 +92,7 @@ class MoldRelay:
         if is_data:
             self.data_datagrams += 1
             first = struct.unpack_from(">Q", data, 10)[0]
-        for (address, drop), dropped in zip(self.outputs, self.dropped):
+        for (address, drop), dropped in zip(self.outputs, self.dropped, strict=True):
             if is_data and drop(index):
                 dropped.update(range(first, first + count))
                 continue

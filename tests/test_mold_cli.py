@@ -29,7 +29,10 @@ N = 5000
 def lines_fed(count: int = N, seed: int = 26) -> list[bytes]:
     generator = random.Random(seed)
     alphabet = bytes(b for b in range(0x21, 0x7F))
-    return [b"m%d " % n + bytes(generator.choices(alphabet, k=generator.randrange(0, 40))) for n in range(1, count + 1)]
+    return [
+        b"m%d " % n + bytes(generator.choices(alphabet, k=generator.randrange(0, 40)))
+        for n in range(1, count + 1)
+    ]
 
 
 def bound(port: int) -> bool:
@@ -98,7 +101,9 @@ def test_mold_tail_prints_every_message_once_by_soupbintcp_recovery_alone(
         )  # fmt: skip
         wait_until(lambda: bound(port), "mold-tail listening", tail)
         # The publisher follows the journal soup serve writes: SoupBinTCP to MoldUDP64, no re-request.
-        follower = processes.start("mold-serve", "--journal", str(journal), "--to", f"{relay.address[0]}:{relay.address[1]}")
+        follower = processes.start(
+            "mold-serve", "--journal", str(journal), "--to", f"{relay.address[0]}:{relay.address[1]}"
+        )
         follower.wait_stderr("soup mold-serve: session 'FEED'")
         assert writer.process.stdin is not None
         for start in range(0, N, 500):
@@ -118,7 +123,9 @@ def test_mold_tail_on_ab_lines_dropping_different_datagrams_asks_for_nothing(pro
     line_a, line_b, rerequest, metrics = free_udp_port(), free_udp_port(), free_udp_port(), free_port()
     relay = ThreadRelay([((LOOPBACK, line_a), every(20, 1)), ((LOOPBACK, line_b), every(20, 11))]).begin()
     try:
-        tail = processes.start("mold-tail", f":{line_a}", f":{line_b}", "--rerequest", f":{rerequest}", "--format", "hex")
+        tail = processes.start(
+            "mold-tail", f":{line_a}", f":{line_b}", "--rerequest", f":{rerequest}", "--format", "hex"
+        )
         wait_until(lambda: bound(line_a) and bound(line_b), "mold-tail listening", tail)
         server = processes.start(
             "mold-serve", "--stdin", "--to", f"{relay.address[0]}:{relay.address[1]}",
@@ -140,7 +147,9 @@ def test_mold_tail_on_ab_lines_dropping_different_datagrams_asks_for_nothing(pro
     assert server.stop() == 143
 
 
-def test_mold_record_writes_a_journal_that_soup_cat_reads_and_resumes(processes: Processes, tmp_path: Path) -> None:
+def test_mold_record_writes_a_journal_that_soup_cat_reads_and_resumes(
+    processes: Processes, tmp_path: Path
+) -> None:
     payloads = lines_fed(1000)
     journal = tmp_path / "mold.journal"
     port, rerequest, metrics = free_udp_port(), free_udp_port(), free_port()
@@ -157,7 +166,16 @@ def test_mold_record_writes_a_journal_that_soup_cat_reads_and_resumes(processes:
         server.process.stdin.close()
         server.wait_stderr("End of Session sent")
         # Started after everything was sent: recovered from the re-request server.
-        first = soup("mold-record", f":{port}", "--rerequest", f":{rerequest}", "--journal", str(journal), "--count", "600")
+        first = soup(
+            "mold-record",
+            f":{port}",
+            "--rerequest",
+            f":{rerequest}",
+            "--journal",
+            str(journal),
+            "--count",
+            "600",
+        )
         assert first.returncode == 0, first.stderr
         assert "holds 600 messages of session 'REC'" in first.stderr
         record = processes.start(

@@ -68,7 +68,9 @@ def test_tshark_dissects_our_stream_and_rerequests_with_no_malformed_packet(tmp_
     capture = tmp_path / "mold.pcapng"
     ports = f"udp port {stream_port} or udp port {rerequest_port}"
     capturing = subprocess.Popen(
-        [binary, "-i", "lo", "-f", ports, "-w", str(capture)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [binary, "-i", "lo", "-f", ports, "-w", str(capture)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         assert capturing.stderr is not None

@@ -45,7 +45,9 @@ async def run_stream(
     """Publish ``payloads`` through a relay with one output per rule; receive with recovery."""
     store = MemoryStore("FEED")
     ports = [free_udp_port() for _ in rules]
-    relay = await MoldRelay([((LOOPBACK, port), rule) for port, rule in zip(ports, rules)]).start()
+    relay = await MoldRelay(
+        [((LOOPBACK, port), rule) for port, rule in zip(ports, rules, strict=True)]
+    ).start()
     publisher = MoldPublisher(
         store, relay.address, rerequest=(LOOPBACK, 0) if rerequest else None, heartbeat_interval=0.1
     )

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import subprocess
@@ -41,7 +42,9 @@ class Asker:
         self.sock.bind((LOOPBACK, 0))
         self.sock.setblocking(False)
 
-    async def answer(self, server: tuple[str, int], first: int, count: int, quiet: float = 0.3) -> list[bytes]:
+    async def answer(
+        self, server: tuple[str, int], first: int, count: int, quiet: float = 0.3
+    ) -> list[bytes]:
         """Send one request; return the datagrams that came back until ``quiet`` s of silence."""
         loop = asyncio.get_running_loop()
         self.sock.sendto(encode_request("CAP", first, count), server)
@@ -71,7 +74,7 @@ async def test_the_largest_request_gets_at_most_the_byte_cap() -> None:
     assert total > (1 << 20) - 1400, "the answer stopped well short of the cap"
     packets = [decode_downstream(d) for d in datagrams]
     assert packets[0].sequence == 1
-    assert all(b.sequence == a.sequence + a.count for a, b in zip(packets, packets[1:]))
+    assert all(b.sequence == a.sequence + a.count for a, b in itertools.pairwise(packets))
     carried = sum(p.count for p in packets)
     assert 30_000 < carried < 65_535  # 32-byte messages: about 30,800 fit in 1 MiB
     assert server.stats.capped == 1 and server.stats.served == 1
@@ -153,7 +156,9 @@ def _route_multicast_via_lo() -> bool:
     if os.geteuid() != 0:
         return False
     subprocess.run(["ip", "link", "set", "lo", "multicast", "on"], check=True)
-    routes = subprocess.run(["ip", "route", "show", "239.0.0.0/8"], capture_output=True, text=True, check=True)
+    routes = subprocess.run(
+        ["ip", "route", "show", "239.0.0.0/8"], capture_output=True, text=True, check=True
+    )
     if "dev lo" not in routes.stdout:
         subprocess.run(["ip", "route", "replace", "239.0.0.0/8", "dev", "lo"], check=True)
     return True

@@ -45,7 +45,12 @@ def test_the_first_copy_wins_and_the_other_lines_copies_are_counted() -> None:
     sequencer.datagram("A", datagram(4, 3), 0.0)
     assert taken(sequencer) == [1, 2, 3, 4, 5, 6]
     lines = sequencer.stats.lines
-    assert (lines["A"].messages, lines["A"].duplicates, lines["B"].messages, lines["B"].duplicates) == (3, 3, 3, 3)
+    assert (lines["A"].messages, lines["A"].duplicates, lines["B"].messages, lines["B"].duplicates) == (
+        3,
+        3,
+        3,
+        3,
+    )
     assert sequencer.stats.duplicates_dropped == 6
 
 
@@ -147,7 +152,9 @@ def test_soupbintcp_recovery_alone_and_after_re_request_gives_up() -> None:
     assert taken(soup) == list(range(1, 12)) and soup.recovery_done()
     assert soup.stats.recovered_soupbintcp == 10 and soup.stats.lines["A"].duplicates == 1
     assert SOUP in soup.stats.lines
-    both = Sequencer(rerequest=True, soup_recovery=True, gap_grace=0.0, request_timeout=0.1, request_retries=1)
+    both = Sequencer(
+        rerequest=True, soup_recovery=True, gap_grace=0.0, request_timeout=0.1, request_retries=1
+    )
     both.datagram("A", datagram(1, 1), 0.0)
     both.datagram("A", datagram(9, 1), 0.0)
     assert requests(both, 0.0) == [(2, 7)]

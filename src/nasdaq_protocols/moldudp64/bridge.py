@@ -37,7 +37,10 @@ _data_of = operator.attrgetter("data")
 
 
 async def _receive_into(
-    receiver: MoldReceiver, last: Callable[[], int], append: Callable[[Iterable[bytes]], int], count: int | None
+    receiver: MoldReceiver,
+    last: Callable[[], int],
+    append: Callable[[Iterable[bytes]], int],
+    count: int | None,
 ) -> int:
     while count is None or last() < count:
         first, payloads = await receiver.next_payloads()
@@ -76,7 +79,7 @@ async def mold_to_soup(receiver: MoldReceiver, server: SoupServer, *, count: int
     Raises:
         StoreError, RecoveryFailed: as :func:`mold_to_store`.
     """
-    last = await _receive_into(receiver, server.last_sequence, server.publish_many, count)
+    last = await _receive_into(receiver, lambda: server.last_sequence, server.publish_many, count)
     if receiver.end_of_session:
         log.info("session %r ended on MoldUDP64 after %d: ending it on SoupBinTCP", receiver.session, last)
         server.end_session()

@@ -41,7 +41,8 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import accumulate, repeat
 from operator import add
-from typing import NamedTuple
+
+import attrs
 
 from .errors import InvalidMoldPacket, MessageTooLarge
 
@@ -101,7 +102,8 @@ _BLOCK_HEADERS = [size.to_bytes(2, "big") for size in range(4096)]
 _PRINTABLE = bytes(range(0x20, 0x7F))
 
 
-class Downstream(NamedTuple):
+@attrs.frozen
+class Downstream:
     """A decoded downstream packet.
 
     Attributes:
@@ -132,7 +134,8 @@ class Downstream(NamedTuple):
         return self.sequence + len(self.messages)
 
 
-class Request(NamedTuple):
+@attrs.frozen
+class Request:
     """A decoded request packet: messages ``sequence .. sequence + count - 1`` of ``session``."""
 
     session: str
@@ -151,7 +154,9 @@ def encode_session(session: str) -> bytes:
     """
     name = session.strip(" ")
     if len(name) > SESSION_WIDTH or not name.isascii() or not name.isprintable():
-        raise ValueError(f"session name {session!r} must be at most {SESSION_WIDTH} printable ASCII characters")
+        raise ValueError(
+            f"session name {session!r} must be at most {SESSION_WIDTH} printable ASCII characters"
+        )
     return name.encode("ascii").rjust(SESSION_WIDTH)
 
 
@@ -166,7 +171,9 @@ def decode_session(field: bytes, datagram_size: int = 0) -> str:
     """
     name = field.strip(b" \x00")
     if name.translate(None, _PRINTABLE):
-        raise InvalidMoldPacket(f"session field {field!r} holds bytes that are not printable ASCII", datagram_size)
+        raise InvalidMoldPacket(
+            f"session field {field!r} holds bytes that are not printable ASCII", datagram_size
+        )
     return name.decode("ascii")
 
 
@@ -174,7 +181,7 @@ def decode_session(field: bytes, datagram_size: int = 0) -> str:
 
 
 def _check_sequence(sequence: int, count: int, what: str) -> None:
-    if not 1 <= sequence or sequence + max(count, 1) - 1 > MAX_SEQUENCE:
+    if not sequence >= 1 or sequence + max(count, 1) - 1 > MAX_SEQUENCE:
         raise ValueError(f"{what}: sequence number {sequence} is outside 1..2**64-1")
 
 
@@ -353,7 +360,9 @@ class Packer:
 
     def __init__(self, session: str, payload_size: int = DEFAULT_PAYLOAD_SIZE) -> None:
         if not HEADER_SIZE + 2 <= payload_size <= MAX_DATAGRAM_SIZE:
-            raise ValueError(f"payload size must be {HEADER_SIZE + 2}..{MAX_DATAGRAM_SIZE} bytes, not {payload_size}")
+            raise ValueError(
+                f"payload size must be {HEADER_SIZE + 2}..{MAX_DATAGRAM_SIZE} bytes, not {payload_size}"
+            )
         self.session_field = encode_session(session)
         #: The session name as packed (padding removed).
         self.session = self.session_field.strip(b" ").decode("ascii")

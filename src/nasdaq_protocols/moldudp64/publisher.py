@@ -193,7 +193,9 @@ class MoldPublisher:
 
     def _check_open(self) -> None:
         if self._ending:
-            raise RuntimeError(f"session {self.session!r} ended: nothing can be published after End of Session")
+            raise RuntimeError(
+                f"session {self.session!r} ended: nothing can be published after End of Session"
+            )
 
     def publish(self, payload: Payload) -> int:
         """Append one message to the store and send it; return its sequence number.

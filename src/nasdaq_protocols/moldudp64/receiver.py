@@ -182,7 +182,7 @@ class MoldReceiver:
         try:
             if self.rerequest is not None:
                 self.rerequest = await resolve(self.rerequest)
-            for name, address in zip(LINE_NAMES, self.lines):
+            for name, address in zip(LINE_NAMES, self.lines, strict=False):
                 sock = open_receiver(address, interface=self.interface, buffer_size=self.buffer_size)
                 self._sockets.append(sock)
                 reader = DatagramReader(sock, self._line_callback(name), self._after_input)

@@ -158,7 +158,9 @@ class RerequestServer:
         self._sock = sock
         self._reader: DatagramReader | None = None
         self._buckets: collections.OrderedDict[str, TokenBucket] = collections.OrderedDict()
-        self._total = TokenBucket(self.limits.total_bytes_per_second, self.limits.total_burst, time.monotonic())
+        self._total = TokenBucket(
+            self.limits.total_bytes_per_second, self.limits.total_burst, time.monotonic()
+        )
         self._pending: dict[Address, collections.deque[_Job]] = {}
         self._turns: collections.deque[Address] = collections.deque()
         self._wake = asyncio.Event()
@@ -231,7 +233,9 @@ class RerequestServer:
         bucket = self._buckets.get(key)
         if bucket is None:
             limits = self.limits
-            bucket = self._buckets[key] = TokenBucket(limits.source_bytes_per_second, limits.source_burst, now)
+            bucket = self._buckets[key] = TokenBucket(
+                limits.source_bytes_per_second, limits.source_burst, now
+            )
             if len(self._buckets) > limits.max_sources:
                 self._buckets.popitem(last=False)
         else:
@@ -266,7 +270,9 @@ class RerequestServer:
     def _admit(self, job: _Job) -> bool:
         now = time.monotonic()
         limits = self.limits
-        budget = min(limits.max_bytes, self._bucket(job.source, now).available(now), self._total.available(now))
+        budget = min(
+            limits.max_bytes, self._bucket(job.source, now).available(now), self._total.available(now)
+        )
         if budget < self.packer.payload_size:
             self._refuse("rate", job.source, f"{budget:.0f} bytes of allowance left")
             return False

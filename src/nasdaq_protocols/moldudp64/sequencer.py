@@ -40,8 +40,17 @@ import attrs
 
 from nasdaq_protocols.soup.core import SequencedData
 
-from .codec import END_OF_SESSION, HEADER_SIZE, HEARTBEAT, MAX_REQUEST_COUNT, SESSION_WIDTH
-from .codec import decode_session, encode_request, encode_session, split_blocks
+from .codec import (
+    END_OF_SESSION,
+    HEADER_SIZE,
+    HEARTBEAT,
+    MAX_REQUEST_COUNT,
+    SESSION_WIDTH,
+    decode_session,
+    encode_request,
+    encode_session,
+    split_blocks,
+)
 from .errors import InvalidMoldPacket, RecoveryFailed
 
 __all__ = ["REREQUEST", "SOUP", "LineStats", "ReceiverStats", "Sequencer"]
@@ -234,7 +243,9 @@ class Sequencer:
         line_stats = stats.lines.get(line) or self._line(line)
         line_stats.datagrams += 1
         if len(data) < HEADER_SIZE:
-            self._malformed(line_stats, InvalidMoldPacket(f"a {len(data)}-byte datagram is shorter than the header"))
+            self._malformed(
+                line_stats, InvalidMoldPacket(f"a {len(data)}-byte datagram is shorter than the header")
+            )
             return
         field = data[:SESSION_WIDTH]
         if field != self._session_field and not self._adopt_session(field, line_stats):
@@ -243,7 +254,7 @@ class Sequencer:
         if sequence == 0:
             self._malformed(line_stats, InvalidMoldPacket("sequence number 0"))
             return
-        if count == HEARTBEAT or count == END_OF_SESSION:
+        if count in (HEARTBEAT, END_OF_SESSION):
             if len(data) != HEADER_SIZE:
                 self._malformed(line_stats, InvalidMoldPacket("heartbeat or end of session with a body"))
                 return
@@ -305,7 +316,9 @@ class Sequencer:
         self._highest = end
         self._marks.append((end, now))
 
-    def _accept(self, first: int, payloads: list[bytes], source: str, line_stats: LineStats, now: float) -> None:
+    def _accept(
+        self, first: int, payloads: list[bytes], source: str, line_stats: LineStats, now: float
+    ) -> None:
         stats = self.stats
         end = first + len(payloads)
         nxt = self._next

@@ -61,7 +61,9 @@ async def resolve(address: Address) -> Address:
     try:
         socket.inet_aton(host)
     except OSError:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM
+        )
         host = str(infos[0][4][0])
     else:
         if host.count(".") != 3:  # inet_aton takes "127.1": give the usual form

@@ -1,11 +1,13 @@
-"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish, mold-serve, mold-tail, mold-record.
+"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish, and mold-serve, mold-tail,
+mold-record (MoldUDP64).
 
 One process per subcommand, each a thin shell over the library (:class:`SoupServer`,
 :func:`subscribe`, :class:`FileStore`, :class:`Relay`), one module per subcommand; the modules
-they share: :mod:`.molds` (the MoldUDP64 commands' receiving options and metrics), :mod:`.running` (exit codes, one-line errors, Ctrl-C and SIGTERM), :mod:`.addresses`
+they share: :mod:`.running` (exit codes, one-line errors, Ctrl-C and SIGTERM), :mod:`.addresses`
 (``HOST:PORT`` lists, name resolution, free ports), :mod:`.output` (message formats, progress),
 :mod:`.options` (TLS and other shared options), :mod:`.follow` (receiving with fail-over and
-state reports), :mod:`.journals`, :mod:`.lines` and :mod:`.streams`.
+state reports), :mod:`.journals`, :mod:`.lines` and :mod:`.streams`; :mod:`.molds` for the
+MoldUDP64 commands (receiving options, metrics).
 
 Conventions (see :mod:`.running` and :mod:`.output`): messages on standard output, one line
 each; progress (only on a terminal), state changes and logs (``-v``, ``-vv``) on standard error;

@@ -60,13 +60,22 @@ def mold_record(
             say(f"{journal} already holds {last} messages")
             return
         receiver = receiver_from_options(
-            lines, interface, rerequest, recover, user, password, session or stored_session, last + 1, allow_gaps
+            lines,
+            interface,
+            rerequest,
+            recover,
+            user,
+            password,
+            session or stored_session,
+            last + 1,
+            allow_gaps,
         )
         position = last
         rate = Rate()
 
         def describe() -> str:
-            return f"recorded up to {position:,}  {rate(position):,.0f} msg/s  gaps {receiver.stats.gaps_detected}"
+            gaps = receiver.stats.gaps_detected
+            return f"recorded up to {position:,}  {rate(position):,.0f} msg/s  gaps {gaps}"
 
         store: FileStore | None = None
         async with receiver, mold_metrics(metrics, receiver=receiver):
@@ -78,7 +87,9 @@ def mold_record(
                             break
                         if store is None:  # the session's name is known once a packet came
                             store = FileStore(
-                                journal, session=None if stored_session else receiver.session, durability=durability
+                                journal,
+                                session=None if stored_session else receiver.session,
+                                durability=durability,
                             )
                             created.keep()
                         payloads = [message.data for message in batch]

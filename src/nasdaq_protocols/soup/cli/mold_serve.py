@@ -32,13 +32,25 @@ log = logging.getLogger("soup")
 
 
 @click.command("mold-serve", short_help="Serve a stream as MoldUDP64, with a re-request server.")
-@click.option("--journal", type=click.Path(dir_okay=False), help="Journal to serve (and, with --stdin, to write).")
+@click.option(
+    "--journal", type=click.Path(dir_okay=False), help="Journal to serve (and, with --stdin, to write)."
+)
 @click.option("--store", "store_url", metavar="nats://HOST:PORT/STREAM", help="Serve a JetStream stream.")
 @click.option("--stdin", "from_stdin", is_flag=True, help="Publish each line of standard input as a message.")
-@click.option("--to", "destination", type=SERVER_ADDRESS, required=True, help="Where to send: HOST:PORT (a multicast group, or unicast).")
-@click.option("--rerequest", type=LISTEN_ADDRESS, help="Answer re-requests on this address (port 0: any free port).")
+@click.option(
+    "--to",
+    "destination",
+    type=SERVER_ADDRESS,
+    required=True,
+    help="Where to send: HOST:PORT (a multicast group, or unicast).",
+)
+@click.option(
+    "--rerequest", type=LISTEN_ADDRESS, help="Answer re-requests on this address (port 0: any free port)."
+)
 @click.option("--session", help="Session name, at most 10 characters (default: the journal's, else SESSION).")
-@click.option("--ttl", type=click.IntRange(0, 255), default=1, show_default=True, help="Multicast time-to-live.")
+@click.option(
+    "--ttl", type=click.IntRange(0, 255), default=1, show_default=True, help="Multicast time-to-live."
+)
 @interface_option
 @click.option(
     "--payload-size",
@@ -92,7 +104,9 @@ def mold_serve(
         raise click.UsageError("give what to serve: --journal, --store or --stdin")
     jetstream = parse_store_option(store_url) if store_url is not None else None
     if session is not None and (len(session) > 10 or not session.isascii() or not session.isprintable()):
-        raise click.BadParameter(f"{session!r} is not at most 10 printable ASCII characters", param_hint="--session")
+        raise click.BadParameter(
+            f"{session!r} is not at most 10 printable ASCII characters", param_hint="--session"
+        )
     if rerequest is not None:
         check_metrics_apart(metrics, rerequest)
 
@@ -121,7 +135,11 @@ def mold_serve(
                 raise
             created.keep()
         try:
-            served = f"; re-requests on {format_address(publisher.rerequest.address)}" if publisher.rerequest else ""
+            served = (
+                f"; re-requests on {format_address(publisher.rerequest.address)}"
+                if publisher.rerequest
+                else ""
+            )
             say(f"session {publisher.session!r} to {format_address(publisher.destination)}{served}")
             async with mold_metrics(metrics, publisher=publisher):
                 await _serve(stop, publisher, from_stdin)

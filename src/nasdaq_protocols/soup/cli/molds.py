@@ -23,7 +23,13 @@ from .addresses import SERVER_ADDRESS, Address, server_addresses
 from .options import announce_metrics
 from .running import StopRequest
 
-__all__ = ["interface_option", "mold_metrics", "next_mold_batch", "receiver_from_options", "receiving_options"]
+__all__ = [
+    "interface_option",
+    "mold_metrics",
+    "next_mold_batch",
+    "receiver_from_options",
+    "receiving_options",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,7 +62,9 @@ def receiving_options(function: F) -> F:
     options = [
         click.argument("lines", nargs=-1, required=True, callback=_lines, metavar="HOST:PORT [HOST:PORT]"),
         interface_option,
-        click.option("--rerequest", type=SERVER_ADDRESS, help="Re-request server to ask for missing messages."),
+        click.option(
+            "--rerequest", type=SERVER_ADDRESS, help="Re-request server to ask for missing messages."
+        ),
         click.option(
             "--recover",
             metavar="HOST:PORT[,HOST:PORT]",

@@ -135,7 +135,9 @@ class MetricsEndpoint:
             self.gateway = gateway
             self._registry.register(GatewayCollector(gateway, self.session))
 
-    def watch_mold(self, *, publisher: MoldPublisher | None = None, receiver: MoldReceiver | None = None) -> None:
+    def watch_mold(
+        self, *, publisher: MoldPublisher | None = None, receiver: MoldReceiver | None = None
+    ) -> None:
         """Watch a MoldUDP64 publisher (with its re-request server) and/or receiver (the
         ``mold_*`` metrics of :mod:`.mold`).
 

@@ -20,8 +20,9 @@ Receiver
     ``mold_receiver_recovered_total{via=rerequest|soupbintcp}``,
     ``mold_receiver_duplicates_dropped_total`` (copies from the other A/B line),
     ``mold_receiver_requests_sent_total``, ``mold_receiver_messages_lost_total``,
-    ``mold_receiver_malformed_total``, ``mold_receiver_line_messages_total{line=A|B|C|D|rerequest|soupbintcp}``
-    (messages each source delivered first).
+    ``mold_receiver_malformed_total``,
+    ``mold_receiver_line_messages_total{line=A|B|C|D|rerequest|soupbintcp}`` (messages each
+    source delivered first).
 
 Health: a publisher is healthy while it runs; a receiver while it runs and a line brought a
 datagram within the grace (heartbeats come every second), or once its session ended.
@@ -73,13 +74,21 @@ class MoldPublisherCollector(Collector):
         publisher = self.publisher
         session = self.session or publisher.session
         stats = publisher.stats
-        yield _counter("mold_publisher_messages_sent", "Messages sent downstream.", session, stats.messages_sent)
-        yield _counter("mold_publisher_datagrams_sent", "Datagrams sent downstream.", session, stats.datagrams_sent)
-        yield _counter("mold_publisher_bytes_sent", "Bytes (UDP payloads) sent downstream.", session, stats.bytes_sent)
+        yield _counter(
+            "mold_publisher_messages_sent", "Messages sent downstream.", session, stats.messages_sent
+        )
+        yield _counter(
+            "mold_publisher_datagrams_sent", "Datagrams sent downstream.", session, stats.datagrams_sent
+        )
+        yield _counter(
+            "mold_publisher_bytes_sent", "Bytes (UDP payloads) sent downstream.", session, stats.bytes_sent
+        )
         yield _counter(
             "mold_publisher_heartbeats_sent", "Heartbeats sent while idle.", session, stats.heartbeats_sent
         )
-        yield _gauge("mold_publisher_sent_sequence", "The last message sent.", session, publisher.sent_sequence)
+        yield _gauge(
+            "mold_publisher_sent_sequence", "The last message sent.", session, publisher.sent_sequence
+        )
         server = publisher.rerequest
         if server is None:
             return
@@ -121,7 +130,10 @@ class MoldReceiverCollector(Collector):
         )
         yield _counter("mold_receiver_gaps_detected", "Gaps detected.", session, stats.gaps_detected)
         yield _counter(
-            "mold_receiver_messages_missed", "Messages missing when gaps opened.", session, stats.messages_missed
+            "mold_receiver_messages_missed",
+            "Messages missing when gaps opened.",
+            session,
+            stats.messages_missed,
         )
         recovered = CounterMetricFamily(
             "mold_receiver_recovered", "Messages that filled gaps, by recovery.", labels=("session", "via")
@@ -137,7 +149,10 @@ class MoldReceiverCollector(Collector):
         )
         yield _counter("mold_receiver_requests_sent", "Re-requests sent.", session, stats.requests_sent)
         yield _counter(
-            "mold_receiver_messages_lost", "Messages skipped unrecovered (allow_gaps).", session, stats.messages_lost
+            "mold_receiver_messages_lost",
+            "Messages skipped unrecovered (allow_gaps).",
+            session,
+            stats.messages_lost,
         )
         yield _counter("mold_receiver_malformed", "Malformed datagrams dropped.", session, stats.malformed)
         lines = CounterMetricFamily(
