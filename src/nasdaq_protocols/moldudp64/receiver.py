@@ -122,7 +122,8 @@ class MoldReceiver:
             request_retries=request_retries,
             max_request_count=max_request_count,
         )
-        #: ``time.monotonic()`` of the last datagram a line brought (0: none yet).
+        #: ``time.monotonic()`` of the first and of the last datagram a line brought (0: none yet).
+        self.first_datagram_at = 0.0
         self.last_datagram_at = 0.0
         #: SoupBinTCP recoveries started.
         self.recoveries = 0
@@ -226,6 +227,8 @@ class MoldReceiver:
 
         def received(data: bytes, address: Address) -> None:
             now = monotonic()
+            if not self.last_datagram_at:
+                self.first_datagram_at = now
             self.last_datagram_at = now
             datagram(name, data, now)
 

@@ -5,9 +5,9 @@ own multicast, buffer sizes), reading every datagram that is ready in one callba
 a run of datagrams while the socket takes them (waiting for it when its buffer is full). Nothing
 here knows the packet format.
 
-Why not asyncio's datagram transport: it reads one datagram per loop turn and calls a method
-per datagram; :class:`DatagramReader` reads up to :data:`READ_BURST` per readiness event
-(measured: 1.9 M msg/s instead of 1.1 M for 40 32-byte messages a datagram).
+Why not asyncio's datagram transport: it reads one datagram per loop turn (a select call per
+datagram); :class:`DatagramReader` reads up to :data:`READ_BURST` per readiness event, and the
+receiver acts on the whole burst at once (one poll of the sequencer, one wake-up of the reader).
 """
 
 from __future__ import annotations
