@@ -19,7 +19,9 @@ def mold_rows(ctx: Context) -> list[Row]:
     sizes = ctx.sizes
     worker = Implementation("ours", [sys.executable, "-m", "bench.workers.mold"], ctx.ours.env)
     target = ">= 1,000,000"
-    sent = Row("mold: MoldPublisher from a store", "msg/s sent", "msg/s", True, target=target, check=at_least(1e6))
+    sent = Row(
+        "mold: MoldPublisher from a store", "msg/s sent", "msg/s", True, target=target, check=at_least(1e6)
+    )
     sent_cpu = Row("mold: MoldPublisher CPU", "CPU per message", "ns", False)
     received = Row(
         "mold: MoldReceiver next_batch()", "msg/s received", "msg/s", True, target=target, check=at_least(1e6)
