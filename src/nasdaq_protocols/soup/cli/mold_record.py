@@ -21,7 +21,7 @@ from .running import StopRequest, run_command, say
 __all__ = ["mold_record"]
 
 
-@click.command("mold-record", short_help="Record a MoldUDP64 stream to a journal; resumes where it stopped.")
+@click.command("mold-record", short_help="Record a MoldUDP64 stream to a journal.")
 @receiving_options
 @click.option("--journal", required=True, type=click.Path(dir_okay=False), help="Journal file to write.")
 @count_option("Stop once the journal holds this many messages.")

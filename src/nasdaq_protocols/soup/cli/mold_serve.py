@@ -31,7 +31,7 @@ __all__ = ["mold_serve"]
 log = logging.getLogger("soup")
 
 
-@click.command("mold-serve", short_help="Serve a stream as MoldUDP64, with a re-request server.")
+@click.command("mold-serve", short_help="Serve a stream as MoldUDP64, with re-requests.")
 @click.option(
     "--journal", type=click.Path(dir_okay=False), help="Journal to serve (and, with --stdin, to write)."
 )

@@ -18,7 +18,7 @@ from .running import StopRequest, run_command, say
 __all__ = ["mold_tail"]
 
 
-@click.command("mold-tail", short_help="Print a MoldUDP64 stream's messages, recovering gaps.")
+@click.command("mold-tail", short_help="Print a MoldUDP64 stream, recovering gaps.")
 @receiving_options
 @click.option(
     "--sequence",
