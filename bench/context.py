@@ -108,6 +108,7 @@ class Context:
         self.quick = quick
         self.cache = cache
         self.ours = harness.ours_implementation(ours_source)
+        self.ours_python = harness.ours_python_implementation(ours_source)
         self.ours_uvloop = with_uvloop
         self.raw = harness.raw_implementation()
         self.reference: Implementation | None = None

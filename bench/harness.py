@@ -50,6 +50,13 @@ def ours_implementation(source: Path | None = None) -> Implementation:
     return Implementation("ours", [sys.executable, "-m", "bench.workers.ours"], env)
 
 
+def ours_python_implementation(source: Path | None = None) -> Implementation:
+    """Our workers on the pure-Python packet walker and framer (``SOUPBINTCP_NO_EXTENSIONS=1``)."""
+    ours = ours_implementation(source)
+    assert ours.env is not None
+    return Implementation("ours (pure Python)", ours.argv, {**ours.env, "SOUPBINTCP_NO_EXTENSIONS": "1"})
+
+
 def raw_implementation() -> Implementation:
     return Implementation("raw", [sys.executable, "-m", "bench.workers.raw"])
 

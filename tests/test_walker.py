@@ -47,6 +47,7 @@ from nasdaq_protocols.soup.framing import (
     frame_packets,
     frame_sequenced,
     length_error,
+    python_frame_sequenced,
     python_scan_packets,
     python_walk_packets,
 )
@@ -588,3 +589,47 @@ def test_many_walks_leak_neither_references_nor_memory(compiled_walker: ModuleTy
     inputs[2][0].append(0)  # type: ignore[attr-defined]
     grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     assert grown < 16 * 1024, f"{grown} bytes more after 2,000 rounds of walks"
+
+
+# --------------------------------------------------------------------------- the batch framers
+
+
+def compiled_frame() -> Callable[[list[bytes]], bytes]:
+    if compiled is None:
+        pytest.fail("the compiled walker (nasdaq_protocols.soup.cwalker) is not built")
+    frame: Callable[[list[bytes]], bytes] = compiled.frame_sequenced
+    return frame
+
+
+FRAMING_TABLE = [
+    ([], b""),
+    ([b""], b"\x00\x01S"),
+    ([b"a", b"bc"], b"\x00\x02Sa\x00\x03Sbc"),
+    ([b"x" * 65534], b"\xff\xffS" + b"x" * 65534),
+    ([bytearray(b"ab"), memoryview(b"cd")], b"\x00\x03Sab\x00\x03Scd"),
+]
+
+
+@pytest.mark.parametrize(("payloads", "framed"), FRAMING_TABLE)
+def test_frame_table(payloads: list[bytes], framed: bytes) -> None:
+    assert python_frame_sequenced(payloads) == framed
+    assert compiled_frame()(payloads) == framed
+    assert compiled_frame()(iter(payloads)) == framed  # any iterable, as the Python framer
+
+
+@pytest.mark.parametrize("frame", ["python", "compiled"])
+def test_framing_a_payload_too_large_raises_and_returns_nothing(frame: str) -> None:
+    framer = python_frame_sequenced if frame == "python" else compiled_frame()
+    with pytest.raises(ValueError, match="65535 bytes exceeds 65534"):
+        framer([b"ok", b"x" * 65535])
+    with pytest.raises(TypeError):
+        framer([b"ok", 42])  # type: ignore[list-item]
+
+
+@given(st.lists(st.binary(max_size=300), max_size=50))
+@settings(max_examples=200, deadline=None)
+def test_the_framers_agree_and_the_walker_reads_back_what_was_framed(payloads: list[bytes]) -> None:
+    framed = python_frame_sequenced(payloads)
+    assert compiled_frame()(payloads) == framed
+    decoded = SoupDecoder().feed(framed)
+    assert [m.data for m in decoded] == payloads  # type: ignore[attr-defined]

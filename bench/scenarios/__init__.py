@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from bench.context import Context
 from bench.rows import Row
+from bench.scenarios.batch import batch_rows
 from bench.scenarios.cli import cli_rows
 from bench.scenarios.fanout import fanout_rows
 from bench.scenarios.memory import memory_rows
@@ -19,10 +20,11 @@ from bench.scenarios.roundtrip import roundtrip_rows
 from bench.scenarios.stream import stream_rows
 from bench.scenarios.walker import walker_rows
 
-SCENARIOS = ("stream", "cli", "roundtrip", "replay", "fanout", "memory", "walker", "mold")
+SCENARIOS = ("stream", "batch", "cli", "roundtrip", "replay", "fanout", "memory", "walker", "mold")
 
 RUNNERS: dict[str, Callable[[Context], list[Row]]] = {
     "stream": stream_rows,
+    "batch": batch_rows,
     "cli": cli_rows,
     "roundtrip": roundtrip_rows,
     "replay": replay_rows,

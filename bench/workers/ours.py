@@ -8,6 +8,9 @@ Roles (``python -m bench.workers.ours ROLE --help``):
 
 * ``stream-callback``: ``connect_async(..., on_msg_coro=...)`` counting ``--count`` messages.
 * ``stream-subscribe``: ``async for msg in subscribe(...)`` counting ``--count`` messages.
+* ``stream-batch``: ``await subscriber.next_batch()`` counting ``--count`` messages (issue 24).
+* ``tight-server``: a ``SoupServerSession`` calling ``send_seq_msg`` ``--count`` times in one
+  event-loop turn, no ``drain()`` (issue 24); reports its RSS growth at the end.
 * ``rtt-server`` (a ``SoupServerSession`` answering Unsequenced with Sequenced Data) and
   ``rtt-client``.
 * ``seed-server``: a ``SoupServerSession`` subclass streaming ``--count`` messages with one
@@ -118,6 +121,20 @@ async def stream_subscribe(port: int, count: int) -> None:
     report(messages=received, seconds=elapsed, rate=received / elapsed, cpu_seconds=cpu, walker=WALKER)
 
 
+async def stream_batch(port: int, count: int) -> None:
+    # Every message of this stream is Sequenced Data: a batch's length is its count of them.
+    received = 0
+    started, cpu_started = now(), cpu_seconds()
+    async with subscribe((HOST, port), USER, PASSWORD) as subscriber:
+        while received < count:
+            batch = await subscriber.next_batch()
+            if not batch:
+                break
+            received += len(batch)
+        elapsed, cpu = now() - started, cpu_seconds() - cpu_started
+    report(messages=received, seconds=elapsed, rate=received / elapsed, cpu_seconds=cpu, walker=WALKER)
+
+
 async def rtt_client(port: int, count: int, warmup: int, size: int) -> None:
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] | None = None
@@ -202,6 +219,53 @@ class SeedStreamSession(SoupServerSession):
             send(payload)
             if index % 4096 == 0:
                 await self.drain()
+
+
+class TightLoopSession(SoupServerSession):
+    """The tight-loop server: ``send_seq_msg`` ``count`` times in one event-loop turn, no ``drain()``
+    (a simulator that never yields); the RSS it grows while doing it is recorded."""
+
+    count = 0
+    size = 32
+    rss: dict[str, int] = {}
+
+    async def on_login(self, msg: LoginRequest) -> LoginAccepted:
+        asyncio.get_running_loop().call_soon(self.stream)
+        return LoginAccepted(SESSION, 1)
+
+    async def on_unsequenced(self, msg: UnSequencedData) -> None:
+        pass
+
+    def stream(self) -> None:
+        payload = payload_of(self.size)
+        send = self.send_seq_msg
+        gc.collect()
+        self.rss["before"] = rss_kb()[0]
+        reset_peak_rss()
+        started = time.perf_counter()
+        for _ in range(self.count):
+            send(payload)
+        self.rss["loop_ns"] = int((time.perf_counter() - started) * 1e9)
+        self.rss["after_loop"] = rss_kb()[0]
+
+
+async def tight_server(count: int, size: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = stop_event_on_stdin_eof(loop)
+    TightLoopSession.count, TightLoopSession.size = count, size
+    listener = await loop.create_server(TightLoopSession, HOST, 0)
+    report(port=listener.sockets[0].getsockname()[1])
+    await stop.wait()
+    peak = rss_kb()[1]
+    listener.close()
+    rss = TightLoopSession.rss
+    report(
+        rss_before_kb=rss.get("before", 0),
+        rss_after_loop_kb=rss.get("after_loop", 0),
+        peak_rss_kb=peak,
+        loop_seconds=rss.get("loop_ns", 0) / 1e9,
+        walker=WALKER,
+    )
 
 
 async def seed_server(count: int, size: int) -> None:
@@ -645,6 +709,10 @@ def main() -> None:
         job = stream_callback(arguments.port, arguments.count)
     elif role == "stream-subscribe":
         job = stream_subscribe(arguments.port, arguments.count)
+    elif role == "stream-batch":
+        job = stream_batch(arguments.port, arguments.count)
+    elif role == "tight-server":
+        job = tight_server(arguments.count, arguments.size)
     elif role == "rtt-client":
         job = rtt_client(arguments.port, arguments.count, arguments.warmup, arguments.size)
     elif role == "fanout-client":

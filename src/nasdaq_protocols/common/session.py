@@ -104,12 +104,11 @@ class AsyncSession(asyncio.Protocol):
 
     @property
     def close_reason(self) -> CloseReason | None:
-        """Why the session closed (``None`` while it is open): the connection's."""
+        """Why the session closed (``None`` while open): the connection's (as ``close_detail``)."""
         return self._connection.close_reason
 
     @property
     def close_detail(self) -> str:
-        """One line saying why the session closed (``""`` while it is open): the connection's."""
         return self._connection.close_detail
 
     # ------------------------------------------------------------------ hooks for subclasses
@@ -429,13 +428,11 @@ class AsyncSession(asyncio.Protocol):
             The subclass's end-of-stream error (``EndOfStream``): the session is closed and every
             message it received was handed out (``close_reason`` says why it closed).
         """
-        while True:
-            message = self.receive_msg_nowait()
-            if message is not None:
-                return message
+        while (message := self.receive_msg_nowait()) is None:
             if self.is_drained():
                 raise self._end_of_stream()
             await self._inbox.wait()
+        return message
 
     def receive_msg_nowait(self) -> Any | None:
         """The next application message already received, or ``None`` when there is none."""
@@ -443,12 +440,19 @@ class AsyncSession(asyncio.Protocol):
             return None
         return self._inbox.take_one()
 
-    def receive_batch_nowait(self, limit: int) -> list[Any]:
-        """Queue mode: up to ``limit`` messages already received, oldest first (empty: none yet).
+    async def receive_batch(self, limit: int | None = None) -> list[Any]:
+        """Wait for messages (when the session has no ``on_msg_coro``), then return those already
+        received, at most ``limit``, oldest first: one pass of the packet walker, no ``await`` per
+        message. Raises as :meth:`receive_msg` does."""
+        while not (batch := self.receive_batch_nowait(limit or 1 << 30)):
+            if self.is_drained():
+                raise self._end_of_stream()
+            await self._inbox.wait()
+        return batch
 
-        For a consumer that hands messages out from its own small buffer (the subscriber): one
-        call decodes a run of messages in one go. Keep ``limit`` small (tens to a few hundred).
-        """
+    def receive_batch_nowait(self, limit: int) -> list[Any]:
+        """Queue mode: up to ``limit`` messages already received, oldest first (empty: none yet),
+        decoded in one go (one read's worth at most)."""
         if not self._inbox.messages and (self._dispatching or self.is_finished()):
             return []
         return self._inbox.take_batch(limit)
@@ -496,7 +500,7 @@ class AsyncSession(asyncio.Protocol):
         if self._closing or self._transport is None:
             raise self._closed_error()
         await self._writer.drained()
-        if self._closed_meanwhile():
+        if self._connection.closed:
             raise self._closed_error()
 
     @property
@@ -591,14 +595,9 @@ class AsyncSession(asyncio.Protocol):
             # allows it (an End of Session in it makes the close reason END_OF_SESSION; a
             # malformed packet, PROTOCOL_ERROR: the first end found wins).
             self._inbox.decode_all()
-            if self._closed_meanwhile():
-                return
-        self._connection.close(reason, detail)
-        self._state_changed()
-
-    def _closed_meanwhile(self) -> bool:
-        # A method, so that the type checker sees that decoding may have closed the session.
-        return self._closing
+        if not self._closing:  # (decoding may have closed it)
+            self._connection.close(reason, detail)
+            self._state_changed()
 
     def _begin_close(self) -> None:
         """The connection is closed: act on it, once (timers, transport, the close task)."""

@@ -108,7 +108,7 @@ class SoupClientSession(SoupSession):
         while connection.state is State.LOGIN_PENDING and not self._closing:
             await self._state_change()
         accepted = connection.login_accepted
-        if connection.state is State.LOGGED_IN and accepted is not None:
+        if accepted is not None:  # logged in (the session may have ended since: End of Session)
             self.session_id.update(accepted)
             self.log.info("%s> login accepted, next sequence %d", self.session_id, accepted.sequence)
             return
@@ -134,12 +134,16 @@ class SoupClientSession(SoupSession):
 
     def _why_no_answer(self) -> str:
         reason = self.close_reason
-        if reason is CloseReason.PEER_CLOSED:
+        held = self.connection.peek(16)
+        if len(held) >= 2 and held[0] in (0x15, 0x16) and held[1] == 0x03:
             # A plaintext Login Request to a TLS port: its TLS layer rejects it, maybe with an alert
             # record (content type 21 or 22, version 3.x), and hangs up.
-            held = self.connection.peek(2)
-            if len(held) == 2 and held[0] in (0x15, 0x16) and held[1] == 0x03:
-                return "it answered with a TLS record: that port expects TLS"
+            return "it answered with a TLS record: that port expects TLS"
+        if reason in (CloseReason.PEER_CLOSED, CloseReason.PROTOCOL_ERROR) and not _could_start_a_packet(
+            held
+        ):
+            return f"it answered {held!r}, which is not SoupBinTCP: is it a SoupBinTCP server?"
+        if reason is CloseReason.PEER_CLOSED:
             said = [event.msg for event in self._inbox.messages if isinstance(event, Debug)]
             if said:
                 return f"the server closed the connection without answering it; it said: {said[-1]}"
@@ -148,6 +152,13 @@ class SoupClientSession(SoupSession):
                 " (a TLS port does that too: if it expects TLS, connect with TLS)"
             )
         return f"{reason.value if reason else 'closed'} ({self.close_detail})"
+
+
+def _could_start_a_packet(held: bytes) -> bool:
+    """Whether ``held`` (bytes received and not decoded) may begin a packet a server sends."""
+    if len(held) < 3:
+        return len(held) < 2 or (held[0] << 8 | held[1]) > 0
+    return (held[0] << 8 | held[1]) > 0 and held[2:3] in (b"+", b"A", b"J", b"S", b"U", b"H", b"Z")
 
 
 def check_address(remote: Any) -> tuple[str, int]:

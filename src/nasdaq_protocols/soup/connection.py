@@ -62,9 +62,9 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .framing import (
     HEADER_CACHE_SIZE,
     MAX_PACKET_SIZE,
-    SEQUENCED_HEADERS,
     UNSEQUENCED_HEADERS,
     SoupDecoder,
+    frame_sequenced,
     packet_header,
 )
 from .transitions import (
@@ -269,7 +269,9 @@ class SoupConnection:
         """
         state = self.state
         if state is _CONNECTED and not self._is_client and self.login_timeout:
-            if now - self.started_at >= self.login_timeout:
+            # Compared with the deadline's own sum, so that handle_timer(next_deadline()) always
+            # acts (now - start >= timeout can miss it by a rounding).
+            if now >= self.started_at + self.login_timeout:
                 self.close(CloseReason.LOGIN_TIMEOUT, f"no Login Request within {self.login_timeout:g} s")
                 return TimerEvent.TIMED_OUT
             return None
@@ -278,7 +280,7 @@ class SoupConnection:
         if not reading:
             self.last_received = now
         timeout = self.peer_timeout
-        if timeout and now - self.last_received >= timeout:
+        if timeout and now >= self.last_received + timeout:
             silent = now - self.last_received
             self.close(CloseReason.TIMEOUT, f"nothing received for {silent:.2f} s (timeout {timeout:g} s)")
             return TimerEvent.TIMED_OUT
@@ -569,16 +571,8 @@ class SoupConnection:
         self.packets_queued += 1
 
     def _frame_sequenced(self) -> None:
-        parts: list[bytes] = []
-        append = parts.append
-        headers = SEQUENCED_HEADERS
-        for payload in self._sequenced:
-            size = len(payload)
-            header = headers[size] if size < HEADER_CACHE_SIZE else None
-            append(header if header is not None else packet_header(0x53, size))
-            append(payload)
+        self._outgoing.append(frame_sequenced(self._sequenced))  # sizes were checked as queued
         self._sequenced.clear()
-        self._outgoing.append(b"".join(parts))
 
     def _send_transition(self, message: SoupMessage) -> None:
         step = TRANSITIONS.get((self.role, self.state, OUT, message.Indicator))

@@ -1,9 +1,10 @@
 /*
- * The compiled twins of nasdaq_protocols.soup.framing.python_walk_packets and
- * python_scan_packets.
+ * The compiled twins of nasdaq_protocols.soup.framing.python_walk_packets, python_scan_packets
+ * and python_frame_sequenced.
  *
- * What belongs here: the walk over the whole packets of one read (walk_packets) and the step over
- * a run of Sequenced Data (scan_packets), nothing else. walk_packets reads the 2-byte length
+ * What belongs here: the walk over the whole packets of one read (walk_packets), the step over
+ * a run of Sequenced Data (scan_packets) and the framing of a batch of payloads as Sequenced Data
+ * (frame_sequenced), nothing else. walk_packets reads the 2-byte length
  * fields, builds Sequenced Data inline and hands every other packet type to the Python
  * decode_payload. The contracts are the Python functions' docstrings, followed to the letter
  * (tests/test_walker.py and fuzz/fuzz_walker.py compare the twins on the same bytes). Every rule
@@ -321,6 +322,7 @@ walker_walk_packets(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyTypeObject *sequenced_type = state->sequenced_type;
     const Py_ssize_t data_offset = state->data_offset, sequence_offset = state->sequence_offset;
+    const int untrack = PyType_IS_GC(sequenced_type);
     PyObject *error = NULL;
     Py_ssize_t count = 0;
     while (count < limit) {
@@ -355,6 +357,13 @@ walker_walk_packets(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             /* A fresh instance: both slots are NULL, so nothing to release (see setup()). */
             *(PyObject **)((char *)message + data_offset) = payload;
             *(PyObject **)((char *)message + sequence_offset) = number;
+            /* It holds a bytes object and an int, so it cannot be part of a reference cycle: out
+               of the cyclic garbage collector's sight, as CPython keeps tuples of atomic values
+               (its refcount still frees it). The collector's passes over the thousands of
+               messages of each read cost about as much as building them (see the top). */
+            if (untrack) {
+                PyObject_GC_UnTrack(message);
+            }
             int appended = PyList_Append(messages, message);
             Py_DECREF(message);
             if (appended < 0) {
@@ -468,7 +477,100 @@ done:
     return Py_BuildValue("(nnn)", position, count, size);
 }
 
+PyDoc_STRVAR(frame_sequenced_doc,
+             "frame_sequenced(payloads)\n--\n\n"
+             "Frame payloads (a list or tuple of bytes-like objects) as consecutive Sequenced Data\n"
+             "packets in one bytes object: the compiled twin of framing.python_frame_sequenced,\n"
+             "whose docstring is the contract. A payload over 65,534 bytes raises ValueError.");
+
+/* The payload bytes of one item, or -1 with an exception set. A bytes object needs no buffer. */
+static Py_ssize_t
+payload_size(PyObject *item, Py_buffer *view, int *has_view)
+{
+    *has_view = 0;
+    if (PyBytes_CheckExact(item)) {
+        return PyBytes_GET_SIZE(item);
+    }
+    if (PyObject_GetBuffer(item, view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    *has_view = 1;
+    return view->len;
+}
+
+static PyObject *
+walker_frame_sequenced(PyObject *module, PyObject *payloads)
+{
+    PyObject *sequence = PySequence_Fast(payloads, "frame_sequenced() takes a list or tuple of payloads");
+    if (sequence == NULL) {
+        return NULL;
+    }
+    const Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
+    PyObject **items = PySequence_Fast_ITEMS(sequence);
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_buffer view;
+        int has_view;
+        const Py_ssize_t size = payload_size(items[i], &view, &has_view);
+        if (has_view) {
+            PyBuffer_Release(&view);
+        }
+        if (size < 0) {
+            Py_DECREF(sequence);
+            return NULL;
+        }
+        if (size > 65534) {
+            Py_DECREF(sequence);
+            return PyErr_Format(PyExc_ValueError, "payload of %zd bytes exceeds 65534", size);
+        }
+        total += size + 3;
+    }
+    PyObject *framed = PyBytes_FromStringAndSize(NULL, total);
+    if (framed == NULL) {
+        Py_DECREF(sequence);
+        return NULL;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(framed);
+    /* The sizes were read above; an item's buffer could have changed only through Python code,
+       and none runs between the two passes except a buffer export, so each size is read again
+       and checked against what is left. */
+    unsigned char *const end = out + total;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_buffer view;
+        int has_view;
+        const Py_ssize_t size = payload_size(items[i], &view, &has_view);
+        if (size < 0 || size > 65534 || out + 3 + size > end) {
+            if (has_view) {
+                PyBuffer_Release(&view);
+            }
+            Py_DECREF(framed);
+            Py_DECREF(sequence);
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "frame_sequenced(): a payload changed size while framed");
+            }
+            return NULL;
+        }
+        const Py_ssize_t length = size + 1;
+        out[0] = (unsigned char)(length >> 8);
+        out[1] = (unsigned char)(length & 0xFF);
+        out[2] = SEQUENCED_DATA;
+        memcpy(out + 3, has_view ? view.buf : PyBytes_AS_STRING(items[i]), (size_t)size);
+        out += 3 + size;
+        if (has_view) {
+            PyBuffer_Release(&view);
+        }
+    }
+    Py_DECREF(sequence);
+    if (out != end) {
+        Py_DECREF(framed);
+        PyErr_SetString(PyExc_ValueError, "frame_sequenced(): a payload changed size while framed");
+        return NULL;
+    }
+    return framed;
+}
+
 static PyMethodDef walker_methods[] = {
+    {"frame_sequenced", (PyCFunction)walker_frame_sequenced, METH_O, frame_sequenced_doc},
     {"setup", (PyCFunction)(void (*)(void))walker_setup, METH_FASTCALL, setup_doc},
     {"walk_packets", (PyCFunction)(void (*)(void))walker_walk_packets, METH_FASTCALL, walk_packets_doc},
     {"scan_packets", (PyCFunction)(void (*)(void))walker_scan_packets, METH_FASTCALL, scan_packets_doc},

@@ -70,8 +70,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Messages taken from a connection at a time: few, so that each is garbage soon after it is read.
+#: Messages taken from a connection at a time for ``async for``: few, so that each is garbage soon
+#: after it is read.
 READ_BATCH = 128
+#: ``next_batch()`` with no limit: everything received (what the connection holds is bounded by
+#: ``buffer_bytes``).
+ALL_RECEIVED = 1 << 30
 _data = operator.attrgetter("data")
 
 Address = tuple[str, int]
@@ -275,15 +279,18 @@ class Subscriber:
             self._readable.clear()
             await self._readable.wait()
 
-    async def next_batch(self, limit: int = 1024) -> list[SoupMessage]:
-        """The messages already received, up to ``limit``, oldest first; waits only when none is.
+    async def next_batch(self, limit: int | None = None) -> list[SoupMessage]:
+        """Everything already received (at most ``limit`` messages), oldest first; waits only when
+        nothing is.
 
         The fast way through a busy stream: one call per batch rather than one ``await`` per
-        message, and no suspension at all while messages are ready. The messages and their
-        checks are those of ``async for`` (the two can be mixed).
+        message, and no suspension at all while messages are ready. The usual batch (Sequenced
+        Data only, next in line) is the list the packet walker built from the reads, checked with
+        a few operations per batch and nothing per message. The messages and their checks are
+        those of ``async for`` (the two can be mixed).
 
         Args:
-            limit: the most messages to return (at least 1).
+            limit: the most messages to return (at least 1; ``None``: no limit).
 
         Returns:
             At least one message; an empty list once the stream ended (End of Session, or the
@@ -293,36 +300,54 @@ class Subscriber:
             ValueError: ``limit`` is below 1.
             LoginRejectedError, SessionChangedError, SubscriberGaveUp: as ``async for`` does.
         """
-        if limit < 1:
+        if limit is not None and limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        wanted = limit or ALL_RECEIVED
         ready = self._ready
-        batch: list[SoupMessage] = []
-        if not ready and not self._refill():
-            try:  # nothing is ready: wait (or raise, or end) exactly as iteration does
-                batch.append(await self.__anext__())
-            except StopAsyncIteration:
+        if not ready:
+            batch = self._take(wanted)
+            if batch is not None:
+                # Straight from the walker; top it up with what else was received (other reads).
+                while len(batch) < wanted and (more := self._take(wanted - len(batch))) is not None:
+                    batch += more
                 return batch
-        wanted = limit - len(batch)
+            if not ready:
+                try:  # nothing is ready: wait (or raise, or end) exactly as iteration does
+                    ready.appendleft(await self.__anext__())
+                except StopAsyncIteration:
+                    return []
         while len(ready) < wanted and self._refill():
             pass
         if len(ready) <= wanted:
-            batch.extend(ready)
+            batch = list(ready)
             ready.clear()
         else:
-            batch.extend([ready.popleft() for _ in range(wanted)])
+            batch = [ready.popleft() for _ in range(wanted)]
         return batch
 
     def _refill(self) -> bool:
-        """Take the next few messages received into ``_ready``; False when none is there yet."""
+        """Take the next few messages received into ``_ready``; False when none was there."""
+        ready = self._ready
+        before = len(ready)
+        batch = self._take(READ_BATCH)
+        if batch is not None:
+            ready.extend(batch)
+            return True
+        return len(ready) > before
+
+    def _take(self, limit: int) -> list[SoupMessage] | None:
+        """The next messages received (at most ``limit``), checked: the usual batch (Sequenced
+        Data only, next in line) is returned as it is; anything else is checked message by message
+        into ``_ready`` and ``None`` is returned, as it is when nothing was received."""
         sources = self._sources
         ready = self._ready
         while sources:
             connection = sources[0].connection
             decoded_bytes = connection.sequenced_bytes
-            batch = sources[0].receive_batch_nowait(READ_BATCH)
+            batch = sources[0].receive_batch_nowait(limit)
             if not batch:
                 if not sources[0].is_drained():
-                    return False  # more may come on this connection
+                    return None  # more may come on this connection
                 sources.popleft()
                 self._drained.set()
                 continue
@@ -341,14 +366,13 @@ class Subscriber:
                 # (a sum over the batch cost ~50 ns a message); taken from a queue, they are summed.
                 decoded_bytes = connection.sequenced_bytes - decoded_bytes
                 stats.bytes += decoded_bytes or sum(map(len, map(_data, batch)))
-                ready.extend(batch)
-                return True
+                return batch
             for message in batch:
                 if not self._accept(message):
                     break
             if ready:
-                return True
-        return False
+                return None
+        return None
 
     def _accept(self, message: SoupMessage) -> bool:
         """Check one message into ``_ready`` (or drop it); False if its connection was dropped."""
