@@ -157,7 +157,12 @@ class ManualClockLoop(asyncio.SelectorEventLoop):
                 quiet += 1
                 if quiet == 2:
                     return
-        raise AssertionError(f"the loop was still busy after {max_turns} turns at t={self._now}")
+        due = [handle for handle in self._scheduled if not handle.cancelled() and handle.when() <= self._now]
+        raise AssertionError(
+            f"the loop was still busy after {max_turns} turns at t={self._now!r}, the clock standing"
+            f" still (a timer that keeps rescheduling itself at a deadline its handler does not"
+            f" accept?); due: {due[:3]}"
+        )
 
     def _timer_due(self) -> bool:
         end = self._now + self._clock_resolution
@@ -170,6 +175,12 @@ class ManualClockLoop(asyncio.SelectorEventLoop):
         return min(candidates) if candidates else None
 
     def _run_once(self) -> None:
+        # asyncio runs a timer up to its clock resolution early; a real clock then moves on, this
+        # one would not (a timer that reschedules itself at the same deadline would spin): the
+        # clock reaches the timer's time as it fires.
+        due = [h.when() for h in self._scheduled if not h.cancelled() and h.when() > self._now]
+        if due and min(due) < self._now + self._clock_resolution:
+            self._now = min(due)
         super()._run_once()  # type: ignore[misc]
         for hook in self.turn_hooks:
             hook()
