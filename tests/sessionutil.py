@@ -42,6 +42,12 @@ def wire(*messages: soup.SoupMessage) -> bytes:
     return b"".join(message.to_bytes()[1] for message in messages)
 
 
+async def turns(count: int) -> None:
+    """Let the event loop run ``count`` turns (a callback that takes a while, what is scheduled)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 def sequenced(count: int, prefix: bytes = b"msg-") -> list[bytes]:
     return [prefix + b"%d" % number for number in range(1, count + 1)]
 
