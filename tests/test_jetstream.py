@@ -200,16 +200,20 @@ async def raw_nats(url: str | list[str]) -> nats.aio.client.Client:
 async def wait_for_jetstream(urls: list[str], timeout: float = 20.0) -> None:
     """Wait until the cluster has elected its JetStream meta leader (account info answers)."""
     client = await raw_nats(urls)
+    failures: list[Exception] = []
+
+    async def answers() -> bool:
+        try:
+            await client.jetstream().account_info()
+        except Exception as exc:
+            failures.append(exc)
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await client.jetstream().account_info()
-                return
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"JetStream not ready within {timeout:g} s: {exc!r}")
-                await asyncio.sleep(0.1)
+        await wait_until(answers, "JetStream ready", timeout, interval=0.1)
+    except AssertionError:
+        pytest.fail(f"JetStream not ready within {timeout:g} s: {failures[-1:]!r}")
     finally:
         await client.close()
 
