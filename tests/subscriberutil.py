@@ -11,6 +11,7 @@ for session FEED.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import signal
@@ -205,9 +206,24 @@ class HookRecorder:
         return [value for name, value in self.events if name == "disconnect"]
 
 
-@pytest.fixture
-async def feed_server() -> AsyncIterator[SoupServer]:
-    """An in-process server for session FEED holding messages 1..10."""
+@contextlib.asynccontextmanager
+async def serving_feed() -> AsyncIterator[SoupServer]:
+    """An in-process server for session FEED holding messages 1..10 (on the manual clock of
+    ``fakeio`` too, over its in-memory network)."""
     async with SoupServer("FEED", credentials={USER: PASSWORD}, heartbeat_interval=0.2) as server:
         server.publish_many(payload(n) for n in range(1, 11))
         yield server
+
+
+@pytest.fixture
+async def feed_server() -> AsyncIterator[SoupServer]:
+    """:func:`serving_feed` for the duration of a test."""
+    async with serving_feed() as server:
+        yield server
+
+
+def reading_paused(subscriber: Subscriber) -> bool:
+    """True while the subscriber's connection does not read (its buffer is full). The subscriber
+    shows no public sign of it, so this looks at its current session."""
+    session = subscriber._session
+    return session is not None and not session.reading
