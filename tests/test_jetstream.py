@@ -327,7 +327,7 @@ async def test_a_killed_gateway_process_fails_over_without_gap_or_duplicate(
     async def publish() -> None:
         for start in range(501, total + 1, 25):
             await publisher.publish_many(payload(n) for n in range(start, start + 25))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a live feed's pace: the kill lands mid-stream
 
     feeding = asyncio.create_task(publish())
     try:

@@ -60,7 +60,7 @@ async def publish(server):
     while server.last_sequence < total:
         first = server.last_sequence + 1
         server.publish_many(payload(n) for n in range(first, min(total, first + batch - 1) + 1))
-        await asyncio.sleep(max(0.0, started + server.last_sequence / rate - time.monotonic()))
+        await asyncio.sleep(max(0.0, started + server.last_sequence / rate - time.monotonic()))  # the rate
 
 def rss_kib():
     with open("/proc/self/status") as status:
