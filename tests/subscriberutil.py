@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from nasdaq_protocols.common.errors import CloseReason
-from nasdaq_protocols.soup import SequencedData, SoupMessage
+from nasdaq_protocols.soup import SequencedData, SoupClientSession, SoupMessage
 from nasdaq_protocols.soup.server import SoupServer
 from nasdaq_protocols.soup.subscriber import Subscriber
 from netutil import free_port
@@ -222,8 +222,13 @@ async def feed_server() -> AsyncIterator[SoupServer]:
         yield server
 
 
+def current_session(subscriber: Subscriber) -> SoupClientSession | None:
+    """The subscriber's current connection: what it shows of it (``stats``, ``connected``) says
+    neither whether it reads nor what it sent, which some tests wait for."""
+    return subscriber._session
+
+
 def reading_paused(subscriber: Subscriber) -> bool:
-    """True while the subscriber's connection does not read (its buffer is full). The subscriber
-    shows no public sign of it, so this looks at its current session."""
-    session = subscriber._session
+    """True while the subscriber's connection does not read (its buffer is full)."""
+    session = current_session(subscriber)
     return session is not None and not session.reading

@@ -24,6 +24,7 @@ import pytest
 from nasdaq_protocols import soup
 from nasdaq_protocols.soup.framing import SoupDecoder
 from netutil import free_port, port_open, wait_until, wait_until_blocking
+from subscriberutil import current_session
 
 PAYLOAD = b"x" * 300
 
@@ -55,9 +56,11 @@ async def test_a_subscriber_behind_ends_cleanly_with_every_message() -> None:
         async with soup.subscribe(server.address, "u", "p", sequence=80_001) as feed:
             server.publish_many([PAYLOAD] * 20_000)
             server.end_session()
-            # The application is busy for 2 s (real time: the subscriber's heartbeats, every
-            # second, must keep going out meanwhile; it shows no counter to await instead).
-            await asyncio.sleep(2)
+            # The application is busy (reads nothing) while two of its heartbeats go out.
+            session = current_session(feed)
+            assert session is not None
+            sent = session.bytes_sent
+            await wait_until(lambda: session.bytes_sent >= sent + 2 * 3, "two heartbeats", interval=0.05)
             sequences = [msg.sequence async for msg in feed]
         assert feed.end_of_session
         assert sequences == list(range(80_001, 100_001))
