@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +22,7 @@ import pytest
 
 from nasdaq_protocols.soup.errors import SoupError
 from nasdaq_protocols.soup.store import FileStore
+from netutil import wait_until_blocking
 
 #: Generous bound on any single wait: a loaded 2-core machine must never hit it.
 WAIT = 30.0
@@ -115,16 +115,17 @@ def soup(
 
 def wait_until(condition: Callable[[], T], what: str, process: Running | None = None) -> T:
     """Poll ``condition`` until it is truthy; fail if ``process`` exits first or after ``WAIT``."""
-    deadline = time.monotonic() + WAIT
-    while True:
+
+    def ready() -> T:
         value = condition()
-        if value:
-            return value
-        if process is not None and process.process.poll() is not None:
+        if not value and process is not None and process.process.poll() is not None:
             pytest.fail(f"{process} exited ({process.process.returncode}) before {what}: {process.stderr()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
+        return value
+
+    try:
+        return wait_until_blocking(ready, what, WAIT)
+    except AssertionError:
+        pytest.fail(f"timed out waiting for {what}")
 
 
 def single_error_line(stderr: str) -> str:

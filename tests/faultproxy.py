@@ -102,7 +102,7 @@ class _Pipe:
             due, data = await self.queue.get()
             delay = due - time.monotonic()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay)  # the injected latency: real time is the fault
             await proxy._flowing[self.direction].wait()  # black hole: hold everything, close nothing
             if not data:
                 if self.writer.can_write_eof():
@@ -130,7 +130,7 @@ class _Pipe:
                 now = time.monotonic()
                 self.send_credit_at = max(self.send_credit_at, now) + len(piece) / proxy._rate
                 if self.send_credit_at - now > 0.001:
-                    await asyncio.sleep(self.send_credit_at - now)
+                    await asyncio.sleep(self.send_credit_at - now)  # the bandwidth cap, in real time
             self.writer.write(piece)
             self.bytes += len(piece)
             if self.budget is not None:

@@ -97,7 +97,7 @@ class Bystander:
         while True:
             last = self.server.last_sequence
             self.server.publish_many(payload_of(n) for n in range(last + 1, last + 6))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a live feed's pace, in real time, while the faults happen
 
     async def stop_publishing(self) -> None:
         if self.publisher is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import os
 import shutil
 import signal
@@ -14,12 +15,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from nasdaq_protocols.soup.core import LoginRequest, SoupMessage
 from nasdaq_protocols.soup.framing import SoupDecoder
+
+T = TypeVar("T")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -51,13 +54,49 @@ def nats_server_binary() -> str:
 WAIT = 30.0
 
 
-async def wait_until(condition: Callable[[], object], what: str, timeout: float = WAIT) -> None:
-    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
+# The suite's two polling helpers (one asynchronous, one for code that blocks): where no event can
+# be awaited (a state of another process, of the kernel, of a library with no hook), a test polls
+# with one of these rather than sleeping a guessed while. They are the only polling sleeps.
+
+
+async def wait_until(
+    condition: Callable[[], object], what: str, timeout: float = WAIT, *, interval: float = 0.005
+) -> None:
+    """Poll ``condition`` (which may return an awaitable, e.g. a query to another process) every
+    ``interval`` seconds until it is truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:g} s: {what}")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(interval)  # polling: see above
+
+
+def wait_until_blocking(
+    condition: Callable[[], T], what: str, timeout: float = WAIT, *, interval: float = 0.02
+) -> T:
+    """:func:`wait_until` for code that blocks (no event loop): returns the truthy value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(interval)  # polling: see above
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts connections on ``host:port``."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 class RawClient:
@@ -156,19 +195,19 @@ class NatsServer:
         assert self.process is None, "already running"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
+        process = self.process
+
+        def listening() -> bool:
+            if process.poll() is not None:
                 self.process = None
                 pytest.fail(f"nats-server {self.name} exited at start:\n{self.log()}")
-            try:
-                socket.create_connection((LOOPBACK, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.kill()
-                    pytest.fail(f"nats-server {self.name} not listening within {timeout:g} s:\n{self.log()}")
-                time.sleep(0.02)
+            return port_open(self.port, LOOPBACK)
+
+        try:
+            wait_until_blocking(listening, f"nats-server {self.name} listening", timeout)
+        except AssertionError:
+            self.kill()
+            pytest.fail(f"nats-server {self.name} not listening within {timeout:g} s:\n{self.log()}")
 
     def kill(self) -> None:
         """SIGKILL (no clean shutdown) and reap."""

@@ -4,7 +4,7 @@ The echo server (:class:`EchoServerSession`, served by :func:`serve`), a *raw pe
 asyncio stream that writes exact bytes and records what it receives, so that malformed input,
 silence, fragmentation and heartbeat timing can be produced and measured) and its listening
 :func:`raw_server`, a message :class:`Collector`, and short timer settings. No transport is
-mocked.
+mocked. On the manual clock of ``fakeio`` the same helpers run over its in-memory network.
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ PROMPTLY = 5.0
 def wire(*messages: soup.SoupMessage) -> bytes:
     """The framed bytes of messages, as a peer writes them."""
     return b"".join(message.to_bytes()[1] for message in messages)
+
+
+async def turns(count: int) -> None:
+    """Let the event loop run ``count`` turns (a callback that takes a while, what is scheduled)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
 
 
 def sequenced(count: int, prefix: bytes = b"msg-") -> list[bytes]:
@@ -142,7 +148,9 @@ class RawPeer:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:  # None on the in-memory network of ``fakeio``
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     @classmethod
     async def connect(cls, port: int) -> RawPeer:

@@ -11,6 +11,7 @@ for session FEED.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import signal
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 from nasdaq_protocols.common.errors import CloseReason
-from nasdaq_protocols.soup import SequencedData, SoupMessage
+from nasdaq_protocols.soup import SequencedData, SoupClientSession, SoupMessage
 from nasdaq_protocols.soup.server import SoupServer
 from nasdaq_protocols.soup.subscriber import Subscriber
 from netutil import free_port
@@ -205,9 +206,29 @@ class HookRecorder:
         return [value for name, value in self.events if name == "disconnect"]
 
 
-@pytest.fixture
-async def feed_server() -> AsyncIterator[SoupServer]:
-    """An in-process server for session FEED holding messages 1..10."""
+@contextlib.asynccontextmanager
+async def serving_feed() -> AsyncIterator[SoupServer]:
+    """An in-process server for session FEED holding messages 1..10 (on the manual clock of
+    ``fakeio`` too, over its in-memory network)."""
     async with SoupServer("FEED", credentials={USER: PASSWORD}, heartbeat_interval=0.2) as server:
         server.publish_many(payload(n) for n in range(1, 11))
         yield server
+
+
+@pytest.fixture
+async def feed_server() -> AsyncIterator[SoupServer]:
+    """:func:`serving_feed` for the duration of a test."""
+    async with serving_feed() as server:
+        yield server
+
+
+def current_session(subscriber: Subscriber) -> SoupClientSession | None:
+    """The subscriber's current connection: what it shows of it (``stats``, ``connected``) says
+    neither whether it reads nor what it sent, which some tests wait for."""
+    return subscriber._session
+
+
+def reading_paused(subscriber: Subscriber) -> bool:
+    """True while the subscriber's connection does not read (its buffer is full)."""
+    session = current_session(subscriber)
+    return session is not None and not session.reading

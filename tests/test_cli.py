@@ -220,7 +220,7 @@ def test_record_killed_at_random_moments_resumes_without_gap(processes: Processe
     with Feeder(feed, payloads, chunk=25, pause=0.03):
         for _ in range(4):
             recorder = processes.start(*record)
-            time.sleep(rng.uniform(0.2, 0.9))
+            time.sleep(rng.uniform(0.2, 0.9))  # a random moment of the real process's life
             recorder.process.kill()
             recorder.wait()
             counts.append(stored_count(recorded))

@@ -165,7 +165,7 @@ async def test_stop_task_cancels_and_waits_for_a_running_task() -> None:
 
     async def worker() -> None:
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # until cancelled
         finally:
             finished.append("cleanup ran")
 
@@ -193,7 +193,7 @@ async def test_stop_task_stops_a_list_in_order_skipping_none() -> None:
 
     async def worker(name: str) -> None:
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # until cancelled
         finally:
             log.append(name)
 
@@ -228,9 +228,10 @@ async def test_stop_task_on_finished_tasks_returns_and_logs_a_failure(
 async def test_stop_task_waits_for_a_task_that_handles_its_cancellation() -> None:
     async def stubborn() -> str:
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # until cancelled
         except asyncio.CancelledError:
-            await asyncio.sleep(0.05)  # cleanup that takes a while
+            for _ in range(10):  # cleanup that takes a while: ten loop turns
+                await asyncio.sleep(0)
             return "ended on its own terms"
         return "not cancelled"
 
@@ -246,7 +247,7 @@ async def test_stop_task_on_the_current_task_requests_cancellation_without_deadl
     async def stop_myself() -> None:
         await stop_task(asyncio.current_task())
         reached.append("stop_task returned")
-        await asyncio.sleep(3600)  # the pending cancellation lands here
+        await asyncio.Event().wait()  # the pending cancellation lands here
         reached.append("not cancelled")
 
     task = asyncio.create_task(stop_myself())
@@ -260,7 +261,7 @@ async def test_a_caller_cancelled_while_stopping_sees_its_own_cancellation() -> 
 
     async def slow_to_stop() -> None:
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # until cancelled
         except asyncio.CancelledError:
             await release.wait()
             raise
@@ -268,7 +269,9 @@ async def test_a_caller_cancelled_while_stopping_sees_its_own_cancellation() -> 
     target = asyncio.create_task(slow_to_stop())
     await asyncio.sleep(0)
     stopper = asyncio.create_task(stop_task(target))
-    await asyncio.sleep(0.05)
+    for _ in range(3):  # the stopper cancels the target and waits for it
+        await asyncio.sleep(0)
+    assert not stopper.done() and not target.done()
     stopper.cancel()
     with pytest.raises(asyncio.CancelledError):
         await stopper

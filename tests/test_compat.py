@@ -155,7 +155,9 @@ async def test_reference_session_methods() -> None:
             client.set_handlers(on_msg_coro=on_msg)  # already dispatching
         async with client.buffer_until_drained():
             client.send_unseq_data(b"held")
-            await asyncio.sleep(0.2)
+            connection = client.connection  # the echo arrives, and waits undecoded
+            await wait_until(lambda: b"echo:held" in connection.peek(connection.unread_bytes), "the echo")
+            await asyncio.sleep(0)
             assert received == []  # held while inside the block
         await wait_until(lambda: len(received) == 1, "the held message, after the block")
         await client.on_message(soup.Debug("injected"))

@@ -174,7 +174,9 @@ def test_upstream_xfail_marks_are_dropped_where_listed(
 
 def test_a_hung_run_is_killed_and_reported(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     files = upstream_like()
-    files["tests/test_soup_core.py"] += "import time\n" + "def test_hangs():\n    time.sleep(3600)\n"
+    files["tests/test_soup_core.py"] += (
+        "import threading\n" + "def test_hangs():\n    threading.Event().wait()\n"
+    )
     workdir = extract_tests(make_sdist(tmp_path, files), tmp_path / "work")
     assert run_tests(workdir, timeout=5) == 124
     assert "ran over 5 s: killed" in capfd.readouterr().err

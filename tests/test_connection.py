@@ -216,6 +216,32 @@ def test_timers_heartbeat_timeout_and_login_timeout() -> None:
     assert "nothing received for 3.10 s" in server.close_detail
 
 
+@pytest.mark.parametrize(("start", "timeout"), [(1000.0, 0.3), (1000.0, 0.1), (12345.678, 0.7), (0.1, 0.2)])
+def test_the_timer_acts_at_the_deadline_it_asked_for(start: float, timeout: float) -> None:
+    """``handle_timer(next_deadline())`` acts, whatever the floating point sums: a caller that
+    calls it at the deadline it was given must not get the same deadline back (on a clock that
+    does not move by itself, such as a test's, the timer would fire again for ever)."""
+    server = SoupConnection(Role.SERVER, login_timeout=timeout)
+    server.start(start)
+    deadline = server.next_deadline()
+    assert deadline is not None
+    assert server.handle_timer(deadline) is TimerEvent.TIMED_OUT, (
+        f"login timeout: nothing at the deadline {deadline!r} (started {start!r}, timeout {timeout!r})"
+    )
+
+    pair = ConnectionPair(peer_timeout=timeout)
+    pair.login()
+    server = pair.server
+    server.data_sent(start)
+    server.receive_data(core.ClientHeartbeat().to_bytes()[1], start)
+    assert server.next_events() == []
+    deadline = server.next_deadline()
+    assert deadline is not None
+    assert server.handle_timer(deadline) is TimerEvent.TIMED_OUT, (
+        f"peer timeout: nothing at the deadline {deadline!r} (heard at {start!r}, timeout {timeout!r})"
+    )
+
+
 def test_sequence_numbers_start_where_login_accepted_says() -> None:
     pair = ConnectionPair()
     pair.send(pair.client, core.LoginRequest("user", "pass", "", "0"))

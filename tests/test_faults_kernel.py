@@ -45,7 +45,7 @@ async def publish_paced(
     while (turns is None or turn < turns) and (running is None or running.is_set()):
         server.publish_many(padded(n) for n in range(sequence + 1, sequence + per_turn + 1))
         sequence, turn = sequence + per_turn, turn + 1
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the live feed's pace, in real time, through the kernel's faults
     return sequence
 
 

@@ -191,7 +191,8 @@ class Echo(soup.SoupServerSession):
 
     async def on_unsequenced(self, msg: soup.UnSequencedData) -> None:
         if msg.data.startswith(b"wait"):
-            await asyncio.sleep(0.05)
+            for _ in range(5):  # suspends for a few loop turns
+                await asyncio.sleep(0)
         self.send_seq_msg(b"echo:" + msg.data)
 
 

@@ -192,10 +192,12 @@ async def test_truncated_packet_then_close(
     served = await served_session(server, raw)
     if logged_in:
         assert isinstance(await raw.login(), LoginAccepted)
-        await raw.send(packet(UnSequencedData(b"0123456789"))[:7])
+        half = packet(UnSequencedData(b"0123456789"))[:7]
     else:
-        await raw.send(login_packet()[:20])
-    await asyncio.sleep(0.05)
+        half = login_packet()[:20]
+    before = served.bytes_received
+    await raw.send(half)
+    await wait_until(lambda: served.bytes_received == before + len(half), "the server to read the half")
     raw.close()
     assert await asyncio.wait_for(served.wait_closed(), WAIT) is CloseReason.PEER_CLOSED
     records = records_about(caplog, raw.port)
@@ -330,7 +332,7 @@ async def test_thousands_of_connections_opened_and_dropped(serve: Any) -> None:
     they were and it still serves."""
     server, bystander = await serve()
     loop = asyncio.get_running_loop()
-    await asyncio.sleep(0.1)
+    await wait_until(lambda: bystander.expected > 1, "the bystander reading")
     baseline = open_fds()
 
     async def one(index: int) -> None:

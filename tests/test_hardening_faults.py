@@ -361,8 +361,11 @@ async def test_event_loop_stall_below_and_above_the_timeouts() -> None:
     closes with TIMEOUT and says so, while the patient client (3 x 0.5 s) and the server's own
     client timeout (2 s) sit it out; the server then serves on."""
 
+    stalls: list[float] = []
+
     def stall(session: ServedSession, data: bytes) -> None:
-        time.sleep(float(data))
+        time.sleep(float(data))  # the fault itself: the server's event loop blocked that long
+        stalls.append(float(data))
 
     threaded = ThreadedServer(heartbeat_interval=0.1, client_timeout=2.0, on_unsequenced=stall)
     server = threaded.server
@@ -389,13 +392,16 @@ async def test_event_loop_stall_below_and_above_the_timeouts() -> None:
                 assert (await asyncio.wait_for(session.receive_msg(), WAIT)).data == payload_of(sequence)
 
         patient.send_unseq_data(b"0.2")
-        await asyncio.sleep(0.6)
+        await wait_until(lambda: stalls == [0.2], "the server's 0.2 s stall")
+        # The first heartbeat after the stall: past it, the stall cannot close anyone any more.
+        heard = impatient.bytes_received
+        await wait_until(lambda: impatient.bytes_received > heard or impatient.is_closed(), "a heartbeat")
         assert not patient.is_closed() and not impatient.is_closed(), impatient.close_detail
 
         patient.send_unseq_data(b"0.8")
         assert await asyncio.wait_for(impatient.wait_closed(), WAIT) is CloseReason.TIMEOUT
         assert "nothing received for" in impatient.close_detail
-        await asyncio.sleep(0.5)  # the stall is over
+        await wait_until(lambda: stalls == [0.2, 0.8], "the end of the server's 0.8 s stall")
         assert not patient.is_closed(), patient.close_detail
         await threaded.call(lambda: server.publish_many(payload_of(n) for n in range(101, 201)))
         for sequence in range(101, 201):

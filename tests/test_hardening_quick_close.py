@@ -210,7 +210,6 @@ async def test_soup_serve_keeps_feeding_tail_while_clients_log_out_and_vanish(tm
             raw = await RawClient.connect((HOST, port))
             await raw.send(LoginRequest("quick", "pw", "", "1"))
             await raw.next_packet()
-            await asyncio.sleep(0.01)
             raw.sock.send(LOGOUT)
             raw.sock.close()
 

@@ -200,16 +200,20 @@ async def raw_nats(url: str | list[str]) -> nats.aio.client.Client:
 async def wait_for_jetstream(urls: list[str], timeout: float = 20.0) -> None:
     """Wait until the cluster has elected its JetStream meta leader (account info answers)."""
     client = await raw_nats(urls)
+    failures: list[Exception] = []
+
+    async def answers() -> bool:
+        try:
+            await client.jetstream().account_info()
+        except Exception as exc:
+            failures.append(exc)
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await client.jetstream().account_info()
-                return
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"JetStream not ready within {timeout:g} s: {exc!r}")
-                await asyncio.sleep(0.1)
+        await wait_until(answers, "JetStream ready", timeout, interval=0.1)
+    except AssertionError:
+        pytest.fail(f"JetStream not ready within {timeout:g} s: {failures[-1:]!r}")
     finally:
         await client.close()
 
@@ -323,7 +327,7 @@ async def test_a_killed_gateway_process_fails_over_without_gap_or_duplicate(
     async def publish() -> None:
         for start in range(501, total + 1, 25):
             await publisher.publish_many(payload(n) for n in range(start, start + 25))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a live feed's pace: the kill lands mid-stream
 
     feeding = asyncio.create_task(publish())
     try:

@@ -13,6 +13,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -253,7 +254,14 @@ async def test_subscriber_metrics_while_messages_flow_and_across_a_server_restar
         await wait_until(lambda: not subscriber.connected, "the subscriber to see the server gone")
         samples = await scrape(endpoint.address)
         assert value(samples, "soup_subscriber_connected", session="FEED") == 0
-        await asyncio.sleep(0.4)  # beyond the 0.3 s grace
+        disconnected_at = subscriber.disconnected_since
+        assert disconnected_at is not None
+
+        async def unhealthy() -> bool:
+            return (await http_get(endpoint.address, "/healthz"))[0] == 503
+
+        await wait_until(unhealthy, "/healthz to say 503 past the 0.3 s grace", interval=0.05)
+        assert time.monotonic() - disconnected_at >= 0.3, "unhealthy within the grace"
         status, _, body = await http_get(endpoint.address, "/healthz")
         assert status == 503 and "disconnected for" in body, body
         assert (

@@ -109,7 +109,7 @@ def test_mold_tail_prints_every_message_once_by_soupbintcp_recovery_alone(
         for start in range(0, N, 500):
             writer.process.stdin.write(b"\n".join(payloads[start : start + 500]) + b"\n")
             writer.process.stdin.flush()
-            time.sleep(0.01)
+            time.sleep(0.01)  # a real process's input, paced as a live feed
         assert tail.wait() == 0, tail.stderr()
     finally:
         relay.close()

@@ -25,6 +25,7 @@ from moldutil import LOOPBACK, free_udp_port
 from nasdaq_protocols.moldudp64 import MoldPublisher, MoldReceiver, Packer
 from nasdaq_protocols.moldudp64.codec import decode_downstream
 from nasdaq_protocols.soup.store import MemoryStore
+from netutil import wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -49,7 +50,7 @@ async def exchange(stream_port: int, rerequest_port: int) -> list[tuple[int, byt
     try:
         publisher.publish_many([b"msg %d " % n + b"." * (n % 50) for n in range(1, 1501)])
         await publisher.wait_sent(WAIT)
-        await asyncio.sleep(0.12)  # a heartbeat or two
+        await wait_until(lambda: publisher.stats.heartbeats_sent >= 2, "two heartbeats")
         async with MoldReceiver((LOOPBACK, stream_port), rerequest=(LOOPBACK, rerequest_port)) as receiver:
             publisher.publish_many([b"live %d" % n for n in range(1501, 3001)])
             publisher.end_session()
@@ -82,7 +83,7 @@ def test_tshark_dissects_our_stream_and_rerequests_with_no_malformed_packet(tmp_
             started += line
             assert time.monotonic() < deadline, "tshark did not start capturing"
         received = asyncio.run(exchange(stream_port, rerequest_port))
-        time.sleep(0.5)  # the last packets reach the capture file
+        time.sleep(0.5)  # a real process: the last packets reach tshark's capture file
     finally:
         capturing.send_signal(signal.SIGINT)
         capturing.wait(WAIT)

@@ -20,6 +20,7 @@ import pytest
 from nasdaq_protocols.moldudp64 import MoldPublisher, MoldReceiver, RerequestLimits, RerequestServer
 from nasdaq_protocols.moldudp64.codec import decode_downstream, encode_request
 from nasdaq_protocols.soup.store import MemoryStore
+from netutil import wait_until
 
 LOOPBACK = "127.0.0.1"
 WAIT = 30.0
@@ -97,13 +98,14 @@ async def test_a_flood_from_one_source_does_not_delay_another_sources_answers() 
                     flooder.sendto(request, server.address)
                 except BlockingIOError:
                     break
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # the flood's pace: 50 requests a millisecond
 
     flooding = asyncio.create_task(flood())
     asker = Asker()
     delays: list[float] = []
     try:
-        await asyncio.sleep(0.2)  # the flood is under way: answers to it are being sent
+        # The flood is under way: answers to it are being sent.
+        await wait_until(lambda: server.stats.bytes_sent > 1 << 20, "answers to the flood")
         loop = asyncio.get_running_loop()
         for index in range(20):
             started = time.monotonic()
@@ -111,7 +113,8 @@ async def test_a_flood_from_one_source_does_not_delay_another_sources_answers() 
             data = await asyncio.wait_for(loop.sock_recv(asker.sock, 65536), WAIT)
             delays.append(time.monotonic() - started)
             assert decode_downstream(data).sequence == 1000 + index
-            await asyncio.sleep(0.01)
+            answered = server.stats.bytes_sent  # the next probe after more of the flood was answered
+            await wait_until(lambda n=answered: server.stats.bytes_sent > n, "more answers to the flood")
     finally:
         stop.set()
         await flooding
@@ -137,7 +140,11 @@ async def test_message_cap_rate_and_bad_requests_are_refused_or_cut() -> None:
         asker.sock.sendto(b"not a request", server.address)
         asker.sock.sendto(encode_request("OTHER", 1, 1), server.address)
         asker.sock.sendto(encode_request("CAP", 5000, 1), server.address)
-        await asyncio.sleep(0.2)
+        counted = ("malformed", "session", "unavailable", "rate")  # the rate: 1 already, above
+        await wait_until(
+            lambda: sum(server.stats.refused[reason] for reason in counted) >= 4,
+            "the three bad requests refused",
+        )
     finally:
         asker.close()
         await server.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -22,7 +23,8 @@ import pytest
 
 from nasdaq_protocols import soup
 from nasdaq_protocols.soup.framing import SoupDecoder
-from netutil import free_port
+from netutil import free_port, port_open, wait_until, wait_until_blocking
+from subscriberutil import current_session
 
 PAYLOAD = b"x" * 300
 
@@ -37,7 +39,9 @@ async def test_a_client_behind_gets_the_end_of_the_stream_and_end_of_session() -
         )
         server.publish_many([PAYLOAD] * 20_000)
         server.end_session()
-        await asyncio.sleep(2)  # the application is busy; heartbeats keep going out
+        # The application is busy (reads nothing) while two of its heartbeats go out.
+        sent = session.bytes_sent
+        await wait_until(lambda: session.bytes_sent >= sent + 2 * 3, "two heartbeats", interval=0.05)
         received = 0
         with pytest.raises(soup.EndOfStream):
             while True:
@@ -52,7 +56,11 @@ async def test_a_subscriber_behind_ends_cleanly_with_every_message() -> None:
         async with soup.subscribe(server.address, "u", "p", sequence=80_001) as feed:
             server.publish_many([PAYLOAD] * 20_000)
             server.end_session()
-            await asyncio.sleep(2)
+            # The application is busy (reads nothing) while two of its heartbeats go out.
+            session = current_session(feed)
+            assert session is not None
+            sent = session.bytes_sent
+            await wait_until(lambda: session.bytes_sent >= sent + 2 * 3, "two heartbeats", interval=0.05)
             sequences = [msg.sequence async for msg in feed]
         assert feed.end_of_session
         assert sequences == list(range(80_001, 100_001))
@@ -71,6 +79,14 @@ async def _read_until_closed(sock: socket.socket, timeout: float = 10.0) -> tupl
         if not data:
             return bytes(received), "eof"
         received += data
+
+
+def answered(sock: socket.socket) -> bool:
+    """True once the peer's kernel acknowledged everything we sent, or reset the connection
+    (Linux ``TCP_INFO``: ``tcpi_state`` is byte 0, ``tcpi_unacked`` the u32 at offset 24)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    tcp_close = 7
+    return info[0] == tcp_close or struct.unpack_from("I", info, 24)[0] == 0
 
 
 async def _raw_client(address: tuple[str, int]) -> socket.socket:
@@ -102,17 +118,19 @@ async def test_a_peer_that_sends_after_the_close_still_reads_everything(ending: 
                 await _send(sock, soup.LoginRequest("u", "wrong", "", "1"))
             else:
                 await _send(sock, soup.LoginRequest("u", "p", "", "1"))
-                await asyncio.sleep(0.2)
+                await wait_until(lambda: server.stats()["logins_accepted"] == 1, "the login")
                 if ending == "logout":
                     await _send(sock, soup.UnSequencedData(b"go"))
-                    await asyncio.sleep(0.2)
+                    await wait_until(lambda: server.last_sequence == replies, "the replies")
                     await _send(sock, soup.LogoutRequest())
                 else:
                     server.publish_many([b"m"] * replies)
                     server.end_session()
-            await asyncio.sleep(0.3)  # the server answered and closed meanwhile
+            await wait_until(lambda: server.stats()["connected"] == 0, "the server to answer and close")
             await _send(sock, soup.ClientHeartbeat())
-            await asyncio.sleep(0.3)
+            # The server's kernel answers the heartbeat: an acknowledgement (its socket still
+            # reads) or a reset (it closed), which would discard what we have not read yet.
+            await wait_until(lambda: answered(sock), "the server's kernel to answer the heartbeat")
             data, how = await _read_until_closed(sock)
         finally:
             sock.close()
@@ -250,14 +268,7 @@ def test_soup_tail_no_reconnect_exits_at_the_first_drop() -> None:
         assert serve.stdin is not None
         serve.stdin.write("one\ntwo\n")
         serve.stdin.flush()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "soup serve did not start"
-                time.sleep(0.05)
+        wait_until_blocking(lambda: port_open(port), "soup serve to listen", 10)
         started = time.monotonic()
         tail = subprocess.run(
             [*SOUP, "tail", f"127.0.0.1:{port}", "--no-reconnect", "--heartbeat", "10", "--count", "5"],

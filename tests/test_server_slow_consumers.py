@@ -168,8 +168,7 @@ async def test_caught_up_client_is_not_dropped_by_a_batch_larger_than_max_lag(ma
         assert not served.write_paused and served.lag == 0
         server.publish_many(payload_of(n) for n in range(sequence + 1, sequence + 6001))
         sequence += 6000
-        await asyncio.sleep(0.05)
-        assert served.write_paused
+        await wait_for_condition(lambda: served.write_paused, "the transport to pause writing")
         assert not served.is_closed(), served.close_detail
         assert served.lag == 0
         assert server.stats()["drops"] == 0

@@ -14,8 +14,17 @@ import asyncio
 import time
 from typing import Any
 
+import fakeio
+from fakeio import manual_clock
 from nasdaq_protocols import soup
-from nasdaq_protocols.soup.core import ClientHeartbeat, LoginAccepted, SequencedData, ServerHeartbeat
+from nasdaq_protocols.soup.core import (
+    ClientHeartbeat,
+    LoginAccepted,
+    LoginRequest,
+    SequencedData,
+    ServerHeartbeat,
+)
+from nasdaq_protocols.soup.server import SoupServer
 from netutil import RawClient
 from netutil import wait_until as wait_for_condition
 from serverutil import WAIT, make_server, payload_of, served_session
@@ -69,17 +78,30 @@ async def test_login_41_heartbeat_timeout_overrides_client_timeout(make_server: 
         raw.close()
 
 
-async def test_login_41_heartbeat_timeout_can_extend_client_timeout(make_server: Any) -> None:
-    server = await make_server("TIMEOUT", client_timeout=0.2, heartbeat_interval=0.1)
-    raw = await RawClient.connect(server.address)
+@manual_clock
+async def test_login_41_heartbeat_timeout_can_extend_client_timeout() -> None:
+    # On the manual clock of fakeio (the same SoupServer over its in-memory network): that the
+    # server does *not* close is checked over fifty times its own timeout, in no time.
+    loop = fakeio.loop()
+    server = await SoupServer("TIMEOUT", client_timeout=0.2, heartbeat_interval=0.1).start()
     try:
-        assert await raw.login("u", "p", heartbeat_timeout=10_000) == LoginAccepted("TIMEOUT", 1)
-        served = served_session(server, raw.port)
-        await asyncio.sleep(0.8)  # four times the server's own timeout
-        assert not served.is_closed()
-        await raw.send(ClientHeartbeat())
+        _, raw = await loop.create_connection(fakeio.RawEnd, *server.address)
+        assert isinstance(raw, fakeio.RawEnd) and raw.transport is not None
+        raw.send(LoginRequest("u", "p", "", "1", heartbeat_timeout=10_000))
+        await loop.settle()
+        assert [packet for _, packet in raw.packets] == [LoginAccepted("TIMEOUT", 1)]
+        served = served_session(server, raw.transport.local[1])
+        await loop.advance(9.9)
+        assert not served.is_closed(), served.close_detail
+        raw.send(ClientHeartbeat())
+        heard = loop.time()
+        await loop.advance(9.9)
+        assert not served.is_closed(), served.close_detail
+        await served.wait_closed()
+        assert served.close_reason is soup.CloseReason.TIMEOUT
+        assert loop.time() == heard + 10, "the login's 10 s did not count from the last heartbeat"
     finally:
-        raw.close()
+        await server.close()
 
 
 async def test_server_heartbeats_when_idle_and_client_heartbeats_keep_it_alive(make_server: Any) -> None:

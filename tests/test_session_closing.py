@@ -18,7 +18,17 @@ import pytest
 from nasdaq_protocols import soup
 from nasdaq_protocols.common import EndOfQueue
 from netutil import wait_until as eventually
-from sessionutil import FAST, HOST, PROMPTLY, EchoServerSession, closed_within, connect, sequenced, serve
+from sessionutil import (
+    FAST,
+    HOST,
+    PROMPTLY,
+    EchoServerSession,
+    closed_within,
+    connect,
+    sequenced,
+    serve,
+    turns,
+)
 
 # --------------------------------------------------------------------------- closing
 
@@ -41,7 +51,8 @@ async def test_on_close_coro_runs_once_whatever_closes_the_session() -> None:
         await closed_within(served)
         assert calls == 1, f"on_close_coro ran {calls} times"
         assert client.close_reason is soup.CloseReason.LOGOUT, "a later close overwrote the first reason"
-        await asyncio.sleep(0.05)
+        await eventually(lambda: client.is_finished() and served.is_finished(), "both sessions finished")
+        await turns(10)  # anything still scheduled runs now
         assert calls == 1, f"on_close_coro ran {calls} times"
 
 
@@ -49,7 +60,7 @@ async def test_close_returns_after_on_close_coro_and_is_idempotent() -> None:
     finished = asyncio.Event()
 
     async def on_close() -> None:
-        await asyncio.sleep(0.05)
+        await turns(10)  # a close callback that takes a while
         finished.set()
 
     async with serve() as server:
@@ -93,7 +104,8 @@ async def test_receive_waiting_when_peer_closes_raises_end_of_stream() -> None:
     async with serve() as server:
         client = await connect(server)
         waiting = asyncio.create_task(client.receive_msg())
-        await asyncio.sleep(0.05)
+        await turns(3)
+        assert not waiting.done(), "receive_msg() returned with nothing to receive"
         await (await server.session()).close()
         with pytest.raises(soup.EndOfStream):
             await asyncio.wait_for(waiting, PROMPTLY)
@@ -142,7 +154,7 @@ async def test_server_session_on_close_coro_from_a_factory() -> None:
         assert closed == [], "on_close_coro ran while the connection was up"
         await client.close()
         await eventually(lambda: closed == ["closed"], "the server session's on_close_coro")
-        await asyncio.sleep(0.05)
+        await turns(10)  # anything still scheduled runs now
         assert closed == ["closed"], "the server session's on_close_coro ran more than once"
     finally:
         server.close()

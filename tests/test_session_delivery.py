@@ -31,8 +31,14 @@ from sessionutil import (
     raw_server,
     sequenced,
     serve,
+    turns,
     wire,
 )
+
+
+def all_handed_out(client: soup.SoupClientSession) -> bool:
+    """Every byte the client received was decoded and handed out (a duplicate would show now)."""
+    return client.connection.unread_bytes == 0 and not client.delivering
 
 
 def summary(messages: Iterable[Any]) -> list[tuple[str, Any, int | None]]:
@@ -101,7 +107,7 @@ async def test_callback_that_suspends_still_gets_each_message_once_in_order() ->
     async with serve(journal=sequenced(count)) as server:
         client = await connect(server, on_msg_coro=on_msg)
         await eventually(lambda: len(delivered) >= count, f"delivery of {count} messages")
-        await asyncio.sleep(0.05)  # any duplicate would show now
+        await eventually(lambda: all_handed_out(client), "every byte received handed out")
         assert not overlaps, f"callback re-entered while suspended at {overlaps[:5]}"
         assert delivered == list(range(1, count + 1)), "messages lost, duplicated or reordered"
         assert client.is_active(), f"a slow callback closed the session: {client.close_detail}"
@@ -206,7 +212,7 @@ async def test_fragmented_and_coalesced_input_decode_identically(fragmented: boo
             for index in range(len(stream)):
                 peer.send(stream[index : index + 1])
                 await peer.writer.drain()
-                await asyncio.sleep(0.001 if index % 8 == 0 else 0)
+                await asyncio.sleep(0)
         else:
             peer.send(stream)
         client = await asyncio.wait_for(login, PROMPTLY)
@@ -269,7 +275,7 @@ async def test_fast_path_cut_anywhere_with_suspending_callback_delivers_each_mes
                 await peer.writer.drain()
                 await asyncio.sleep(0)
         await eventually(lambda: len(delivered) >= len(expected), f"delivery of {len(expected)} messages")
-        await asyncio.sleep(0.02)  # a duplicate would show now
+        await eventually(lambda: all_handed_out(client), "every byte received handed out")
         assert summary(delivered) == expected, "messages lost, duplicated, reordered or misnumbered"
         assert not wrong_numbers, f"(message, sequence, next_sequence) in callbacks: {wrong_numbers[:3]}"
         assert client.next_sequence == 3001
@@ -363,8 +369,11 @@ async def test_queue_mode_pauses_reading_at_max_unread_bytes_and_loses_nothing()
 
     async with serve(journal=payloads) as server:
         client = await connect(server, session_factory=small_buffer)
-        await asyncio.sleep(0.5)  # the server writes as fast as we read: we read nothing
+        # The server writes as fast as we read; we read nothing, so reading pauses.
+        await eventually(lambda: not client.reading, "reading to pause")
         held = client.bytes_received
+        await turns(10)
+        assert client.bytes_received == held and not client.reading, "read on while paused"
         # A read may add up to 256 kB past the mark before the pause takes effect.
         assert held < 512 * 1024, f"{held} bytes read while the application read nothing"
         received = [(await client.receive_msg()).data for _ in payloads]

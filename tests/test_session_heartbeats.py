@@ -1,19 +1,21 @@
-"""Behaviour of the asyncio SoupBinTCP sessions over real loopback sockets: heartbeats and silence.
+"""Behaviour of the asyncio SoupBinTCP sessions: heartbeats and silence, to the exact instant.
 
 Real client and server sessions talk to each other, or to a *raw peer*: a hand-driven asyncio
-stream that writes exact bytes and records what it receives (``sessionutil``). No transport is
-mocked. Timers are short (0.05-0.2 s) to keep the file fast; every timing assertion has a
-generous margin because the machine is shared.
+stream that writes exact bytes and records what it receives (``sessionutil``). Every test here is
+about time, so each runs on the manual clock of ``fakeio`` (the same sessions and helpers, over its
+in-memory network): a wait of seconds costs microseconds, and every time is asserted exactly.
+Heartbeats over real sockets are exercised by the server, interop and fault tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 
 import pytest
 
+import fakeio
+from fakeio import manual_clock
 from nasdaq_protocols import soup
 from sessionutil import (
     Collector,
@@ -29,18 +31,20 @@ from sessionutil import (
 # --------------------------------------------------------------------------- heartbeats and silence
 
 
+@manual_clock
 async def test_idle_session_is_kept_alive_by_heartbeats() -> None:
     collector = Collector()
-    async with serve() as server:
-        client = await connect(server, on_msg_coro=collector)
+    intervals = {"client_heartbeat_interval": 1, "server_heartbeat_interval": 1}
+    async with serve(**intervals) as server:
+        client = await connect(server, on_msg_coro=collector, **intervals)
         served = await server.session()
         client_before, server_before = client.bytes_received, served.bytes_received
-        await asyncio.sleep(1.0)  # 10 intervals, more than 3x the silence timeout
+        await fakeio.loop().advance(10)  # 10 intervals, more than 3x the silence timeout
         assert client.is_active(), f"client closed while idle: {client.close_detail}"
         assert served.is_active(), f"server session closed while idle: {served.close_detail}"
-        # Heartbeats are 3 bytes; about 10 should have flowed each way, ask for a third of that.
-        assert client.bytes_received - client_before >= 3 * 3, "the server sent (almost) no heartbeats"
-        assert served.bytes_received - server_before >= 3 * 3, "the client sent (almost) no heartbeats"
+        # Heartbeats are 3 bytes: one a second each way.
+        assert client.bytes_received - client_before == 10 * 3, "the server did not heartbeat each second"
+        assert served.bytes_received - server_before == 10 * 3, "the client did not heartbeat each second"
         assert collector.messages == [], "heartbeats reached the client application"
         assert served.unsequenced == [] and served.debug == [], "heartbeats reached the server application"
         await client.close()
@@ -50,31 +54,33 @@ def largest_gap(arrivals: list[float]) -> float:
     return max(later - earlier for earlier, later in itertools.pairwise(arrivals))
 
 
-HEARTBEAT_INTERVAL = 0.2
+HEARTBEAT_INTERVAL = 2.0
 #: A heartbeat sent one interval after the previous *timer tick* rather than after the last
-#: packet would leave gaps near 2x the interval; this margin stays well under that.
-GAP_MARGIN = 0.15
+#: packet would leave a gap of 1.5 intervals after the data (sent between two ticks).
+DATA_AT = 3.0
 
 
+@manual_clock
 async def test_server_heartbeat_gaps_stay_within_the_interval() -> None:
     loop = asyncio.get_running_loop()
     async with serve(server_heartbeat_interval=HEARTBEAT_INTERVAL, client_heartbeat_interval=10) as server:
         peer = await RawPeer.connect(server.port)
         await peer.login()
         arrivals = [loop.time()]
-        kinds = set()
+        kinds = []
         served = await server.session()
-        loop.call_later(0.35, served.send_seq_msg, b"data resets the heartbeat clock")
-        while loop.time() - arrivals[0] < 1.2:
+        loop.call_later(DATA_AT, served.send_seq_msg, b"data resets the heartbeat clock")
+        while loop.time() - arrivals[0] < 12:
             packet = await peer.read_packet()
             arrivals.append(loop.time())
-            kinds.add(type(packet).__name__)
-        assert kinds == {"ServerHeartbeat", "SequencedData"}, f"unexpected packets {kinds}"
-        gap = largest_gap(arrivals)
-        assert gap < HEARTBEAT_INTERVAL + GAP_MARGIN, f"{gap:.3f} s without a packet (interval 0.2 s)"
+            kinds.append(type(packet).__name__)
+        assert kinds == ["ServerHeartbeat", "SequencedData", *["ServerHeartbeat"] * 5], kinds
+        assert [at - arrivals[0] for at in arrivals[1:]] == [2, 3, 5, 7, 9, 11, 13]
+        assert largest_gap(arrivals) == HEARTBEAT_INTERVAL
         peer.close()
 
 
+@manual_clock
 async def test_client_heartbeat_gaps_stay_within_the_interval() -> None:
     loop = asyncio.get_running_loop()
     async with raw_server() as server:
@@ -82,38 +88,41 @@ async def test_client_heartbeat_gaps_stay_within_the_interval() -> None:
             server, client_heartbeat_interval=HEARTBEAT_INTERVAL, server_heartbeat_interval=10
         )
         arrivals = [loop.time()]
-        kinds = set()
-        loop.call_later(0.35, client.send_unseq_data, b"data resets the heartbeat clock")
-        while loop.time() - arrivals[0] < 1.2:
+        kinds = []
+        loop.call_later(DATA_AT, client.send_unseq_data, b"data resets the heartbeat clock")
+        while loop.time() - arrivals[0] < 12:
             packet = await peer.read_packet()
             arrivals.append(loop.time())
-            kinds.add(type(packet).__name__)
-        assert kinds == {"ClientHeartbeat", "UnSequencedData"}, f"unexpected packets {kinds}"
-        gap = largest_gap(arrivals)
-        assert gap < HEARTBEAT_INTERVAL + GAP_MARGIN, f"{gap:.3f} s without a packet (interval 0.2 s)"
+            kinds.append(type(packet).__name__)
+            peer.send(wire(soup.ServerHeartbeat()))  # the raw server is not silent
+        assert kinds == ["ClientHeartbeat", "UnSequencedData", *["ClientHeartbeat"] * 5], kinds
+        assert [at - arrivals[0] for at in arrivals[1:]] == [2, 3, 5, 7, 9, 11, 13]
+        assert largest_gap(arrivals) == HEARTBEAT_INTERVAL
         await client.close()
 
 
+@manual_clock
 async def test_client_closes_with_timeout_when_server_goes_silent() -> None:
+    loop = asyncio.get_running_loop()
     async with raw_server() as server:
-        client, peer = await login_to_raw_server(server, server_heartbeat_interval=0.1)
-        started = time.monotonic()
+        client, peer = await login_to_raw_server(server, server_heartbeat_interval=1)
+        started = loop.time()
         assert await closed_within(client) is soup.CloseReason.TIMEOUT
-        elapsed = time.monotonic() - started
-        assert 0.2 <= elapsed < 1.5, f"silence detected after {elapsed:.2f} s, expected about 0.3 s"
+        assert loop.time() - started == 3, "silence not detected after exactly 3 x 1 s"
         packets = await peer.read_until_eof()
         assert {type(p) for p in packets} <= {soup.ClientHeartbeat}, "client sent more than heartbeats"
 
 
+@manual_clock
 async def test_server_closes_with_timeout_when_client_goes_silent() -> None:
-    async with serve(client_heartbeat_interval=0.1) as server:
+    loop = asyncio.get_running_loop()
+    async with serve(client_heartbeat_interval=1) as server:
         peer = await RawPeer.connect(server.port)
         await peer.login()
-        started = time.monotonic()
+        started = loop.time()
         session = await server.session()
         assert await closed_within(session) is soup.CloseReason.TIMEOUT
-        elapsed = time.monotonic() - started
-        assert 0.2 <= elapsed < 1.5, f"silence detected after {elapsed:.2f} s, expected about 0.3 s"
+        assert loop.time() - started == 3, "silence not detected after exactly 3 x 1 s"
         packets = await peer.read_until_eof()
         assert {type(p) for p in packets} <= {soup.ServerHeartbeat}, "server sent more than heartbeats"
 
@@ -123,45 +132,49 @@ async def test_server_closes_with_timeout_when_client_goes_silent() -> None:
     [(600, 0.05), (200, 10)],
     ids=["longer-than-3x-interval", "shorter-than-3x-interval"],
 )
+@manual_clock
 async def test_login_41_heartbeat_timeout_sets_the_server_timeout(
     heartbeat_timeout_ms: int, client_heartbeat_interval: float
 ) -> None:
+    loop = asyncio.get_running_loop()
     expected = heartbeat_timeout_ms / 1000
     async with serve(client_heartbeat_interval=client_heartbeat_interval) as server:
         peer = await RawPeer.connect(server.port)
         await peer.login(heartbeat_timeout=heartbeat_timeout_ms)
-        started = time.monotonic()
+        started = loop.time()
         session = await server.session()
         assert await closed_within(session) is soup.CloseReason.TIMEOUT
-        elapsed = time.monotonic() - started
-        assert expected * 0.8 <= elapsed < expected + 1.0, (
-            f"closed after {elapsed:.2f} s: the login's {heartbeat_timeout_ms} ms was not the timeout"
+        assert loop.time() == started + expected, (
+            f"closed after {loop.time() - started:.3f} s, not the login's {heartbeat_timeout_ms} ms"
         )
         peer.close()
 
 
+@manual_clock
 async def test_client_that_never_logs_in_is_closed_with_login_timeout() -> None:
+    loop = asyncio.get_running_loop()
     async with serve(login_timeout=0.2) as server:
         peer = await RawPeer.connect(server.port)
-        started = time.monotonic()
+        started = loop.time()
         session = await server.session()
         assert await closed_within(session) is soup.CloseReason.LOGIN_TIMEOUT
-        elapsed = time.monotonic() - started
-        assert 0.15 <= elapsed < 1.5, f"login timeout after {elapsed:.2f} s, expected about 0.2 s"
+        assert loop.time() == started + 0.2, f"login timeout after {loop.time() - started:.3f} s"
         assert await peer.read_until_eof() == [], "the server sent something to a client not logged in"
 
 
+@manual_clock
 async def test_heartbeats_before_login_do_not_extend_the_login_timeout() -> None:
+    loop = fakeio.loop()
     async with serve(login_timeout=0.3) as server:
         peer = await RawPeer.connect(server.port)
         session = await server.session()
-        started = time.monotonic()
-        while session.is_active() and time.monotonic() - started < 2:
+        started = loop.time()
+        while session.is_active() and loop.time() - started < 2:
             peer.send(wire(soup.ClientHeartbeat(), soup.Debug("still here")))
-            await asyncio.sleep(0.05)
-        elapsed = time.monotonic() - started
+            await loop.advance(0.05)
+        elapsed = loop.time() - started
         assert session.close_reason is soup.CloseReason.LOGIN_TIMEOUT, (
             f"a client sending only heartbeats was not closed for its missing login ({elapsed:.2f} s)"
         )
-        assert elapsed < 1.5, f"login timeout of 0.3 s fired after {elapsed:.2f} s"
+        assert elapsed == pytest.approx(0.3), f"login timeout of 0.3 s fired after {elapsed:.3f} s"
         peer.close()

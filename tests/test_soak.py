@@ -34,6 +34,7 @@ import pytest
 
 from nasdaq_protocols import soup
 from nasdaq_protocols.soup.core import SequencedData, SoupMessage
+from netutil import wait_until
 
 HOST = "127.0.0.1"
 WAIT = 60.0
@@ -59,7 +60,7 @@ async def publish(server):
     while server.last_sequence < total:
         first = server.last_sequence + 1
         server.publish_many(payload(n) for n in range(first, min(total, first + batch - 1) + 1))
-        await asyncio.sleep(max(0.0, started + server.last_sequence / rate - time.monotonic()))
+        await asyncio.sleep(max(0.0, started + server.last_sequence / rate - time.monotonic()))  # the rate
 
 def rss_kib():
     with open("/proc/self/status") as status:
@@ -233,16 +234,21 @@ class Agent:
             await session.close()
         await asyncio.wait_for(session.wait_closed(), WAIT)
 
+    async def pause(self, low: float, high: float, until: float = float("inf")) -> None:
+        """Wait a random while, from ``low`` to ``high`` seconds (not past ``until``): real time is
+        the soak's point, clients that come and go while the server publishes at its rate."""
+        await asyncio.sleep(min(self.rng.uniform(low, high), max(0.0, until - time.monotonic())))
+
     async def churn(self, until: float, published: Any) -> None:
         """Log in, hold the connection a random while, drop it; again, until ``until``."""
-        await asyncio.sleep(self.rng.uniform(0, 1.0))  # do not all arrive at once
+        await self.pause(0, 1.0)  # do not all arrive at once
         while time.monotonic() < until:
             try:
                 await self.connect(self.starting_point(published()))
             except (soup.ConnectError, soup.LoginRejectedError) as exc:
                 self.errors.append(f"agent {self.number}: cannot log in: {exc}")
                 return
-            await asyncio.sleep(min(self.rng.uniform(*self.hold), max(0.0, until - time.monotonic())))
+            await self.pause(*self.hold, until=until)
             if self.session is not None and self.session.is_closed():
                 self.errors.append(f"agent {self.number}: connection closed: {self.session.close_detail}")
             await self.drop()
@@ -251,14 +257,16 @@ class Agent:
         """Log in a last time, where the last connection left off, and read to the last message."""
         # Not all at once, and no full replays here: hundreds of clients replaying the whole
         # stream in the same second would measure this process, not the server.
-        await asyncio.sleep(self.rng.uniform(0, 2.0))
+        await self.pause(0, 2.0)
         await self.connect(self.next_sequence or max(1, self.total - self.recent))
-        deadline = time.monotonic() + WAIT
-        while (self.next_sequence or 0) <= self.total and not self.errors:
-            if time.monotonic() > deadline:
-                self.errors.append(f"agent {self.number}: stuck at {self.next_sequence} of {self.total}")
-                break
-            await asyncio.sleep(0.05)
+        try:
+            await wait_until(
+                lambda: (self.next_sequence or 0) > self.total or self.errors,
+                "the last message",
+                interval=0.05,
+            )
+        except AssertionError:
+            self.errors.append(f"agent {self.number}: stuck at {self.next_sequence} of {self.total}")
         session = self.session
         assert session is not None
         if session.is_closed():
@@ -284,14 +292,28 @@ async def run_soak(
 
         # Warm up (imports, buffers, a first replay), then measure the server at rest.
         server_stats = await server.command("publish")
-        await asyncio.sleep(0.5)
+
+        async def publishing() -> bool:
+            return (await poll_stats())["streams"]["*"] > 0
+
+        await wait_until(publishing, "the server to publish", interval=0.05)
         warmup = [Agent(-n, address, total, random.Random(n)) for n in range(1, 6)]
         for agent in warmup:
             await agent.connect(1)
-        await asyncio.sleep(0.5)
+        await wait_until(
+            lambda: all(agent.messages for agent in warmup), "the warm-up replays", interval=0.05
+        )
         for agent in warmup:
             await agent.drop()
-        await asyncio.sleep(6.0)  # past the 5 s a closing session lingers, waiting for its peer
+
+        async def at_rest() -> bool:
+            # No connection left, and no session object (a closing session lingers, holding its
+            # socket, until its peer hangs up).
+            return (await poll_stats())["connected"] == 0 and not (await server.command("memory"))[
+                "sessions_alive"
+            ]
+
+        await wait_until(at_rest, "the server at rest after the warm-up", interval=0.2)
         baseline_fds, baseline = server.descriptors(), await server.command("memory")
 
         agents = [Agent(n, address, total, random.Random(1000 + n), hold, recent) for n in range(clients)]
@@ -311,20 +333,30 @@ async def run_soak(
         await asyncio.gather(*(agent.drop() for agent in agents))
 
         # Everyone left: the server's connections, descriptors and memory come back down.
-        deadline = time.monotonic() + WAIT
-        while True:
-            server_stats = await poll_stats()
-            fds = server.descriptors()
-            if server_stats["connected"] == 0 and fds <= baseline_fds:
-                break
-            assert time.monotonic() < deadline, (
-                f"after everyone left: {server_stats['connected']} connected, {fds} descriptors"
+        async def everyone_left() -> bool:
+            return (await poll_stats())["connected"] == 0 and server.descriptors() <= baseline_fds
+
+        try:
+            await wait_until(everyone_left, "everyone gone", interval=0.2)
+        except AssertionError:
+            left = (await poll_stats())["connected"]
+            raise AssertionError(
+                f"after everyone left: {left} connected, {server.descriptors()} descriptors"
                 f" (baseline {baseline_fds})"
-            )
-            await asyncio.sleep(0.2)
-        while (end := await server.command("memory"))["sessions_alive"]:
-            assert time.monotonic() < deadline, f"{end['sessions_alive']} sessions still alive"
-            await asyncio.sleep(1.0)
+            ) from None
+        fds = server.descriptors()
+        server_stats = await poll_stats()
+        memory: list[dict[str, Any]] = []
+
+        async def no_session_alive() -> bool:
+            memory.append(await server.command("memory"))
+            return not memory[-1]["sessions_alive"]
+
+        try:
+            await wait_until(no_session_alive, "no session alive", interval=1.0)
+        except AssertionError:
+            raise AssertionError(f"{memory[-1]['sessions_alive']} sessions still alive") from None
+        end = memory[-1]
         summary = {
             "clients": clients,
             "messages published": total,

@@ -60,7 +60,7 @@ def test_kill_9_loses_nothing_append_returned(tmp_path: Path, round_number: int)
                     if not line.endswith(b"\n"):
                         break
                     printed.append(int(line))
-                time.sleep(chooser.random() * 0.05)
+                time.sleep(chooser.random() * 0.05)  # a random moment of the real process's life
             finally:
                 process.send_signal(signal.SIGKILL)
             # Not communicate(): it reads the pipe's fd and would skip what readline() buffered.

@@ -12,11 +12,14 @@ import gc
 
 import pytest
 
+import fakeio
+from fakeio import manual_clock
 from nasdaq_protocols.soup import SequencedData, SoupMessage, UnSequencedData
 from nasdaq_protocols.soup.errors import ConnectError
 from nasdaq_protocols.soup.server import SoupServer
 from nasdaq_protocols.soup.subscriber import Subscriber, SubscriberGaveUp, subscribe
-from netutil import WAIT, free_port
+from netutil import WAIT, free_port, wait_until
+from subscriberutil import PASSWORD, USER, serving_feed
 
 HOST = "127.0.0.1"
 FAST = {"backoff_initial": 0.02, "backoff_max": 0.2, "server_heartbeat_interval": 0.2}
@@ -46,10 +49,24 @@ async def test_next_batch_hands_out_the_stream_in_order_within_the_limit() -> No
             assert sub.next_sequence == 5001
             # Nothing ready: it waits, then returns what arrived (here, one message).
             waiting = asyncio.ensure_future(sub.next_batch())
-            await asyncio.sleep(0.05)
+            for _ in range(10):
+                await asyncio.sleep(0)
             assert not waiting.done()
             server.publish(payload(5001))
             assert [m.sequence for m in await asyncio.wait_for(waiting, WAIT)] == [5001]  # type: ignore[attr-defined]
+
+
+@manual_clock
+async def test_next_batch_waits_through_heartbeats_for_a_message() -> None:
+    # On the manual clock of fakeio: a minute of the server's heartbeats (300) wakes nothing.
+    async with serving_feed() as server, subscribe(server.address, USER, PASSWORD, **FAST) as sub:
+        batches = await take_batches(sub, 10, limit=100)
+        assert [m.sequence for batch in batches for m in batch] == list(range(1, 11))  # type: ignore[attr-defined]
+        waiting = asyncio.ensure_future(sub.next_batch())
+        await fakeio.loop().advance(60)
+        assert not waiting.done(), f"next_batch() returned {waiting.result()!r} with no message"
+        server.publish(payload(11))
+        assert [m.sequence for m in await asyncio.wait_for(waiting, WAIT)] == [11]  # type: ignore[attr-defined]
 
 
 async def test_next_batch_mixes_with_iteration_and_carries_unsequenced_data() -> None:
@@ -101,8 +118,7 @@ async def test_on_connect_failed_says_why_and_when_the_next_attempt_is() -> None
     )
     starting = asyncio.ensure_future(sub.start())
     try:
-        while len(failures) < 3:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: len(failures) >= 3, "three failed attempts")
         assert all(address == (HOST, port) for address, _, _ in failures)
         assert all(isinstance(exc, ConnectError) for _, exc, _ in failures)
         assert all(0 < retry_in <= FAST["backoff_max"] for _, _, retry_in in failures)
@@ -126,9 +142,10 @@ async def test_login_accepted_shows_where_the_server_resumed() -> None:
 
 
 async def test_a_cancelled_start_leaves_no_unretrieved_error(caplog: pytest.LogCaptureFixture) -> None:
-    sub = subscribe((HOST, free_port()), "u", "p", **FAST)
+    failed = asyncio.Event()
+    sub = subscribe((HOST, free_port()), "u", "p", on_connect_failed=lambda *_: failed.set(), **FAST)
     starting = asyncio.ensure_future(sub.start())
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(failed.wait(), WAIT)  # it waits to retry now
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await starting

@@ -32,6 +32,7 @@ from subscriberutil import (
     assert_stream,
     journal_servers,
     payload,
+    reading_paused,
     take,
 )
 
@@ -79,7 +80,7 @@ async def test_dense_stream_while_server_is_killed_and_restarted_20_times(
                 # Kill only a server the subscriber streams from (it logged in to this incarnation),
                 # at a random moment: mid-replay, caught up, or in between.
                 await wait_until(logged_in_again, "logged in to the restarted server")
-                await asyncio.sleep(rng.uniform(0.0, 0.3))
+                await asyncio.sleep(rng.uniform(0.0, 0.3))  # a random moment of the real process's life
                 connects_at_kill[0] = sub.stats.connects
                 server.kill()
                 with FileStore(server.journal, readonly=True) as journal:
@@ -121,7 +122,8 @@ async def test_fail_over_to_the_other_server_mid_stream(
         [s.address for s in servers], USER, PASSWORD, buffer_bytes=16384, **FAST, **recorder.hooks()
     ) as sub:
         messages = await take(sub, 5_000)
-        await asyncio.sleep(0.2)  # not consuming: the subscriber stops reading, the server stalls
+        # Not consuming: the subscriber stops reading, the server stalls.
+        await wait_until(lambda: reading_paused(sub), "the subscriber to stop reading")
         in_use = next(s for s in servers if s.address == sub.address)
         other = next(s for s in servers if s is not in_use)
         in_use.kill()

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+import fakeio
+from fakeio import manual_clock
 from nasdaq_protocols.common.errors import CloseReason
 from nasdaq_protocols.soup import (
     Debug,
@@ -39,7 +41,19 @@ from nasdaq_protocols.soup.subscriber import (
     subscribe,
 )
 from netutil import free_port, wait_until
-from subscriberutil import FAST, HOST, PASSWORD, USER, HookRecorder, assert_stream, feed_server, payload, take
+from subscriberutil import (
+    FAST,
+    HOST,
+    PASSWORD,
+    USER,
+    HookRecorder,
+    assert_stream,
+    feed_server,
+    payload,
+    reading_paused,
+    serving_feed,
+    take,
+)
 
 __all__ = ["feed_server"]  # a fixture, imported for the tests below
 
@@ -130,33 +144,43 @@ class ScriptedLoginServer:
 # --------------------------------------------------------------------------- where recovery stops
 
 
-async def test_bad_credentials_raise_at_once_without_retrying(feed_server: SoupServer) -> None:
-    started = time.monotonic()
-    with pytest.raises(LoginRejectedError) as raised:
-        async with subscribe(feed_server.address, USER, "wrong", backoff_initial=1.0, backoff_max=5.0):
-            pytest.fail("logged in with a wrong password")
-    elapsed = time.monotonic() - started
-
-    assert raised.value.reason is LoginRejectReason.NOT_AUTHORIZED
-    assert elapsed < 0.9, f"{elapsed:.2f} s: a backoff sleep happened before raising"
-    await asyncio.sleep(0.3)  # room for a retry, were one scheduled
-    stats = feed_server.stats()
-    assert (stats["logins_rejected"], stats["logins_accepted"], stats["connections_total"]) == (1, 0, 1)
+# The tests whose point is that something does *not* happen (a retry, a reconnect) run on the
+# manual clock of fakeio: the same server and subscriber over its in-memory network, watched for an
+# hour of virtual time.
 
 
-async def test_end_of_session_ends_iteration_after_every_message(feed_server: SoupServer) -> None:
+@manual_clock
+async def test_bad_credentials_raise_at_once_without_retrying() -> None:
+    loop = fakeio.loop()
+    async with serving_feed() as feed_server:
+        started = loop.time()
+        with pytest.raises(LoginRejectedError) as raised:
+            async with subscribe(feed_server.address, USER, "wrong", backoff_initial=1.0, backoff_max=5.0):
+                pytest.fail("logged in with a wrong password")
+        elapsed = loop.time() - started
+
+        assert raised.value.reason is LoginRejectReason.NOT_AUTHORIZED
+        assert elapsed == 0, f"{elapsed:.2f} s: a backoff sleep happened before raising"
+        await loop.advance(3600)  # a retry, were one scheduled, would show
+        stats = feed_server.stats()
+        assert (stats["logins_rejected"], stats["logins_accepted"], stats["connections_total"]) == (1, 0, 1)
+
+
+@manual_clock
+async def test_end_of_session_ends_iteration_after_every_message() -> None:
     recorder = HookRecorder()
-    async with subscribe(feed_server.address, USER, PASSWORD, **FAST, **recorder.hooks()) as sub:
-        feed_server.publish_many(payload(n) for n in range(11, 201))
-        feed_server.end_session()
-        messages = await take_all(sub)
-        assert sub.end_of_session
-        assert not sub.connected
-    assert_stream(messages, 1, 200)
-    assert recorder.reasons() == [CloseReason.END_OF_SESSION]
-    await asyncio.sleep(0.3)  # a reconnect after End of Session would show now
-    assert feed_server.stats()["logins_accepted"] == 1
-    assert sub.stats.reconnects == 0
+    async with serving_feed() as feed_server:
+        async with subscribe(feed_server.address, USER, PASSWORD, **FAST, **recorder.hooks()) as sub:
+            feed_server.publish_many(payload(n) for n in range(11, 201))
+            feed_server.end_session()
+            messages = await take_all(sub)
+            assert sub.end_of_session
+            assert not sub.connected
+        assert_stream(messages, 1, 200)
+        assert recorder.reasons() == [CloseReason.END_OF_SESSION]
+        await fakeio.loop().advance(3600)  # a reconnect after End of Session would show
+        assert feed_server.stats()["logins_accepted"] == 1
+        assert sub.stats.reconnects == 0
 
 
 async def test_end_of_session_while_the_reader_lags_behind(feed_server: SoupServer) -> None:
@@ -164,7 +188,8 @@ async def test_end_of_session_while_the_reader_lags_behind(feed_server: SoupServ
     async with subscribe(feed_server.address, USER, PASSWORD, buffer_bytes=256, **FAST) as sub:
         feed_server.publish_many(payload(n) for n in range(11, 5_001))
         feed_server.end_session()
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: reading_paused(sub), "the subscriber's buffer to fill")
+        await wait_until(lambda: feed_server.stats()["connected"] == 0, "End of Session sent")
         messages = await take_all(sub)
     assert_stream(messages, 1, 5_000)
     assert sub.end_of_session
@@ -277,7 +302,7 @@ async def test_leaving_the_loop_with_a_full_buffer_closes_promptly(feed_server: 
     async def read_one_then_leave() -> None:
         async with subscribe(feed_server.address, USER, PASSWORD, buffer_bytes=256, **FAST) as sub:
             assert_stream(await take(sub, 1), 1, 1)
-            await asyncio.sleep(0.2)  # the buffer fills, delivery waits for space
+            await wait_until(lambda: reading_paused(sub), "the buffer to fill (delivery waits for space)")
         assert not sub.connected
 
     try:
@@ -287,6 +312,7 @@ async def test_leaving_the_loop_with_a_full_buffer_closes_promptly(feed_server: 
     await wait_until(lambda: feed_server.stats()["logged_in"] == 0, "the server saw the logout")
 
 
+@manual_clock
 async def test_a_reader_that_stops_reading_is_not_reconnected_over_and_over() -> None:
     """The server drops a subscriber that lags; while the application has not read what the
     dropped connection brought, the subscriber does not connect again (each new connection would
@@ -303,7 +329,7 @@ async def test_a_reader_that_stops_reading_is_not_reconnected_over_and_over() ->
         async with sub:
             await wait_until(lambda: server.stats()["limits_reached"]["max_lag"] >= 1, "the lag drop")
             await wait_until(lambda: not sub.connected, "the subscriber noticing the drop")
-            await asyncio.sleep(1.0)  # time enough for several reconnects, were they allowed
+            await fakeio.loop().advance(3600)  # time for many reconnects, were they allowed
             assert server.stats()["logins_accepted"] == 1, "connected again while nothing was read"
             messages = await take(sub, total, timeout=60)
     assert [m.data for m in messages] == payloads  # type: ignore[attr-defined]

@@ -70,6 +70,8 @@ async def test_state_stats_and_hooks_across_an_outage(tmp_path: Path) -> None:
 
             await server.close()
             await wait_until(lambda: not sub.connected, "noticed the server went")
+            # Real time is the point: the outage's length (stats.disconnected_seconds) is measured
+            # on the monotonic clock.
             await asyncio.sleep(0.5)
             server = await serve()
             server.publish_many(payload(n) for n in range(11, 21))
