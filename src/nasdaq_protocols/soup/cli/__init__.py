@@ -1,9 +1,11 @@
-"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish.
+"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish, passwd.
 
 One process per subcommand, each a thin shell over the library (:class:`SoupServer`,
 :func:`subscribe`, :class:`FileStore`, :class:`Relay`), one module per subcommand; the modules
 they share: :mod:`.running` (exit codes, one-line errors, Ctrl-C and SIGTERM), :mod:`.addresses`
 (``HOST:PORT`` lists, name resolution, free ports), :mod:`.output` (message formats, progress),
+:mod:`.passwords` (passwords from the environment or a file), :mod:`.access` (who may log in to a
+command's server: ``--users``, ``--audit-log``),
 :mod:`.options` (TLS and other shared options), :mod:`.follow` (receiving with fail-over and
 state reports), :mod:`.journals`, :mod:`.lines` and :mod:`.streams`.
 
@@ -23,6 +25,7 @@ from ..framing import WALKER
 from .cat import cat
 from .demo import demo
 from .output import escape_payload, format_message
+from .passwd import passwd
 from .publish import publish
 from .record import record
 from .relay import relay
@@ -57,5 +60,5 @@ def main(verbose: int) -> None:
     setup_logging(verbose)
 
 
-for _command in (demo, serve, tail, record, cat, relay, publish):
+for _command in (demo, serve, tail, record, cat, relay, publish, passwd):
     main.add_command(_command)
