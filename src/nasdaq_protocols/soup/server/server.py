@@ -407,7 +407,8 @@ class SoupServer:
             return reply
         if reason is LoginRejectReason.NOT_AUTHORIZED:
             self._logins_rejected_auth += 1
-            log.warning("%s> login refused: %s for user %r", session.session_id, why, attempt.user)
+            user = attempt.user
+            log.warning("%s> login refused: bad credentials for user %r (%s)", session.session_id, user, why)
         else:
             self._logins_rejected_session += 1
             log.warning("%s> login refused: %s", session.session_id, why)
