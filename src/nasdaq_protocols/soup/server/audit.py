@@ -19,9 +19,8 @@ and its JSON line (``--audit-log``)::
      "session": "", "sequence": 1, "served_session": "FEED", "accepted_sequence": null,
      "delay": 0.4}
 
-``result`` is ``accepted``, ``rejected`` (``code`` ``A``: not authorized, ``S``: session not
-available) or ``abandoned`` (the client closed its connection while its answer was delayed by
-the throttle). ``session`` and ``sequence`` are what the client asked for; ``delay`` is how long
+``result`` is ``accepted`` or ``rejected`` (``code`` ``A``: not authorized, ``S``: session not
+available). ``session`` and ``sequence`` are what the client asked for; ``delay`` is how long
 the answer waited for the throttle, in seconds.
 """
 
@@ -49,7 +48,7 @@ class LoginRecord:
     """What the audit trail says of one login.
 
     Attributes:
-        result: ``accepted``, ``rejected`` or ``abandoned``.
+        result: ``accepted`` or ``rejected``.
         code: the Login Rejected reason (``A``, ``S``), or ``None``.
         reason: why, in words (``wrong password``, ``unknown user``, ``no session 'X'``...).
         user: the user name the client sent.

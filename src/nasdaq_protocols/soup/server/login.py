@@ -35,9 +35,6 @@ class _Client(Protocol):
     def session_id(self) -> Any:
         """Its id (``.port``: the client's port)."""
 
-    def is_active(self) -> bool:
-        """False once the connection is closing."""
-
 
 class LoginGate:
     """The throttle, the per-address turns at the password check and the login counters of one server.
@@ -50,8 +47,6 @@ class LoginGate:
     def __init__(self, throttle: LoginThrottle, served_session: str) -> None:
         self.throttle = throttle
         self.served_session = served_session
-        #: Logins whose client closed its connection while the answer was delayed.
-        self.abandoned = 0
         self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def attempt(self, client: _Client, msg: LoginRequest) -> LoginAttempt:
@@ -77,7 +72,6 @@ class LoginGate:
         """The throttle's counters, for ``SoupServer.stats()``."""
         addresses, users = self.throttle.throttled(now)
         return {
-            "logins_abandoned": self.abandoned,
             "logins_throttled": self.throttle.answers_delayed,
             "login_throttle_seconds": self.throttle.seconds_delayed,
             "throttled_addresses": addresses,
@@ -96,8 +90,6 @@ class LoginAttempt:
         self.arrived = time.monotonic()
         #: Seconds the answer must wait for the throttle, counted from :attr:`arrived`.
         self.delay = gate.throttle.delay(self.address, msg.user, self.arrived)
-        #: True once the client left before its answer (nothing is sent then).
-        self.abandoned = False
 
     @property
     def user(self) -> str:
@@ -109,36 +101,25 @@ class LoginAttempt:
         async with self._gate.turn(self.address):
             return bool(await verdict)
 
-    async def _wait(self) -> bool:
-        """Wait until the answer is due; False if the client left meanwhile (counted, audited)."""
+    async def wait(self) -> None:
+        """Wait until the answer is due (the throttle's delay from :attr:`arrived`)."""
         remaining = self.arrived + self.delay - time.monotonic()
         if remaining > 0:
             await asyncio.sleep(remaining)
         if self.delay > 0:
             self._gate.throttle.delayed(self.delay)
-        if not self._client.is_active():
-            self.abandoned = True
-            self._gate.abandoned += 1
-        return not self.abandoned
 
     async def reject(self, reason: LoginRejectReason, why: str) -> LoginRejected:
-        """Reject, when the delay is over: a failure for the throttle when not authorized.
+        """Reject, when the delay is over (a failure for the throttle when not authorized); audited.
 
         Returns:
-            The Login Rejected to answer (not sent if the client left meanwhile).
+            The Login Rejected to answer.
         """
         if reason is LoginRejectReason.NOT_AUTHORIZED:
             self._gate.throttle.failed(self.address, self._msg.user, time.monotonic())
-        answered = await self._wait()
-        self._audit("rejected" if answered else "abandoned", reason.value, why)
+        await self.wait()
+        self._audit("rejected", reason.value, why)
         return LoginRejected(reason)
-
-    async def admit(self) -> bool:
-        """Wait until an accepted login may be answered; False if the client left meanwhile."""
-        if await self._wait():
-            return True
-        self._audit("abandoned", None, "the client left while its answer was delayed")
-        return False
 
     def accepted(self, reply: LoginAccepted) -> LoginAccepted:
         """The login is accepted with ``reply``: the user's failures are forgotten; audited."""

@@ -388,8 +388,7 @@ class SoupServer:
         refusal = self._session_refusal(msg)
         if refusal is not None:
             return await self._refuse(session, attempt, LoginRejectReason.SESSION_NOT_AVAILABLE, refusal)
-        if not await attempt.admit():  # the client left while the throttle delayed its answer
-            return LoginRejected(LoginRejectReason.NOT_AUTHORIZED)  # never sent
+        await attempt.wait()  # before the stream is given: a login is not served before its answer
         stream = self._stream_for(msg.user)
         last = stream.store.last_sequence
         requested = int(msg.sequence)
@@ -403,8 +402,6 @@ class SoupServer:
         self, session: ServedSession, attempt: LoginAttempt, reason: LoginRejectReason, why: str
     ) -> LoginRejected:
         reply = await attempt.reject(reason, why)
-        if attempt.abandoned:
-            return reply
         if reason is LoginRejectReason.NOT_AUTHORIZED:
             self._logins_rejected_auth += 1
             user = attempt.user
@@ -452,8 +449,7 @@ class SoupServer:
         ``login_timeout``, ``protocol_error`` (a malformed or oversized packet),
         ``application_error`` (``on_unsequenced`` raised). ``logins_rejected`` is
         ``logins_rejected_auth`` (bad credentials) plus ``logins_rejected_session`` (no such
-        session, it ended, or the user may not log in to it); ``logins_abandoned`` counts
-        clients that left while the throttle delayed their answer. ``logins_throttled`` counts
+        session, it ended, or the user may not log in to it). ``logins_throttled`` counts
         the answers the throttle delayed, ``login_throttle_seconds`` their delays in all;
         ``throttled_addresses`` and ``throttled_users`` are those whose logins are delayed now
         (see :class:`~.throttle.LoginThrottle`). ``messages_published`` counts the messages added
