@@ -182,7 +182,7 @@ def test_password_sources_warnings_and_mistakes(processes: Processes, tmp_path: 
     )  # fmt: skip
     assert relay.returncode == 1
     warning, error = relay.stderr.splitlines()
-    assert warning.startswith("soup relay: warning: --upstream-password is visible to every user")
+    assert warning.startswith("soup relay: warning: --password is visible to every user")
     assert error.startswith("soup: error: ")
 
 

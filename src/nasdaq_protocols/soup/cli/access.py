@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -29,11 +30,31 @@ __all__ = ["ServerAccess", "server_login_options"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_OPTION_NAMES = (
+    "user",
+    "password",
+    "password_file",
+    "users_path",
+    "audit_log",
+    "max_unauthenticated_per_address",
+)
+
+
 def server_login_options(who: str) -> Callable[[F], F]:
     """``--user``, ``--password``, ``--password-file``, ``--users``, ``--audit-log`` and
-    ``--max-unauthenticated-per-address`` for a command that serves ``who`` (``"clients"``)."""
+    ``--max-unauthenticated-per-address`` for a command that serves ``who`` (``"clients"``).
+
+    The command receives them as one argument, ``access``: a :class:`ServerAccess`, checked (a
+    mistake is a usage error) before the command's body runs.
+    """
 
     def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def command(*args: Any, **options: Any) -> Any:
+            given = [options.pop(name) for name in _OPTION_NAMES]
+            return function(*args, access=ServerAccess.from_options(*given), **options)
+
+        wrapped = cast(F, command)
         for option in reversed(
             [
                 click.option(
@@ -66,8 +87,8 @@ def server_login_options(who: str) -> Callable[[F], F]:
                 ),
             ]
         ):
-            function = option(function)
-        return function
+            wrapped = option(wrapped)
+        return wrapped
 
     return decorate
 

@@ -80,12 +80,7 @@ def relay(
     upstream_password: str | None,
     upstream_password_file: str | None,
     session: str,
-    user: str | None,
-    password: str | None,
-    password_file: str | None,
-    users_path: str | None,
-    audit_log: str | None,
-    max_unauthenticated_per_address: int,
+    access: ServerAccess,
     heartbeat: float,
     durability: Durability,
     upstream_tls: bool,
@@ -107,9 +102,6 @@ def relay(
     """
     secret = resolve_password(
         upstream_password, upstream_password_file, env=UPSTREAM_PASSWORD_ENV, option="--upstream-password"
-    )
-    access = ServerAccess.from_options(
-        user, password, password_file, users_path, audit_log, max_unauthenticated_per_address
     )
     check_metrics_apart(metrics, listen)
     upstream_options = subscriber_options(

@@ -107,12 +107,7 @@ def serve(
     store_url: str | None,
     cache: str | None,
     session: str | None,
-    user: str | None,
-    password: str | None,
-    password_file: str | None,
-    users_path: str | None,
-    audit_log: str | None,
-    max_unauthenticated_per_address: int,
+    access: ServerAccess,
     from_stdin: bool,
     per_user: bool,
     heartbeat: float,
@@ -145,9 +140,6 @@ def serve(
         raise click.UsageError("--cache goes with --store")
     if session is not None and (len(session) > 10 or not session.isascii()):
         raise click.BadParameter(f"{session!r} is longer than 10 ASCII characters", param_hint="--session")
-    access = ServerAccess.from_options(
-        user, password, password_file, users_path, audit_log, max_unauthenticated_per_address
-    )
     ssl = server_ssl(tls_cert, tls_key, tls_ca)
     check_metrics_apart(metrics, listen)
 
