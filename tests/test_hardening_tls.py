@@ -322,6 +322,7 @@ async def test_credentials_never_reach_logs_or_reprs(
             repr(server),
             str(server),
             repr(server.stats()),
+            repr(server.login_gate.throttle),
             str(rejected.value),
             repr(rejected.value),
         ]
@@ -336,3 +337,6 @@ async def test_credentials_never_reach_logs_or_reprs(
         assert "Zq8sx3" not in text, f"{record.name}: {text}"
     assert "Zq8sx3" not in caplog.text
     assert "login refused: bad credentials for user 'alice'" in caplog.text  # the rejection was logged
+    # The audit trail has both logins, without either password (issue 27).
+    assert "login accepted: user='alice'" in caplog.text
+    assert "login rejected (A): user='alice'" in caplog.text and "reason='wrong password'" in caplog.text
