@@ -116,7 +116,7 @@ def test_no_command_line_holds_a_password_given_by_environment_or_file(
     processes: Processes, tmp_path: Path
 ) -> None:
     client_secret, upstream_secret, relay_secret, control = (new_secret() for _ in range(4))
-    users = write_users(tmp_path / "users", alice=client_secret, relay=upstream_secret)
+    users = write_users(tmp_path / "users", alice=client_secret, relay=upstream_secret, down=relay_secret)
     server = UsersServer(processes, users, tmp_path / "audit.jsonl")
     server.publish(3)
     tailing = processes.start("tail", server.address, "--user", "alice", env=password_env(client_secret))
@@ -126,8 +126,7 @@ def test_no_command_line_holds_a_password_given_by_environment_or_file(
     )  # fmt: skip
     relaying = processes.start(
         "relay", server.address, "--upstream-user", "relay", "--journal", str(tmp_path / "relay.journal"),
-        "--listen", "127.0.0.1:0", "--user", "down",
-        "--password-file", str(password_file(tmp_path / "down.pw", relay_secret)),
+        "--listen", "127.0.0.1:0", "--users", str(users),
         env=password_env("unused", upstream=upstream_secret),
     )  # fmt: skip
     wait_until(lambda: tailing.stdout().count("\n") == 3, "tail printing", tailing)
