@@ -214,6 +214,31 @@ async def test_repeated_failures_delay_that_address_only(
     assert len(records) == 202 and len({r.port for r in records}) == 202  # each login once
 
 
+async def test_closing_the_server_does_not_wait_for_a_delayed_answer(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A login waiting for a 60 s throttle delay when the server closes: the wait ends with the
+    connection (audited ``unanswered``, nothing sent), rather than holding the close until the
+    session layer gives up on it and cancels it (it warns when it does)."""
+    caplog.set_level(logging.INFO)
+    throttle = LoginThrottle(free_failures=0, first_delay=60.0, max_delay=60.0)
+    server = SoupServer("FEED", credentials={"alice": "a-pw"}, throttle=throttle)
+    await server.start()
+    raw = await RawClient.connect(server.address)
+    try:
+        await raw.send(soup.LoginRequest("alice", "a-pw"))
+        await wait_until(lambda: server.stats()["logins_waiting"] == 1, "the login waiting for its delay")
+        await asyncio.wait_for(server.close(), WAIT)
+        assert await raw.read_until_eof() == []
+    finally:
+        raw.close()
+    [record] = audit_records(caplog)
+    assert (record.result, record.user, record.delay) == ("unanswered", "alice", 60.0)
+    assert "still running" not in caplog.text
+    stats = server.stats()
+    assert (stats["logins_accepted"], stats["logins_rejected"]) == (0, 0)
+
+
 # --------------------------------------------------------------------------- redaction
 
 

@@ -19,9 +19,10 @@ and its JSON line (``--audit-log``)::
      "session": "", "sequence": 1, "served_session": "FEED", "accepted_sequence": null,
      "delay": 0.4}
 
-``result`` is ``accepted`` or ``rejected`` (``code`` ``A``: not authorized, ``S``: session not
-available). ``session`` and ``sequence`` are what the client asked for; ``delay`` is how long
-the answer waited for the throttle, in seconds.
+``result`` is ``accepted``, ``rejected`` (``code`` ``A``: not authorized, ``S``: session not
+available) or ``unanswered`` (the connection closed while the answer waited for the throttle,
+e.g. the server was closing: nothing was sent). ``session`` and ``sequence`` are what the
+client asked for; ``delay`` is how long the answer was to wait for the throttle, in seconds.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class LoginRecord:
     """What the audit trail says of one login.
 
     Attributes:
-        result: ``accepted`` or ``rejected``.
+        result: ``accepted``, ``rejected`` or ``unanswered``.
         code: the Login Rejected reason (``A``, ``S``), or ``None``.
         reason: why, in words (``wrong password``, ``unknown user``, ``no session 'X'``...).
         user: the user name the client sent.

@@ -255,6 +255,7 @@ class SoupServer:
 
     def session_closed(self, session: ServedSession) -> None:
         """A client session closed: its counters go to the totals."""
+        self.login_gate.closed(session)
         if session in self._sessions:
             self._sessions.discard(session)
             self._gone_messages_sent += session.messages_sent
@@ -388,7 +389,8 @@ class SoupServer:
         refusal = self._session_refusal(msg)
         if refusal is not None:
             return await self._refuse(session, attempt, LoginRejectReason.SESSION_NOT_AVAILABLE, refusal)
-        await attempt.wait()  # before the stream is given: a login is not served before its answer
+        if not await attempt.wait():  # before the stream is given: not served before its answer
+            return attempt.unanswered()  # the connection closed meanwhile: nothing is sent
         stream = self._stream_for(msg.user)
         last = stream.store.last_sequence
         requested = int(msg.sequence)
@@ -402,6 +404,8 @@ class SoupServer:
         self, session: ServedSession, attempt: LoginAttempt, reason: LoginRejectReason, why: str
     ) -> LoginRejected:
         reply = await attempt.reject(reason, why)
+        if not attempt.answered:
+            return reply
         if reason is LoginRejectReason.NOT_AUTHORIZED:
             self._logins_rejected_auth += 1
             user = attempt.user
@@ -450,7 +454,8 @@ class SoupServer:
         ``application_error`` (``on_unsequenced`` raised). ``logins_rejected`` is
         ``logins_rejected_auth`` (bad credentials) plus ``logins_rejected_session`` (no such
         session, it ended, or the user may not log in to it). ``logins_throttled`` counts
-        the answers the throttle delayed, ``login_throttle_seconds`` their delays in all;
+        the answers the throttle delayed, ``login_throttle_seconds`` their delays in all,
+        ``logins_waiting`` the answers waiting for their delay now;
         ``throttled_addresses`` and ``throttled_users`` are those whose logins are delayed now
         (see :class:`~.throttle.LoginThrottle`). ``messages_published`` counts the messages added
         to the streams since the server took their stores (``streams`` holds each stream's last
