@@ -23,6 +23,7 @@ import pytest
 
 from nasdaq_protocols import soup
 from nasdaq_protocols.soup.core import LoginAccepted, LoginRejected, SequencedData
+from nasdaq_protocols.soup.metrics.collectors import ServerCollector
 from nasdaq_protocols.soup.server import LoginRecord, LoginThrottle, SoupServer, UsersFile, hash_password
 from nasdaq_protocols.soup.server import users as users_module
 from netutil import RawClient, wait_until
@@ -210,6 +211,11 @@ async def test_repeated_failures_delay_that_address_only(
     assert stats["logins_rejected_auth"] == 200 and stats["logins_accepted"] == 2
     assert stats["logins_throttled"] == 200 - 5 + 1
     assert (stats["throttled_addresses"], stats["throttled_users"]) == (1, 0)  # alice's success cleared her
+    scraped = {
+        sample.name: sample for family in ServerCollector(server).collect() for sample in family.samples
+    }
+    assert scraped["soup_logins_throttled_total"].value == stats["logins_throttled"]
+    assert scraped["soup_login_throttle_seconds_total"].value == stats["login_throttle_seconds"] > 90
     records = audit_records(audit)
     assert len(records) == 202 and len({r.port for r in records}) == 202  # each login once
 
