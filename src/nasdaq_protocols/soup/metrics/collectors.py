@@ -22,7 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ..server import CLIENT_DROP_REASONS, LIMITS
+from ..server import CLIENT_CLOSE_REASONS, CLIENT_DROP_REASONS, LIMITS
 
 if TYPE_CHECKING:
     from ..server import SoupServer
@@ -120,6 +120,14 @@ class ServerCollector(Collector):
         for reason in CLIENT_DROP_REASONS:
             dropped.add_metric((session, reason), stats["clients_dropped"][reason])
         yield dropped
+        closed = CounterMetricFamily(
+            "soup_clients_closed",
+            "Connections that closed, whoever closed them, by reason.",
+            labels=("session", "reason"),
+        )
+        for reason in CLIENT_CLOSE_REASONS:
+            closed.add_metric((session, reason), stats["clients_closed"][reason])
+        yield closed
         limits = CounterMetricFamily(
             "soup_limits_reached", "Times each limit of the server was reached.", labels=("session", "limit")
         )

@@ -13,7 +13,13 @@
 
 from __future__ import annotations
 
-from .admission import CLIENT_DROP_REASONS, LIMITS, MAX_UNAUTHENTICATED_PER_ADDRESS, Admission
+from .admission import (
+    CLIENT_CLOSE_REASONS,
+    CLIENT_DROP_REASONS,
+    LIMITS,
+    MAX_UNAUTHENTICATED_PER_ADDRESS,
+    Admission,
+)
 from .audit import AUDIT_LOGGER, LoginRecord, audit_log_handler
 from .served import PUMP_CHUNK, ClientStats, ServedSession, ServerSide
 from .server import SoupServer
@@ -23,6 +29,7 @@ from .users import UsersFile, hash_password, set_password, verify_password
 
 __all__ = [
     "AUDIT_LOGGER",
+    "CLIENT_CLOSE_REASONS",
     "CLIENT_DROP_REASONS",
     "LIMITS",
     "MAX_UNAUTHENTICATED_PER_ADDRESS",
