@@ -194,8 +194,8 @@ class SoupDecoder:
       with :meth:`next_messages` when the application wants them. A message is then built just
       before it is used, so a long backlog costs its bytes, not millions of live objects.
 
-    Sequenced Data are numbered as a client counts them (PROTOCOL.md): :attr:`sequence` is the
-    number of the last one decoded, and a Login Accepted sets the next one.
+    Sequenced Data are numbered as a client counts them (docs/protocol.md, "Sequence numbers"):
+    :attr:`sequence` is the number of the last one decoded, and a Login Accepted sets the next one.
 
     When it meets a malformed packet it returns the good messages before it, keeps the error in
     :attr:`error`, and raises that :class:`InvalidSoupMessage` from then on (at once if no good

@@ -104,7 +104,7 @@ class SoupSession(AsyncSession, abc.ABC):
         client_heartbeat_interval: seconds between client heartbeats (float allowed).
         server_heartbeat_interval: seconds between server heartbeats (float allowed).
         heartbeat_timeout_factor: keyword-only; a side closes after hearing nothing for this many
-            of the peer's heartbeat intervals (docs/protocol.md: 3).
+            of the peer's heartbeat intervals (3: docs/protocol.md, "Timeouts").
         max_packet_size: keyword-only; the largest packet accepted from the peer.
         graceful_shutdown: keyword-only, for the nasdaq-protocols API: messages received before
             the peer hung up are always handed out, whatever its value.
