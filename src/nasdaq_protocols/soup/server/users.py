@@ -77,8 +77,8 @@ _SCHEME = "scrypt"
 CACHE_SECONDS = 60.0
 _MAX_CACHED = 4096
 
-# Login Request fields (PROTOCOL.md): username 6 bytes, password 10 bytes, session 10 bytes,
-# ASCII, read with surrounding spaces stripped.
+# Login Request fields (docs/protocol.md, "Fixed-width fields"): username 6 bytes, password 10
+# bytes, session 10 bytes, ASCII, read with surrounding spaces stripped.
 _USER_FIELD = 6
 _PASSWORD_FIELD = 10
 _SESSION_FIELD = 10
