@@ -1,118 +1,54 @@
 """The asyncio session: it carries bytes and time between a transport and a sans-IO connection.
 
-:class:`AsyncSession` is an ``asyncio.Protocol`` that holds a protocol connection (any object with
-the members of :class:`~.sansio.SansIOConnection`, SoupBinTCP's ``SoupConnection``) by
-composition, as websockets' ``asyncio/connection.py`` holds its ``Protocol``. It keeps no protocol
-state of its own: the conversation's state, sequence numbers, login, close reason and intervals
-are the connection's, and the session's attributes of those names read it. What it does:
+:class:`AsyncSession` is an ``asyncio.Protocol`` holding a protocol connection (any object with the
+members of :class:`~.sansio.SansIOConnection`, SoupBinTCP's ``SoupConnection``) by composition, as
+websockets' ``asyncio/connection.py`` holds its ``Protocol``. It keeps no protocol state: the
+conversation's state, numbers, login, close reason and intervals are the connection's. It:
 
-* **bytes in**: ``data_received`` gives the bytes to the connection, then either runs the *pump*
-  (the one loop that hands the connection's events to the application's callback, started in the
-  same event-loop turn; a callback that suspends is finished by a task) or, without a callback,
-  wakes ``receive_msg``, which decodes on demand;
-* **bytes out**: everything sent is queued in the connection, numbered and checked there; the
-  session writes what ``data_to_send()`` gives. The first write of an event-loop turn goes out at
-  once (no latency added to a reply), the rest of the turn is written at its end, or as soon as
-  :data:`SEND_CHUNK` bytes wait, so a producer that never yields streams at once;
-* **time**: one timer at the connection's ``next_deadline()``; ``handle_timer()`` says whether a
-  heartbeat is due or the connection timed out. A loop busy with data runs timers late, so the
-  receive path checks for due heartbeats too (:class:`~.clock.HeartbeatSweep`);
-* **the end**: once the connection is closed (by a packet, the clock, the peer's end of stream or
-  the application), the transport is closed as the connection's ``close_action`` says: after data
-  the peer may still be reading, the sending side is shut down and the socket lingers, reading and
-  discarding, until the peer hangs up (at most :data:`CLOSE_LINGER`); otherwise at once. Whatever
-  was received before the end is still handed out; then ``on_close_coro`` runs, once.
+* gives received bytes to the connection, then runs the *pump* (the one loop that hands the
+  connection's events to the application's callback, in the same event-loop turn; a callback that
+  suspends is finished by a task) or, without a callback, wakes the :class:`~.inbox.Inbox`;
+* writes what the connection queued (:class:`~.writer.Writer`: at once, or at the end of the turn);
+* runs the one timer the connection asks for (:class:`~.clock.SessionClock`);
+* once the connection is closed (by a packet, the clock, the peer or the application), closes the
+  transport as the connection's ``close_action`` says (:func:`~.transports.close_transport`),
+  still hands out what was received, then runs ``on_close_coro``, once.
 
-A protocol's sessions subclass it and fill in a few explicit hooks (each documented below):
-:attr:`NUMBERED_EVENT`, :meth:`_delivery_target`, :meth:`_heartbeat`, :meth:`_on_connected`,
-:meth:`_on_closing`, :meth:`_on_remote_error`, :meth:`_closed_error`, :meth:`_end_of_stream`.
-The session never calls the protocol package otherwise; the protocol package calls only this
-class's documented methods (``_send_soon``, ``_flush``, ``initiate_close``, ...).
-
-Everything in this package is protocol-neutral in its imports; its vocabulary is that of session
-protocols with a login, a logout and an end of session (SoupBinTCP and its kin, see
-:class:`~.errors.CloseReason`).
+A protocol's sessions subclass it and fill in the explicit hooks documented below
+(:attr:`NUMBERED_EVENT`, :attr:`REMOTE_ERRORS`, ``_delivery_target``, ``_heartbeat``,
+``_on_connected``, ``_on_closing``, ``_on_remote_error``, ``_closed_error``, ``_end_of_stream``);
+they call only this class's documented methods (``_send_soon``, ``_flush``, ``initiate_close``...).
+This package imports nothing protocol-specific; its vocabulary is that of session protocols with a
+login, a logout and an end of session (SoupBinTCP and its kin, see :class:`~.errors.CloseReason`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar, cast
 
 from .callbacks import OnCloseCoro, OnMsgCoro
-from .clock import HEARTBEAT_CHECK_PERIOD, TIMER_LAG_TOLERANCE, HeartbeatSweep, heartbeat_sweep
+from .clock import SessionClock
+from .eager import Resume
 from .errors import CloseReason
-from .sansio import SansIOConnection, TimerEvent
+from .inbox import MAX_UNREAD_BYTES, Inbox
+from .sansio import SansIOConnection
+from .transports import CLOSE_GRACE_PERIOD, close_transport
 from .types import EndOfQueue, SessionId, StateError
+from .writer import Writer
 
-__all__ = [
-    "CLOSE_GRACE_PERIOD",
-    "CLOSE_LINGER",
-    "DELIVERY_BATCH",
-    "MAX_UNREAD_BYTES",
-    "PUMP_MAX_UNREAD_BYTES",
-    "SEND_CHUNK",
-    "AsyncSession",
-    "HeartbeatSweep",
-    "OnCloseCoro",
-    "OnMsgCoro",
-    "SessionId",
-]
+# The reference's module also exports the names of its callbacks and SessionId.
+__all__ = ["DELIVERY_BATCH", "MAX_UNREAD_BYTES", "AsyncSession", "OnCloseCoro", "OnMsgCoro", "SessionId"]
 
 _log = logging.getLogger(__name__)
 
-#: Seconds a closing session waits for a still-running callback, or for the peer to read what
-#: was written, before cutting.
-CLOSE_GRACE_PERIOD = 5.0
-#: Seconds a gracefully closing session keeps its socket after shutting down its sending side,
-#: reading and discarding, so that the peer can read everything sent before it hangs up too.
-CLOSE_LINGER = 10.0
 #: Events taken from the connection per batch: few, so each is garbage soon after it is handed out.
 DELIVERY_BATCH = 128
-#: Queue mode: reading pauses while this many received bytes wait to be read (a quarter: resumes).
-MAX_UNREAD_BYTES = 4 << 20
 #: Callback mode: reading pauses while a suspended callback has this many bytes waiting behind it.
 PUMP_MAX_UNREAD_BYTES = 4 << 20
-#: Bytes queued in one event-loop turn after which they are written at once rather than at the end
-#: of the turn: a producer that never yields streams (and holds at most this much) instead of
-#: building the whole turn's output first.
-SEND_CHUNK = 64 * 1024
-
-
-class Resume:
-    """Awaitable that finishes a coroutine which already ran up to its first suspension.
-
-    The pump is started with ``coro.send(None)``; if a callback suspends on a future, that future
-    (``first``) is yielded here to the task that takes over, and the coroutine is then driven
-    exactly as a task would drive it.
-    """
-
-    __slots__ = ("coro", "first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self.coro = coro
-        self.first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        pending = self.first
-        coro = self.coro
-        while True:
-            try:
-                value = yield pending
-            except BaseException as exc:  # cancellation or a failed future: pass it in
-                try:
-                    pending = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    pending = coro.send(value)
-                except StopIteration as stop:
-                    return stop.value
 
 
 class AsyncSession(asyncio.Protocol):
@@ -147,34 +83,24 @@ class AsyncSession(asyncio.Protocol):
         self._remote_error_seen = False
         # delivery
         self._dispatching = False
-        self._queue: collections.deque[Any] = collections.deque()
-        self._queue_waiter: asyncio.Future[None] | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._callback_broken = False  # the callback raised: deliver nothing more
         self._holding = 0  # buffer_until_drained blocks: delivery waits
-        #: Called (no arguments) when queue mode has something new to read, and at the close;
-        #: for a consumer that reads several sessions (the subscriber).
-        self.on_readable: Callable[[], None] | None = None
-        #: Queue mode: reading pauses while this many received bytes wait to be read.
-        self.max_unread_bytes = MAX_UNREAD_BYTES
+        self._inbox = Inbox(
+            take=self._take,
+            unread=lambda: connection.unread_bytes,
+            delivered=self._delivered,
+            pause_reading=self._pause_reading,
+            resume_reading=self._resume_reading,
+            tick=self._tick,
+            numbered=self.NUMBERED_EVENT,
+        )
         self._read_pauses = 0  # reasons reading is paused (queue, pump): resume at 0
-        self._queue_paused = False
         self._pump_paused = False
-        # writing
-        self._flush_handle: asyncio.Handle | None = None
-        self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        # the clock
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_due = 0.0
-        self._timer_deferred = False
-        self._sweep: HeartbeatSweep | None = None
-        self._heartbeat_check_at = 0.0  # the receive path looks at the clock from then on
+        self._writer = Writer(connection, self._is_lost)
+        self._clock: SessionClock | None = None  # from connection_made
         # counters
         self.bytes_received = 0
-        self.bytes_sent = 0
-        #: Bytes that could not be written: the connection was already lost.
-        self.bytes_discarded = 0
 
     @property
     def close_reason(self) -> CloseReason | None:
@@ -231,6 +157,8 @@ class AsyncSession(asyncio.Protocol):
         loop = self._loop = asyncio.get_running_loop()
         self._closed_waiter = loop.create_future()
         self._connection.start(loop.time())
+        self._clock = SessionClock(self, self._connection, loop, self.log)
+        self._writer.connected(transport, loop)
         self._on_connected(transport)
         self._arm_timer()
 
@@ -250,44 +178,36 @@ class AsyncSession(asyncio.Protocol):
                 self._pump_paused = True
                 self._pause_reading()
         else:
-            self._on_data_queued()
-        if now >= self._heartbeat_check_at:
-            self._heartbeat_check(now)
+            # While a login answer is awaited, what came is decoded up to it now.
+            self._inbox.bytes_arrived(decode_while=lambda: bool(self._state_waiters))
+        clock = self._clock
+        if clock is not None and now >= clock.check_at:
+            clock.check(now)
         if connection.bytes_to_send:
             self._flush()
-
-    def eof_received(self) -> bool | None:
-        """:meta private:"""
-        return None  # let the transport close itself (ends a linger too); connection_lost reports it
 
     def connection_lost(self, exc: Exception | None) -> None:
         """:meta private:"""
         self._connection_lost = True
-        self._release_drain_waiters()
+        self._writer.release()
         if self._closing:
             return
         # What was received before the end is still handed out; the connection decides from it
         # whether the conversation ended (an End of Session in it) or the peer just hung up.
         self._connection.receive_eof(f"connection lost: {exc}" if exc is not None else "")
         if not self._dispatching:
-            self._decode_into_queue()
+            self._inbox.decode_all()
         elif self._pump_task is None and not self._holding and not self._callback_broken:
             self._run_pump()
 
     def pause_writing(self) -> None:
         """:meta private:"""
-        self._write_paused = True
+        self._writer.paused = True
 
     def resume_writing(self) -> None:
         """:meta private:"""
-        self._write_paused = False
-        self._release_drain_waiters()
-
-    def _release_drain_waiters(self) -> None:
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
+        self._writer.paused = False
+        self._writer.release()
 
     # ------------------------------------------------------------------ events from the connection
 
@@ -336,9 +256,7 @@ class AsyncSession(asyncio.Protocol):
         if self.on_msg_coro is None or self._dispatching:
             return
         self._dispatching = True
-        if self._queue_paused:
-            self._queue_paused = False
-            self._resume_reading()
+        self._inbox.unpause()
         self._resume_delivery_soon()
 
     def _resume_delivery_soon(self) -> None:
@@ -373,7 +291,7 @@ class AsyncSession(asyncio.Protocol):
         deliver = self._delivery_target()
         numbered = self.NUMBERED_EVENT
         connection = self._connection
-        queue = self._queue
+        queue = self._inbox.messages
         while queue:  # received before delivery to the callback started
             event = queue.popleft()
             if event.__class__ is numbered:
@@ -433,8 +351,8 @@ class AsyncSession(asyncio.Protocol):
         if self._dispatching and self.on_msg_coro is not None:
             await self.on_msg_coro(msg)
         else:
-            self._queue.append(msg)
-            self._wake_reader()
+            self._inbox.messages.append(msg)
+            self._inbox.wake()
 
     @property
     def delivering(self) -> bool:
@@ -463,59 +381,41 @@ class AsyncSession(asyncio.Protocol):
             if discard_buffer:
                 while self._take(DELIVERY_BATCH):
                     pass
-                self._queue.clear()
+                self._inbox.messages.clear()
             if self._dispatching:
                 self._resume_delivery_soon()
 
-    # ------------------------------------------------------------------ delivery: queue mode
+    # ------------------------------------------------------------------ delivery: queue mode (Inbox)
 
-    def _on_data_queued(self) -> None:
-        """Queue mode: bytes arrived. While someone waits for the state to change (a login
-        answer), decode them now; wake the reader, or pause reading above the bound."""
-        if self._state_waiters:
-            queue = self._queue
-            while self._state_waiters and (events := self._take(1)):
-                queue.extend(events)
-        if not self._queue_paused and self._connection.unread_bytes > self.max_unread_bytes:
-            self._queue_paused = True
-            self._pause_reading()
-        self._wake_reader()
+    @property
+    def on_readable(self) -> Callable[[], None] | None:
+        """Called (no arguments) when queue mode has something new to read, and at the close;
+        for a consumer that reads several sessions (the subscriber)."""
+        return self._inbox.on_readable
 
-    def _decode_into_queue(self) -> None:
-        """Queue mode, at the end: decode everything received, so nothing is lost and the
-        connection sees the end (an End of Session in it) before the session says why it closed."""
-        queue = self._queue
-        while events := self._take(1024):
-            queue.extend(events)
-        numbered = self.NUMBERED_EVENT
-        for event in reversed(queue):  # at the end, everything the session received counts
-            if event.__class__ is numbered:
-                connection = self._connection
-                connection.last_delivered = max(connection.last_delivered, event.sequence)  # type: ignore[attr-defined]
-                break
-        if self._queue_paused:
-            self._queue_paused = False
-            self._resume_reading()
-        self._wake_reader()
+    @on_readable.setter
+    def on_readable(self, hook: Callable[[], None] | None) -> None:
+        self._inbox.on_readable = hook
 
-    def _wake_reader(self) -> None:
-        """Queue mode: something new to read (or the close): wake ``receive_msg`` and the hook."""
-        waiter = self._queue_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if self.on_readable is not None:
-            self.on_readable()
+    @property
+    def max_unread_bytes(self) -> int:
+        """Queue mode: reading pauses while this many received bytes wait to be read."""
+        return self._inbox.max_unread_bytes
+
+    @max_unread_bytes.setter
+    def max_unread_bytes(self, value: int) -> None:
+        self._inbox.max_unread_bytes = value
 
     def has_unread(self) -> bool:
         """Queue mode: True when :meth:`receive_msg` has received data to hand out (a message, or
         bytes not decoded yet) without waiting."""
-        if self._queue:
+        if self._inbox.messages:
             return True
         return not self._closing and not self._dispatching and self._connection.unread_bytes > 0
 
     def is_drained(self) -> bool:
         """True once the session is closed and every message it received was handed out."""
-        if not self._closing or self._queue:
+        if not self._closing or self._inbox.messages:
             return False
         return self.is_finished() or self._pump_task is None
 
@@ -535,19 +435,13 @@ class AsyncSession(asyncio.Protocol):
                 return message
             if self.is_drained():
                 raise self._end_of_stream()
-            if self._queue_waiter is None or self._queue_waiter.done():
-                self._queue_waiter = asyncio.get_running_loop().create_future()
-            await self._queue_waiter
+            await self._inbox.wait()
 
     def receive_msg_nowait(self) -> Any | None:
         """The next application message already received, or ``None`` when there is none."""
-        queue = self._queue
-        if not queue and not self._fill_queue(64):
+        if self._dispatching or (self.is_finished() and not self._inbox.messages):
             return None
-        message = queue.popleft()
-        if message.__class__ is self.NUMBERED_EVENT:
-            self._connection.last_delivered = message.sequence  # type: ignore[attr-defined]
-        return message
+        return self._inbox.take_one()
 
     def receive_batch_nowait(self, limit: int) -> list[Any]:
         """Queue mode: up to ``limit`` messages already received, oldest first (empty: none yet).
@@ -555,40 +449,19 @@ class AsyncSession(asyncio.Protocol):
         For a consumer that hands messages out from its own small buffer (the subscriber): one
         call decodes a run of messages in one go. Keep ``limit`` small (tens to a few hundred).
         """
-        queue = self._queue
-        if queue:
-            batch = [queue.popleft() for _ in range(min(limit, len(queue)))]
-        elif self._dispatching or self.is_finished():
+        if not self._inbox.messages and (self._dispatching or self.is_finished()):
             return []
-        else:
-            batch = self._take(limit)
-            self._after_queue_read()
-        numbered = self.NUMBERED_EVENT
-        for message in reversed(batch):
-            if message.__class__ is numbered:
-                self._connection.last_delivered = message.sequence  # type: ignore[attr-defined]
-                break
-        return batch
+        return self._inbox.take_batch(limit)
 
-    def _fill_queue(self, limit: int) -> bool:
-        if self._dispatching or self.is_finished():
-            return False
-        events = self._take(limit)
-        if events:
-            self._queue.extend(events)
-        self._after_queue_read()
-        return bool(self._queue)
+    def _delivered(self, event: Any) -> None:
+        self._connection.last_delivered = max(self._connection.last_delivered, event.sequence)
 
-    def _after_queue_read(self) -> None:
-        if self._queue_paused and self._connection.unread_bytes <= self.max_unread_bytes // 4:
-            self._queue_paused = False
-            self._resume_reading()
-        if self._loop is not None and not self._closing:
-            # The application may take a whole backlog without yielding: heartbeats go out from
-            # here too (one clock reading per batch).
-            now = self._loop.time()
-            if now >= self._heartbeat_check_at:
-                self._heartbeat_check(now)
+    def _tick(self) -> None:
+        clock = self._clock
+        if clock is not None and not self._closing:
+            now = clock.loop.time()
+            if now >= clock.check_at:
+                clock.check(now)
 
     def _pause_reading(self) -> None:
         self._read_pauses += 1
@@ -603,35 +476,15 @@ class AsyncSession(asyncio.Protocol):
             self._connection.reading_resumed(self._loop.time())  # type: ignore[union-attr]
             self._transport.resume_reading()
 
-    # ------------------------------------------------------------------ writing
+    # ------------------------------------------------------------------ writing (see Writer)
 
     def _send_soon(self) -> None:
-        """The connection has bytes queued: write them. The first write of an event-loop turn goes
-        out at once; the turn's later ones at its end, or as soon as :data:`SEND_CHUNK` wait."""
-        if self._flush_handle is None:
-            if self._loop is None:
-                return  # not connected (a session driven without a socket): they stay queued
-            self._flush_handle = self._loop.call_soon(self._scheduled_flush)
-            self._flush()
-        elif self._connection.bytes_to_send >= SEND_CHUNK:
-            self._flush()
-
-    def _scheduled_flush(self) -> None:
-        self._flush_handle = None
-        self._flush()
+        """The connection has bytes queued: write them (now, or at the end of the turn)."""
+        self._writer.send_soon()
 
     def _flush(self) -> None:
-        """Write what the connection has queued."""
-        data = self._connection.data_to_send()
-        if not data:
-            return
-        transport = self._transport
-        if transport is None or self._connection_lost:
-            self.bytes_discarded += len(data)
-            return
-        transport.write(data)
-        self.bytes_sent += len(data)
-        self._connection.data_sent(self._loop.time())  # type: ignore[union-attr]
+        """Write what the connection has queued, now."""
+        self._writer.flush()
 
     async def drain(self) -> None:
         """Send what was written, and wait until the transport's buffer is below its high-water
@@ -642,99 +495,51 @@ class AsyncSession(asyncio.Protocol):
         """
         if self._closing or self._transport is None:
             raise self._closed_error()
-        self._flush()
-        if not self._write_paused:
-            return
-        waiter = self._loop.create_future()  # type: ignore[union-attr]
-        self._drain_waiters.append(waiter)
-        await waiter
-        if self._closing:
+        await self._writer.drained()
+        if self._closed_meanwhile():
             raise self._closed_error()
 
     @property
     def write_paused(self) -> bool:
         """True while the transport's write buffer is above its high-water mark."""
-        return self._write_paused
+        return self._writer.paused
 
     @property
     def write_buffer_size(self) -> int:
         """Bytes written but not yet handed to the kernel."""
-        queued = self._connection.bytes_to_send
-        return queued + (self._transport.get_write_buffer_size() if self._transport else 0)
+        return self._writer.buffered
 
-    # ------------------------------------------------------------------ the clock
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes written to the transport."""
+        return self._writer.bytes_sent
+
+    @property
+    def bytes_discarded(self) -> int:
+        """Bytes that could not be written: the connection was already lost."""
+        return self._writer.bytes_discarded
+
+    # ------------------------------------------------------------------ the clock (see SessionClock)
 
     def _arm_timer(self) -> None:
-        """(Re)schedule the one timer at the connection's next deadline."""
-        if self._closing:
-            return
-        deadline = self._connection.next_deadline()
-        timer = self._timer
-        if deadline is None:
-            if timer is not None:
-                timer.cancel()
-                self._timer = None
-            return
-        if timer is not None:
-            if self._timer_due <= deadline:
-                return  # it fires first and reschedules
-            timer.cancel()
-        loop = self._loop or asyncio.get_running_loop()
-        self._timer_due = deadline
-        self._timer = loop.call_at(deadline, self._on_timer)
-        interval = self._connection.heartbeat_interval
-        if self._sweep is None and self._transport is not None and interval:
-            self._sweep = heartbeat_sweep(loop)
-            self._sweep.add(self, interval)
+        """(Re)schedule the timer at the connection's next deadline (after a state change)."""
+        if self._clock is not None and not self._closing:
+            self._clock.arm()
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._closing:
-            return
-        loop = self._loop or asyncio.get_running_loop()
-        now = loop.time()
-        if now - self._timer_due > TIMER_LAG_TOLERANCE and not self._timer_deferred:
-            # The timer fired late: the loop was busy, and the peer's bytes may be in the socket,
-            # unread. Decide after the loop has polled the socket again: a timer due a moment
-            # from now runs after the next poll, in asyncio's loop and in uvloop alike.
-            self._timer_deferred = True
-            self._timer_due = now + 0.001
-            self._timer = loop.call_at(self._timer_due, self._on_timer)
-            return
-        self._timer_deferred = False
-        event = self._connection.handle_timer(now, reading=self._read_pauses == 0)
-        if event is TimerEvent.TIMED_OUT:
-            self.log.warning("%s> %s", self.session_id, self._connection.close_detail)
-            self._state_changed()
-            return
-        if event is TimerEvent.HEARTBEAT:
-            self._heartbeat()
-            self._flush()
-        self._arm_timer()
+    @property
+    def reading(self) -> bool:
+        """False while reading is paused (the application is behind): the peer's silence is ours."""
+        return self._read_pauses == 0
 
-    def _heartbeat_check(self, now: float) -> None:
-        """Send the heartbeats due now, ours and the loop's (see :class:`HeartbeatSweep`): called
-        from the receive path at most every :data:`HEARTBEAT_CHECK_PERIOD` seconds."""
-        self._heartbeat_check_at = now + HEARTBEAT_CHECK_PERIOD
-        if not self._closing and self._connection.heartbeat_due(now):
-            self._heartbeat()
-        sweep = self._sweep
-        if sweep is not None and now >= sweep.next_sweep:
-            sweep.sweep(now)
+    def timed_out(self) -> None:
+        """The connection closed on the clock (the peer's silence, a login that never came)."""
+        self._state_changed()
 
     def send_heartbeat_if_due(self, now: float) -> None:
         """Send a heartbeat now if the connection says one is due (``now`` on the loop's clock)."""
         if not self._closing and self._transport is not None and self._connection.heartbeat_due(now):
             self._heartbeat()
             self._flush()
-
-    def _cancel_timers(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._sweep is not None:
-            self._sweep.discard(self)
-            self._sweep = None
 
     def start_heartbeats(self, local_hb_interval: float, remote_hb_interval: float) -> None:
         """Send a heartbeat after ``local_hb_interval`` seconds of our silence, and close after
@@ -745,12 +550,8 @@ class AsyncSession(asyncio.Protocol):
         factor = float(getattr(self, "heartbeat_timeout_factor", 1))
         connection.heartbeat_interval = local_hb_interval
         connection.peer_timeout = remote_hb_interval * factor
-        if self._sweep is not None:
-            self._sweep.add(self, local_hb_interval)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._arm_timer()
+        if self._clock is not None and not self._closing:
+            self._clock.restart(local_hb_interval)
 
     # ------------------------------------------------------------------ closing
 
@@ -789,7 +590,7 @@ class AsyncSession(asyncio.Protocol):
             # Queue mode: what was received is still handed out, decoded now while the state
             # allows it (an End of Session in it makes the close reason END_OF_SESSION; a
             # malformed packet, PROTOCOL_ERROR: the first end found wins).
-            self._decode_into_queue()
+            self._inbox.decode_all()
             if self._closed_meanwhile():
                 return
         self._connection.close(reason, detail)
@@ -805,10 +606,9 @@ class AsyncSession(asyncio.Protocol):
             return
         self._closing = True
         connection = self._connection
-        self._cancel_timers()
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        if self._clock is not None:
+            self._clock.stop()
+        self._writer.cancel()
         self.log.info(
             "%s> closing: %s (%s)",
             self.session_id,
@@ -817,73 +617,31 @@ class AsyncSession(asyncio.Protocol):
         )
         try:
             # First the hook, so the session leaves its owner's lists before anything else can
-            # happen to it; then the transport, which never raises out of here.
+            # happen to it; then the transport (what is queued is written first), which never
+            # raises out of here.
             self._on_closing()
         finally:
-            if self._transport is not None:
-                self._close_transport()
-            self._release_drain_waiters()
+            transport = self._transport
+            if transport is not None:
+                self._flush()
+                if self._connection_lost:
+                    transport.close()
+                elif not close_transport(
+                    transport,
+                    half_close=getattr(connection.close_action, "name", "") == "HALF_CLOSE",
+                    is_lost=self._is_lost,
+                    log=self.log,
+                    who=self.session_id,
+                ):
+                    self._connection_lost = True  # the peer had already reset it
+            self._writer.release()
             loop = self._loop or asyncio.get_event_loop()
             self._close_task = loop.create_task(self._finish_close(), name=f"close:{self.session_id}")
 
-    def _close_transport(self) -> None:
-        """Write what is queued, then close as the connection says: a half-close that lingers,
-        reading and discarding until the peer hangs up (:data:`CLOSE_LINGER` at most), or a close
-        now (aborted if the peer does not read what was written within :data:`CLOSE_GRACE_PERIOD`).
-        A transport the peer already reset or shut down is simply dropped."""
-        transport = self._transport
-        assert transport is not None
-        self._flush()
-        loop = self._loop or asyncio.get_event_loop()
-        if self._connection_lost:
-            transport.close()
-            return
-        action = self._connection.close_action
-        if action is not None and action.name == "HALF_CLOSE" and transport.can_write_eof():
-            try:
-                transport.write_eof()
-            except OSError as exc:
-                # ENOTCONN, EPIPE, a reset (ssl.SSLError is an OSError too): nobody to linger for.
-                self.log.debug("%s> connection already gone at the close: %s", self.session_id, exc)
-                self._connection_lost = True
-                transport.abort()
-                return
-            if self._read_pauses:
-                transport.resume_reading()  # read (and discard) until the peer hangs up
-            loop.call_later(CLOSE_LINGER, self._end_linger)
-            return
-        transport.close()
-        # close() first flushes what was written; a peer that never reads would keep the socket
-        # and its buffer forever, so after a grace period the connection is aborted.
-        loop.call_later(CLOSE_GRACE_PERIOD, self._abort_unflushed)
-
-    def _end_linger(self) -> None:
-        transport = self._transport
-        if transport is None or self._connection_lost:
-            return
-        unsent = transport.get_write_buffer_size()
-        if unsent:
-            self.log.info("%s> peer did not read the last %d bytes: aborting", self.session_id, unsent)
-            transport.abort()
-        else:
-            self.log.debug("%s> peer did not hang up within %g s: closing", self.session_id, CLOSE_LINGER)
-            transport.close()
-
-    def _abort_unflushed(self) -> None:
-        transport = self._transport
-        if transport is not None and not self._connection_lost:
-            self.log.info(
-                "%s> peer did not read the last %d bytes: aborting",
-                self.session_id,
-                transport.get_write_buffer_size(),
-            )
-            transport.abort()
+    def _is_lost(self) -> bool:
+        return self._transport is None or self._connection_lost
 
     async def _finish_close(self) -> None:
-        waiters, self._state_waiters = self._state_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
         pump = self._pump_task
         if pump is not None and pump is not asyncio.current_task():
             # Messages already received are still delivered, but a callback that never returns
@@ -898,7 +656,7 @@ class AsyncSession(asyncio.Protocol):
                 pump.cancel()
                 with contextlib.suppress(BaseException):
                     await pump
-        self._wake_reader()
+        self._inbox.wake()
         try:
             if self.on_close_coro is not None:
                 await self.on_close_coro()
@@ -907,7 +665,7 @@ class AsyncSession(asyncio.Protocol):
         finally:
             if self._closed_waiter is not None and not self._closed_waiter.done():
                 self._closed_waiter.set_result(None)
-            self._wake_reader()
+            self._inbox.wake()
 
     def abort(self, detail: str = "connection aborted") -> None:
         """Drop the connection at once, unflushed and without a goodbye (as a network failure would)."""

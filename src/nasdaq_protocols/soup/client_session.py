@@ -140,7 +140,7 @@ class SoupClientSession(SoupSession):
             held = self.connection.peek(2)
             if len(held) == 2 and held[0] in (0x15, 0x16) and held[1] == 0x03:
                 return "it answered with a TLS record: that port expects TLS"
-            said = [event.msg for event in self._queue if isinstance(event, Debug)]
+            said = [event.msg for event in self._inbox.messages if isinstance(event, Debug)]
             if said:
                 return f"the server closed the connection without answering it; it said: {said[-1]}"
             return (
