@@ -1,4 +1,5 @@
-"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish, passwd.
+"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish, passwd, and mold-serve,
+mold-tail, mold-record (MoldUDP64).
 
 One process per subcommand, each a thin shell over the library (:class:`SoupServer`,
 :func:`subscribe`, :class:`FileStore`, :class:`Relay`), one module per subcommand; the modules
@@ -7,7 +8,8 @@ they share: :mod:`.running` (exit codes, one-line errors, Ctrl-C and SIGTERM), :
 :mod:`.passwords` (passwords from the environment or a file), :mod:`.access` (who may log in to a
 command's server: ``--users``, ``--audit-log``),
 :mod:`.options` (TLS and other shared options), :mod:`.follow` (receiving with fail-over and
-state reports), :mod:`.journals`, :mod:`.lines` and :mod:`.streams`.
+state reports), :mod:`.journals`, :mod:`.lines` and :mod:`.streams`; :mod:`.molds` for the
+MoldUDP64 commands (receiving options, metrics).
 
 Conventions (see :mod:`.running` and :mod:`.output`): messages on standard output, one line
 each; progress (only on a terminal), state changes and logs (``-v``, ``-vv``) on standard error;
@@ -24,6 +26,9 @@ from nasdaq_protocols import __version__
 from ..framing import WALKER
 from .cat import cat
 from .demo import demo
+from .mold_record import mold_record
+from .mold_serve import mold_serve
+from .mold_tail import mold_tail
 from .output import escape_payload, format_message
 from .passwd import passwd
 from .publish import publish
@@ -60,5 +65,5 @@ def main(verbose: int) -> None:
     setup_logging(verbose)
 
 
-for _command in (demo, serve, tail, record, cat, relay, publish, passwd):
+for _command in (demo, serve, tail, record, cat, relay, publish, passwd, mold_serve, mold_tail, mold_record):
     main.add_command(_command)

@@ -42,6 +42,9 @@ Gateway (a JetStream gateway's :class:`~nasdaq_protocols.soup.jetstream.JetStrea
     ``soup_gateway_upstream_lag_messages``, ``soup_gateway_upstream_outage_seconds``,
     ``soup_gateway_upstream_outages_total``, ``soup_gateway_upstream_resyncs_total``.
 
+MoldUDP64 (:mod:`nasdaq_protocols.moldudp64`'s publisher and receiver)
+    the ``mold_*`` families listed in :mod:`.mold`.
+
 Health (``/healthz``) is 200 when every watched component is healthy:
 
 * a server while it listens (from ``start()`` to ``close()``);
