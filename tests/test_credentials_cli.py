@@ -158,6 +158,8 @@ def test_password_sources_warnings_and_mistakes(processes: Processes, tmp_path: 
         "soup tail: warning: --password is visible to every user of this machine (ps, /proc);"
         " use SOUP_PASSWORD or --password-file\n"
     )
+    mold = soup("mold-tail", "127.0.0.1:9", "--recover", nowhere, "--password", "pw", "--count", "0")
+    assert mold.returncode == 0 and mold.stderr.count("warning: --password is visible") == 1, mold.stderr
     readable = password_file(tmp_path / "pw", "secret")
     readable.chmod(0o644)
     result = soup("tail", nowhere, "--password-file", str(readable), "--count", "0")
