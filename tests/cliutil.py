@@ -8,6 +8,7 @@ line (:class:`Feed`), so a test can compare complete outputs with what they must
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import re
 import signal
@@ -113,6 +114,22 @@ def soup(
     )
 
 
+def password_env(password: str = "p", upstream: str | None = None) -> dict[str, str]:
+    """This process's environment with ``SOUP_PASSWORD`` (and ``SOUP_UPSTREAM_PASSWORD``) set: how
+    the tests give commands their passwords (``--password`` works too, with a warning)."""
+    env = {**os.environ, "SOUP_PASSWORD": password}
+    if upstream is not None:
+        env["SOUP_UPSTREAM_PASSWORD"] = upstream
+    return env
+
+
+def password_file(path: Path, password: str) -> Path:
+    """Write ``password`` to ``path`` (mode 600, as ``--password-file`` wants it); the path."""
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return path
+
+
 def wait_until(condition: Callable[[], T], what: str, process: Running | None = None) -> T:
     """Poll ``condition`` until it is truthy; fail if ``process`` exits first or after ``WAIT``."""
 
@@ -140,7 +157,16 @@ def single_error_line(stderr: str) -> str:
 class Running:
     """One ``soup`` process still running; standard output and error go to files."""
 
-    def __init__(self, args: Sequence[str], logs: Path, name: str, *, stdin: bool, stdout_pipe: bool) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        logs: Path,
+        name: str,
+        *,
+        stdin: bool,
+        stdout_pipe: bool,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.args = list(args)
         self.name = name
         self.stdout_path = logs / f"{name}.out"
@@ -151,6 +177,7 @@ class Running:
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if stdout_pipe else out,
                 stderr=err,
+                env=env,
             )
 
     def __repr__(self) -> str:
@@ -193,9 +220,11 @@ class Processes:
         logs.mkdir(parents=True, exist_ok=True)
         self.started: list[Running] = []
 
-    def start(self, *args: str, stdin: bool = False, stdout_pipe: bool = False) -> Running:
+    def start(
+        self, *args: str, stdin: bool = False, stdout_pipe: bool = False, env: Mapping[str, str] | None = None
+    ) -> Running:
         name = f"{len(self.started):02d}-{args[0] if args[0] != '-v' else args[1]}"
-        running = Running(args, self.logs, name, stdin=stdin, stdout_pipe=stdout_pipe)
+        running = Running(args, self.logs, name, stdin=stdin, stdout_pipe=stdout_pipe, env=env)
         self.started.append(running)
         return running
 
@@ -233,8 +262,8 @@ class Feed:
         self.published: list[bytes] = []
         self.server = processes.start(
             *(["-v"] if verbose else []), "serve", "--listen", listen, "--journal", str(journal),
-            "--session", "FEED", "--user", "u", "--password", "p", "--stdin",
-            stdin=True,
+            "--session", "FEED", "--user", "u", "--stdin",
+            stdin=True, env=password_env(),
         )  # fmt: skip
         found = self.server.wait_stderr(r"soup serve: session '(\w*)' on ([\d.]+):(\d+)")
         assert found.group(1) == "FEED"
@@ -316,6 +345,6 @@ def cat_lines(journal: Path, *args: str) -> list[str]:
 
 
 def tail_lines(address: str, *args: str) -> list[str]:
-    result = soup("tail", address, "--user", "u", "--password", "p", *args)
+    result = soup("tail", address, "--user", "u", *args, env=password_env())
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()

@@ -112,8 +112,13 @@ class RawClient:
         self.eof = False
 
     @classmethod
-    async def connect(cls, address: tuple[str, int], *, rcvbuf: int | None = None) -> RawClient:
+    async def connect(
+        cls, address: tuple[str, int], *, rcvbuf: int | None = None, source: str | None = None
+    ) -> RawClient:
+        """Connect to ``address`` (from the loopback address ``source``, e.g. ``127.0.0.2``)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if source is not None:
+            sock.bind((source, 0))
         if rcvbuf is not None:
             # Before connect, so the window the server sees is small from the start.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)

@@ -37,6 +37,8 @@ from cliutil import (
     hex_lines,
     json_records,
     make_payloads,
+    password_env,
+    password_file,
     processes,
     single_error_line,
     soup,
@@ -86,8 +88,8 @@ def test_serve_stdin_then_tail_json_round_trip(processes: Processes, tmp_path: P
 
     # --sequence 0: only what is published after the login.
     news = processes.start(
-        "-v", "tail", feed.address, "--user", "u", "--password", "p", "--sequence", "0", "--count", "2",
-        "--format", "json",
+        "-v", "tail", feed.address, "--user", "u", "--sequence", "0", "--count", "2",
+        "--format", "json", env=password_env(),
     )  # fmt: skip
     news.wait_stderr(f"login accepted, next sequence {len(payloads) - 1}")
     feed.publish(payloads[-2:])
@@ -126,7 +128,7 @@ def test_tail_formats_start_and_count(shared_feed: Feed) -> None:
 def test_tail_into_a_closed_pipe_stops_quietly(shared_feed: Feed, processes: Processes) -> None:
     # Like `soup tail | head -1`: the shared stream overfills the pipe, so tail is writing when
     # the reader goes away.
-    tail = processes.start("tail", shared_feed.address, "--user", "u", "--password", "p", stdout_pipe=True)
+    tail = processes.start("tail", shared_feed.address, "--user", "u", stdout_pipe=True, env=password_env())
     assert tail.process.stdout is not None
     assert tail.process.stdout.readline().decode() == text_lines(SHARED[:1])[0] + "\n"
     tail.process.stdout.close()
@@ -209,12 +211,13 @@ def test_cat_reads_a_journal_being_written_without_changing_it(processes: Proces
 
 
 def test_record_killed_at_random_moments_resumes_without_gap(processes: Processes, tmp_path: Path) -> None:
+    secret = str(password_file(tmp_path / "password", "p"))
     seed = random.randrange(1 << 32)
     rng = random.Random(seed)
     feed = Feed(processes, tmp_path / "feed.journal")
     recorded = tmp_path / "record.journal"
     payloads = AWKWARD + make_payloads(3000, rng)
-    record = ["record", feed.address, "--journal", str(recorded), "--user", "u", "--password", "p"]
+    record = ["record", feed.address, "--journal", str(recorded), "--user", "u", "--password-file", secret]
     counts = []
     # The feed lasts a few seconds; the recorder is killed four times meanwhile, then finishes.
     with Feeder(feed, payloads, chunk=25, pause=0.03):
@@ -237,10 +240,11 @@ def test_record_killed_at_random_moments_resumes_without_gap(processes: Processe
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_record_stops_cleanly_on_signal_and_resumes(processes: Processes, tmp_path: Path, sig: int) -> None:
+    secret = str(password_file(tmp_path / "password", "p"))
     feed = Feed(processes, tmp_path / "feed.journal")
     recorded = tmp_path / "record.journal"
     payloads = AWKWARD + make_payloads(4000, random.Random(5))
-    record = ["record", feed.address, "--journal", str(recorded), "--user", "u", "--password", "p"]
+    record = ["record", feed.address, "--journal", str(recorded), "--user", "u", "--password-file", secret]
     with Feeder(feed, payloads, chunk=40, pause=0.02):
         recorder = processes.start(*record)
         wait_until(lambda: stored_count(recorded) >= 100, "the recorder's first messages", recorder)
@@ -268,17 +272,17 @@ def test_relay_chained_twice_delivers_the_stream_intact(processes: Processes, tm
 
     relay_a = processes.start(
         "relay", feed.address, "--listen", "127.0.0.1:0", "--journal", str(tmp_path / "a.journal"),
-        "--upstream-user", "u", "--upstream-password", "p", "--user", "ua", "--password", "pa",
+        "--upstream-user", "u", "--user", "ua", env=password_env("pa", upstream="p"),
     )  # fmt: skip
     address_a = relay_a.wait_stderr(r"soup relay: \S+ -> (\S+:\d+), session 'FEED'").group(1)
     relay_b = processes.start(
         "relay", address_a, "--listen", "127.0.0.1:0", "--journal", str(tmp_path / "b.journal"),
-        "--upstream-user", "ua", "--upstream-password", "pa", "--user", "ub", "--password", "pb",
+        "--upstream-user", "ua", "--user", "ub", env=password_env("pb", upstream="pa"),
     )  # fmt: skip
     address_b = relay_b.wait_stderr(r"soup relay: \S+ -> (\S+:\d+), session 'FEED'").group(1)
     tail = processes.start(
-        "tail", address_b, "--user", "ub", "--password", "pb", "--format", "json",
-        "--count", str(len(payloads)),
+        "tail", address_b, "--user", "ub", "--format", "json",
+        "--count", str(len(payloads)), env=password_env("pb"),
     )  # fmt: skip
     wait_until(lambda: tail.stdout().count("\n") >= 800, "the first part through both relays", tail)
     feed.publish(payloads[800:])  # after the relays and the tail started
@@ -308,18 +312,18 @@ def test_bad_credentials_fail_at_once(shared_feed: Feed, tmp_path: Path, command
     journal = tmp_path / f"{command}.journal"
     journal_options = ["--journal", str(journal)]
     arguments = {
-        "tail": ["--user", "u", "--password", "wrong"],
-        "record": [*journal_options, "--user", "u", "--password", "wrong"],
-        "relay": [*journal_options, "--listen", ":0", "--upstream-user", "u", "--upstream-password", "wrong"],
+        "tail": ["--user", "u"],
+        "record": [*journal_options, "--user", "u"],
+        "relay": [*journal_options, "--listen", ":0", "--upstream-user", "u"],
     }[command]
-    result = soup(command, shared_feed.address, *arguments)
+    result = soup(command, shared_feed.address, *arguments, env=password_env("wrong", upstream="wrong"))
     assert result.returncode == 1
     assert "rejected" in single_error_line(result.stderr)
     assert not journal.exists()
 
 
 def test_tail_of_another_session_fails_in_one_line(shared_feed: Feed) -> None:
-    result = soup("tail", shared_feed.address, "--user", "u", "--password", "p", "--session", "OTHER")
+    result = soup("tail", shared_feed.address, "--user", "u", "--session", "OTHER", env=password_env())
     assert result.returncode == 1
     assert "session" in single_error_line(result.stderr)
 
@@ -351,8 +355,8 @@ def test_serve_stdin_line_too_long_for_a_message_fails(tmp_path: Path) -> None:
     lines = b"first\n" + b"x" * 70_000 + b"\nafter\n"
     journal = tmp_path / "feed.journal"
     result = soup(
-        "serve", "--listen", "127.0.0.1:0", "--journal", str(journal), "--user", "u", "--password", "p",
-        "--stdin", input=lines,
+        "serve", "--listen", "127.0.0.1:0", "--journal", str(journal), "--user", "u",
+        "--stdin", input=lines, env=password_env(),
     )  # fmt: skip
     assert result.returncode == 1
     announcement, rest = result.stderr.split("\n", 1)

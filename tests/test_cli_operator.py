@@ -34,6 +34,7 @@ from cliutil import (
     Processes,
     Running,
     cat_lines,
+    password_env,
     processes,
     serve_journal,
     single_error_line,
@@ -239,7 +240,7 @@ def test_a_dead_server_first_in_the_list_is_skipped(
 def test_connection_trouble_is_said_once_per_change_of_state(processes: Processes, tmp_path: Path) -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
-    tail = processes.start("-v", "tail", address, "--user", "u", "--password", "p")
+    tail = processes.start("-v", "tail", address, "--user", "u", env=password_env())
     # The library logs every attempt (-v); the command says it once.
     wait_until(lambda: tail.stderr().count("cannot log in at") >= 3, "three attempts", tail)
     refused = f"soup tail: cannot connect to {address}: connection refused; retrying in"
@@ -391,7 +392,7 @@ def test_starting_past_the_end_says_so_once_and_waits(processes: Processes, tmp_
     feed.publish([b"m1", b"m2", b"m3"])
     feed.wait_stored()
     tail = processes.start(
-        "tail", feed.address, "--user", "u", "--password", "p", "--sequence", "6", "--count", "2"
+        "tail", feed.address, "--user", "u", "--sequence", "6", "--count", "2", env=password_env()
     )
     tail.wait_stderr("soup tail: session 'FEED' holds 3 messages so far; waiting for message 6")
     feed.publish([b"m4", b"m5", b"m6", b"m7"])
@@ -411,6 +412,7 @@ COMMANDS = [
     "cat",
     "relay",
     "publish",
+    "passwd",
     "mold-serve",
     "mold-tail",
     "mold-record",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import ssl
 import subprocess
@@ -85,13 +86,17 @@ def soup_command(*arguments: str) -> list[str]:
 
 
 async def test_cli_serve_and_tail_with_tls(certificates: Certificates, tmp_path: Path) -> None:
-    """``soup serve --tls-cert --tls-key`` and ``soup tail --tls --tls-ca``, as processes; with
-    -vv neither prints the password; ``soup tail`` without --tls fails with one clear line."""
+    """``soup serve --tls-cert --tls-key`` and ``soup tail --tls --tls-ca``, as processes (the
+    password from a file and from ``SOUP_PASSWORD``); with -vv neither prints the password;
+    ``soup tail`` without --tls fails with one clear line."""
     password = "Tls-s3cret"
+    secret = tmp_path / "password"
+    secret.write_text(password + "\n")
+    secret.chmod(0o600)
     serve_arguments = ["-vv", "serve", "--listen", f"{HOST}:0", "--stdin", "--user", "alice"]
     serve_arguments += [
-        "--password",
-        password,
+        "--password-file",
+        str(secret),
         "--tls-cert",
         str(certificates.cert),
         "--tls-key",
@@ -114,7 +119,8 @@ async def test_cli_serve_and_tail_with_tls(certificates: Certificates, tmp_path:
         port = int(serve_log.split(b"soup serve: session")[1].split(b"\n")[0].rsplit(b":", 1)[1])
         serve.stdin.write(b"".join(b"line %d\n" % n for n in range(1, 6)))
         serve.stdin.flush()
-        login = ["--user", "alice", "--password", password, "--no-reconnect"]
+        login = ["--user", "alice", "--no-reconnect"]
+        env = {**os.environ, "SOUP_PASSWORD": password}
         tls = ["--tls", "--tls-ca", str(certificates.ca)]
         tail = await asyncio.to_thread(
             subprocess.run,
@@ -122,6 +128,7 @@ async def test_cli_serve_and_tail_with_tls(certificates: Certificates, tmp_path:
             capture_output=True,
             timeout=WAIT,
             check=False,
+            env=env,
         )
         assert tail.returncode == 0, tail.stderr.decode(errors="replace")
         lines = tail.stdout.decode().splitlines()
@@ -133,6 +140,7 @@ async def test_cli_serve_and_tail_with_tls(certificates: Certificates, tmp_path:
             capture_output=True,
             timeout=WAIT,
             check=False,
+            env=env,
         )
         assert plain.returncode == 1, plain
         message = plain.stderr.decode(errors="replace").strip()
@@ -188,6 +196,7 @@ async def test_credentials_never_reach_logs_or_reprs(
             repr(server),
             str(server),
             repr(server.stats()),
+            repr(server.login_gate.throttle),
             str(rejected.value),
             repr(rejected.value),
         ]
@@ -202,3 +211,6 @@ async def test_credentials_never_reach_logs_or_reprs(
         assert "Zq8sx3" not in text, f"{record.name}: {text}"
     assert "Zq8sx3" not in caplog.text
     assert "login refused: bad credentials for user 'alice'" in caplog.text  # the rejection was logged
+    # The audit trail has both logins, without either password (issue 27).
+    assert "login accepted: user='alice'" in caplog.text
+    assert "login rejected (A): user='alice'" in caplog.text and "reason='wrong password'" in caplog.text

@@ -74,10 +74,11 @@ async def test_soup_serve_and_soup_tail_are_scraped_while_messages_flow() -> Non
     endpoints scraped while lines flow, checked against the lines sent and printed."""
     port, serve_metrics_port, tail_metrics_port = free_port(), free_port(), free_port()
     serve = await asyncio.create_subprocess_exec(
-        *soup_command("serve", "--listen", f"{HOST}:{port}", "--stdin", "--user", "u", "--password", "p"),
+        *soup_command("serve", "--listen", f"{HOST}:{port}", "--stdin", "--user", "u"),
         *("--metrics", f"{HOST}:{serve_metrics_port}"),
         stdin=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=cliutil.password_env(),
     )
     tail: asyncio.subprocess.Process | None = None
     try:
@@ -89,10 +90,11 @@ async def test_soup_serve_and_soup_tail_are_scraped_while_messages_flow() -> Non
         assert line.decode() == f"soup serve: metrics on {url}/metrics, health check on {url}/healthz\n"
         serve_address, tail_address = (HOST, serve_metrics_port), (HOST, tail_metrics_port)
         tail = await asyncio.create_subprocess_exec(
-            *soup_command("tail", f"{HOST}:{port}", "--user", "u", "--password", "p"),
+            *soup_command("tail", f"{HOST}:{port}", "--user", "u"),
             *("--metrics", f"{HOST}:{tail_metrics_port}"),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            env=cliutil.password_env(),
         )
         assert tail.stdout is not None
         sent = 0
@@ -131,8 +133,8 @@ def test_soup_record_is_scraped_while_messages_flow_and_stops_on_ctrl_c(
     feed = cliutil.Feed(processes, tmp_path / "feed.journal")
     journal = tmp_path / "copy.journal"
     record = processes.start(
-        "record", feed.address, "--journal", str(journal), "--user", "u", "--password", "p",
-        "--metrics", f"{HOST}:0",
+        "record", feed.address, "--journal", str(journal), "--user", "u",
+        "--metrics", f"{HOST}:0", env=cliutil.password_env(),
     )  # fmt: skip
     address = metrics_address(record)
     rng = random.Random(18)
@@ -179,8 +181,9 @@ def test_soup_relay_serves_its_upstream_and_downstream_sides_on_one_endpoint(
     feed = cliutil.Feed(processes, tmp_path / "feed.journal")
     feed.publish(cliutil.make_payloads(1000, random.Random(7)))
     relay = processes.start(
-        "relay", feed.address, "--upstream-user", "u", "--upstream-password", "p",
+        "relay", feed.address, "--upstream-user", "u",
         "--journal", str(tmp_path / "relay.journal"), "--listen", f"{HOST}:0", "--metrics", f"{HOST}:0",
+        env=cliutil.password_env(upstream="p"),
     )  # fmt: skip
     address = metrics_address(relay)
     downstream = relay.wait_stderr(r"-> ([\d.]+:\d+), session 'FEED'").group(1)

@@ -17,7 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from cliutil import Processes, processes, single_error_line, soup, stored_count, text_lines, wait_until
+from cliutil import (
+    Processes,
+    password_env,
+    password_file,
+    processes,
+    single_error_line,
+    soup,
+    stored_count,
+    text_lines,
+    wait_until,
+)
 from moldutil import LOOPBACK, Rule, ThreadRelay, every, free_udp_port, run_of
 from netutil import free_port
 
@@ -86,17 +96,18 @@ def test_mold_tail_prints_every_message_once_by_soupbintcp_recovery_alone(
 ) -> None:
     payloads = lines_fed()
     journal = tmp_path / "feed.journal"
+    secret = str(password_file(tmp_path / "password", "p"))
     soup_port, port = free_port(), free_udp_port()
     writer = processes.start(
         "serve", "--listen", f"127.0.0.1:{soup_port}", "--journal", str(journal), "--session", "FEED",
-        "--user", "u", "--password", "p", "--stdin",
-        stdin=True,
+        "--user", "u", "--stdin",
+        stdin=True, env=password_env(),
     )  # fmt: skip
     writer.wait_stderr("soup serve: session 'FEED'")
     relay = ThreadRelay([((LOOPBACK, port), rule)]).begin()
     try:
         tail = processes.start(
-            "mold-tail", f":{port}", "--recover", f":{soup_port}", "--user", "u", "--password", "p",
+            "mold-tail", f":{port}", "--recover", f":{soup_port}", "--user", "u", "--password-file", secret,
             "--count", str(N), "--format", "text",
         )  # fmt: skip
         wait_until(lambda: bound(port), "mold-tail listening", tail)

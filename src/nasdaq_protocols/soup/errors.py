@@ -18,6 +18,7 @@ Hierarchy (every class below also derives from :class:`SoupError`)::
      +-- SessionChangedError                         a subscriber's server now serves another session
      +-- SequenceGapError                            a subscriber's server resumed past the next message
      +-- SubscriberGaveUp        (ConnectionError)   a subscriber's retries ran out
+     +-- UsersFileError          (ValueError)        a users file (``--users``) that cannot be read as one
 
 Where the seed API requires a builtin (``ConnectionRefusedError`` on a rejected login) the error
 is a subclass of it that adds the reason.
@@ -52,6 +53,7 @@ __all__ = [
     "SoupError",
     "StoreError",
     "SubscriberGaveUp",
+    "UsersFileError",
 ]
 
 
@@ -190,3 +192,18 @@ class SubscriberGaveUp(SoupError, ConnectionError):
 
 class MetricsUnavailableError(SoupError, ImportError):
     """``prometheus_client`` (the ``metrics`` extra) is not installed; the message says how to get it."""
+
+
+class UsersFileError(SoupError, ValueError):
+    """A users file (``SoupServer(users=UsersFile(path))``, ``soup serve --users``) is not valid:
+    the message names the file and the line, and never quotes a password hash.
+
+    Attributes:
+        path: the file.
+        line: the line number (1-based), or ``None`` for the file as a whole.
+    """
+
+    def __init__(self, message: str, path: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line

@@ -1,10 +1,12 @@
-"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish, and mold-serve, mold-tail,
-mold-record (MoldUDP64).
+"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish, passwd, and mold-serve,
+mold-tail, mold-record (MoldUDP64).
 
 One process per subcommand, each a thin shell over the library (:class:`SoupServer`,
 :func:`subscribe`, :class:`FileStore`, :class:`Relay`), one module per subcommand; the modules
 they share: :mod:`.running` (exit codes, one-line errors, Ctrl-C and SIGTERM), :mod:`.addresses`
 (``HOST:PORT`` lists, name resolution, free ports), :mod:`.output` (message formats, progress),
+:mod:`.passwords` (passwords from the environment or a file), :mod:`.access` (who may log in to a
+command's server: ``--users``, ``--audit-log``),
 :mod:`.options` (TLS and other shared options), :mod:`.follow` (receiving with fail-over and
 state reports), :mod:`.journals`, :mod:`.lines` and :mod:`.streams`; :mod:`.molds` for the
 MoldUDP64 commands (receiving options, metrics).
@@ -28,6 +30,7 @@ from .mold_record import mold_record
 from .mold_serve import mold_serve
 from .mold_tail import mold_tail
 from .output import escape_payload, format_message
+from .passwd import passwd
 from .publish import publish
 from .record import record
 from .relay import relay
@@ -62,5 +65,5 @@ def main(verbose: int) -> None:
     setup_logging(verbose)
 
 
-for _command in (demo, serve, tail, record, cat, relay, publish, mold_serve, mold_tail, mold_record):
+for _command in (demo, serve, tail, record, cat, relay, publish, passwd, mold_serve, mold_tail, mold_record):
     main.add_command(_command)

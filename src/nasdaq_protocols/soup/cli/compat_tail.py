@@ -9,12 +9,18 @@ makes one connection and does not reconnect: it exits 0 when that connection clo
 cannot connect or log in (one line on standard error). Ctrl-C and SIGTERM stop it as they stop
 ``soup tail`` (exit 130, 143). For fail-over, resuming and formats, use ``soup tail``.
 
+Besides ``-P``, the password may come from ``$SOUP_PASSWORD`` or ``--password-file PATH`` (so that
+it is not on the command line for every user of the machine to see); ``-P`` is used as the
+original uses it, without the warning ``soup tail --password`` gives, so that its standard error
+stays the original's.
+
 Its module path for importers is :mod:`nasdaq_protocols.soup.tools_soup_tail` (``command``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 import click
 
@@ -24,6 +30,7 @@ from ..session import SoupClientSession, connect_async
 from .addresses import Address, resolve_addresses
 from .follow import BATCH, CLOSE_TIMEOUT
 from .output import OutputClosed, write_output
+from .passwords import PASSWORD_ENV, read_password_file
 from .running import StopRequest, run_command, setup_logging
 
 __all__ = ["command", "format_reference_lines", "tail_one_connection"]
@@ -33,7 +40,13 @@ __all__ = ["command", "format_reference_lines", "tail_one_connection"]
 @click.option("-h", "--host", required=True, help="Server host.")
 @click.option("-p", "--port", required=True, type=click.IntRange(1, 65535), help="Server port.")
 @click.option("-U", "--user", required=True, help="Username to log in with.")
-@click.option("-P", "--password", required=True, help="Password to log in with.")
+@click.option("-P", "--password", help="Password to log in with (else $SOUP_PASSWORD, or --password-file).")
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Read the password from the first line of this file (keep it chmod 600).",
+)
 @click.option(
     "-S", "--session", default="", show_default=True, help="Session to join (default: the current one)."
 )
@@ -66,7 +79,8 @@ def command(
     host: str,
     port: int,
     user: str,
-    password: str,
+    password: str | None,
+    password_file: str | None,
     session: str,
     sequence: int,
     client_heartbeat_interval: float,
@@ -79,13 +93,22 @@ def command(
     reconnect, its output format. soup tail does more (fail-over, resume, JSON).
     """
     setup_logging(verbose)
+    if password is not None and password_file is not None:
+        raise click.UsageError("give -P/--password or --password-file, not both")
+    if password_file is not None:
+        password = read_password_file(password_file)
+    elif password is None:
+        password = os.environ.get(PASSWORD_ENV)
+        if not password:
+            raise click.UsageError(f"a password is needed: -P/--password, ${PASSWORD_ENV} or --password-file")
+    secret = password
 
     async def main(stop: StopRequest) -> None:
         await tail_one_connection(
             stop,
             (host, port),
             user,
-            password,
+            secret,
             session,
             sequence,
             client_heartbeat_interval,

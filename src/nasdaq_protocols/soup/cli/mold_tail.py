@@ -55,7 +55,7 @@ def mold_tail(
     \b
     Examples:
       soup mold-tail 239.1.1.1:6231 --rerequest 10.0.0.5:6232
-      soup mold-tail 239.1.1.1:6231 239.1.2.1:6231 --recover gw:7000 --user u --password p
+      SOUP_PASSWORD=p soup mold-tail 239.1.1.1:6231 239.1.2.1:6231 --recover gw:7000 --user u
     """
     for line in lines:
         check_metrics_apart(metrics, line)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -21,6 +22,7 @@ from ..core import SequencedData
 from ..metrics import MetricsEndpoint, serve_metrics
 from .addresses import SERVER_ADDRESS, Address, server_addresses
 from .options import announce_metrics
+from .passwords import password_options, resolve_password
 from .running import StopRequest
 
 __all__ = [
@@ -72,7 +74,7 @@ def receiving_options(function: F) -> F:
             help="SoupBinTCP server(s) of the same stream to recover missing messages from.",
         ),
         click.option("--user", default="", help="Username for --recover."),
-        click.option("--password", default="", help="Password for --recover."),
+        password_options("for --recover"),
         click.option("--session", default="", help="Session to follow (default: the first packet's)."),
         click.option(
             "--allow-gaps",
@@ -80,9 +82,16 @@ def receiving_options(function: F) -> F:
             help="Skip messages that cannot be recovered (and count them) instead of failing.",
         ),
     ]
+
+    @functools.wraps(function)
+    def command(*args: Any, password: str | None, password_file: str | None, **given: Any) -> Any:
+        # The command sees one password: --password-file's, --password's or $SOUP_PASSWORD.
+        return function(*args, password=resolve_password(password, password_file) or "", **given)
+
+    wrapped = cast(F, command)
     for option in reversed(options):
-        function = option(function)
-    return function
+        wrapped = option(wrapped)
+    return wrapped
 
 
 def receiver_from_options(

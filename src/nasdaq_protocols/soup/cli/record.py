@@ -35,6 +35,7 @@ from .options import (
     reconnect_option,
 )
 from .output import Progress, Rate
+from .passwords import password_options, resolve_password
 from .running import StopRequest, run_command, say
 
 __all__ = ["only_sequenced", "record", "record_stream"]
@@ -58,7 +59,7 @@ def only_sequenced(batch: list[SoupMessage]) -> list[SequencedData]:
 @servers_argument("servers")
 @click.option("--journal", required=True, type=click.Path(dir_okay=False), help="Journal file to write.")
 @click.option("--user", default="", help="Username to log in with.")
-@click.option("--password", default="", help="Password to log in with.")
+@password_options("to log in with")
 @click.option("--session", default="", help="Session to record (default: the journal's, else the server's).")
 @count_option("Stop once the journal holds this many messages.")
 @heartbeat_option
@@ -70,7 +71,8 @@ def record(
     servers: list[Address],
     journal: str,
     user: str,
-    password: str,
+    password: str | None,
+    password_file: str | None,
     session: str,
     count: int | None,
     heartbeat: float,
@@ -89,10 +91,11 @@ def record(
     soup cat, and served with soup serve --journal.
     """
     options = subscriber_options(heartbeat, reconnect, client_ssl(tls, tls_ca, tls_cert, tls_key))
+    secret = resolve_password(password, password_file) or ""
 
     async def main(stop: StopRequest) -> None:
         await record_stream(
-            stop, servers, journal, user, password, session, count, durability, options, metrics
+            stop, servers, journal, user, secret, session, count, durability, options, metrics
         )  # fmt: skip
 
     run_command(main)

@@ -13,6 +13,7 @@ import click
 
 from ..relay import Relay
 from ..store import Durability, FileStore
+from .access import ServerAccess, server_login_options
 from .addresses import (
     LISTEN_ADDRESS,
     Address,
@@ -36,13 +37,13 @@ from .options import (
     check_metrics_apart,
     client_ssl,
     client_tls_options,
-    credentials,
     durability_option,
     heartbeat_option,
     metrics_option,
     server_ssl,
     server_tls_options,
 )
+from .passwords import UPSTREAM_PASSWORD_ENV, password_options, resolve_password
 from .running import StopRequest, close_server, run_command, say
 
 __all__ = ["relay", "run_relay"]
@@ -61,12 +62,11 @@ __all__ = ["relay", "run_relay"]
     "--journal", required=True, type=click.Path(dir_okay=False), help="Journal that buffers the stream."
 )
 @click.option("--upstream-user", default="", help="Username for the upstream servers.")
-@click.option("--upstream-password", default="", help="Password for the upstream servers.")
+@password_options("for the upstream servers", prefix="upstream", env=UPSTREAM_PASSWORD_ENV)
 @click.option(
     "--session", default="", help="Upstream session (default: the journal's, else the current one)."
 )
-@click.option("--user", help="Username downstream clients must log in with (any login when absent).")
-@click.option("--password", help="Password downstream clients must log in with.")
+@server_login_options("downstream clients")
 @heartbeat_option
 @durability_option
 @client_tls_options("upstream", "the upstream servers")
@@ -77,10 +77,10 @@ def relay(
     listen: Address,
     journal: str,
     upstream_user: str,
-    upstream_password: str,
+    upstream_password: str | None,
+    upstream_password_file: str | None,
     session: str,
-    user: str | None,
-    password: str | None,
+    access: ServerAccess,
     heartbeat: float,
     durability: Durability,
     upstream_tls: bool,
@@ -100,7 +100,9 @@ def relay(
     the upstream session ends, so does the relay's (it keeps serving until stopped). With
     --metrics, one endpoint reports both sides: the upstream subscriber and the downstream server.
     """
-    downstream_credentials = credentials(user, password)
+    secret = resolve_password(
+        upstream_password, upstream_password_file, env=UPSTREAM_PASSWORD_ENV, option="--upstream-password"
+    )
     check_metrics_apart(metrics, listen)
     upstream_options = subscriber_options(
         heartbeat,
@@ -108,25 +110,26 @@ def relay(
         client_ssl(upstream_tls, upstream_tls_ca, upstream_tls_cert, upstream_tls_key, prefix="upstream"),
     )
     server_options: dict[str, Any] = {
-        "credentials": downstream_credentials,
+        **access.server_options(),
         "heartbeat_interval": heartbeat,
         "ssl": server_ssl(tls_cert, tls_key, tls_ca),
     }
 
     async def main(stop: StopRequest) -> None:
-        await run_relay(
-            stop,
-            upstream,
-            listen,
-            journal,
-            upstream_user,
-            upstream_password,
-            session,
-            durability,
-            upstream_options,
-            server_options,
-            metrics,
-        )
+        with access.active():
+            await run_relay(
+                stop,
+                upstream,
+                listen,
+                journal,
+                upstream_user,
+                secret or "",
+                session,
+                durability,
+                upstream_options,
+                server_options,
+                metrics,
+            )
 
     run_command(main)
 

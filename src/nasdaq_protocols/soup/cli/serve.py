@@ -19,6 +19,7 @@ from ..errors import SoupError
 from ..metrics import MetricsEndpoint, serve_metrics
 from ..server import SoupServer
 from ..store import Durability, FileStore, MemoryStore, MessageStore
+from .access import ServerAccess, server_login_options
 from .addresses import LISTEN_ADDRESS, Address, check_can_listen, format_address
 from .journals import JournalCreation, check_journal_folder, journal_position
 from .lines import stdin_lines
@@ -26,7 +27,6 @@ from .options import (
     DURABILITY_HELP,
     announce_metrics,
     check_metrics_apart,
-    credentials,
     metrics_option,
     server_ssl,
     server_tls_options,
@@ -65,8 +65,7 @@ log = logging.getLogger("soup")
     help="With --store: keep the mirror in this journal, so a restart downloads only what is new.",
 )
 @click.option("--session", help="Session name, at most 10 characters (default: the journal's, else SESSION).")
-@click.option("--user", help="Username clients must log in with (any login is accepted when absent).")
-@click.option("--password", help="Password clients must log in with.")
+@server_login_options("clients")
 @click.option("--stdin", "from_stdin", is_flag=True, help="Publish each line of standard input as a message.")
 @click.option("--per-user", is_flag=True, help="A stream per username (order-entry style).")
 @click.option(
@@ -108,8 +107,7 @@ def serve(
     store_url: str | None,
     cache: str | None,
     session: str | None,
-    user: str | None,
-    password: str | None,
+    access: ServerAccess,
     from_stdin: bool,
     per_user: bool,
     heartbeat: float,
@@ -142,15 +140,15 @@ def serve(
         raise click.UsageError("--cache goes with --store")
     if session is not None and (len(session) > 10 or not session.isascii()):
         raise click.BadParameter(f"{session!r} is longer than 10 ASCII characters", param_hint="--session")
-    allowed = credentials(user, password)
     ssl = server_ssl(tls_cert, tls_key, tls_ca)
     check_metrics_apart(metrics, listen)
 
     async def main(stop: StopRequest) -> None:
-        await serve_session(
-            stop, listen, journal, jetstream, cache, session, allowed, from_stdin, per_user,
-            heartbeat, client_timeout, login_timeout, durability, max_lag, ssl, metrics,
-        )  # fmt: skip
+        with access.active():
+            await serve_session(
+                stop, listen, journal, jetstream, cache, session, access, from_stdin, per_user,
+                heartbeat, client_timeout, login_timeout, durability, max_lag, ssl, metrics,
+            )  # fmt: skip
 
     run_command(main)
 
@@ -182,7 +180,7 @@ async def serve_session(
     jetstream: tuple[list[str], str] | None,
     cache: str | None,
     session: str | None,
-    allowed: dict[str, str] | None,
+    access: ServerAccess,
     from_stdin: bool,
     per_user: bool,
     heartbeat: float,
@@ -196,7 +194,8 @@ async def serve_session(
     """Serve until stopped (or until standard input fails, with --stdin).
 
     ``metrics``: serve the server's (and a JetStream gateway's) metrics and health there
-    (``--metrics``), from the server's start to its close.
+    (``--metrics``), from the server's start to its close. ``access``: who may log in (the
+    caller runs this inside ``access.active()`` for the audit log and SIGHUP).
 
     Raises:
         Stopped: a stop signal arrived (after closing the server and its stores).
@@ -243,7 +242,7 @@ async def serve_session(
                     store=store,
                     per_user=per_user,
                     store_factory=factory,
-                    credentials=allowed,
+                    **access.server_options(),
                     heartbeat_interval=heartbeat,
                     client_timeout=client_timeout,
                     login_timeout=login_timeout,
@@ -271,8 +270,8 @@ async def serve_session(
         early.starting = None
     elif server.metrics is not None:
         announce_metrics(server.metrics.address)
-    if allowed is None:
-        say("no --user/--password given: any login is accepted")
+    if access.open_to_all:
+        say("no --user or --users given: any login is accepted")
     rate = Rate()
 
     def describe() -> str:

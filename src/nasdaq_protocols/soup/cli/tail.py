@@ -31,6 +31,7 @@ from .options import (
     reconnect_option,
 )
 from .output import OutputClosed, Progress, Rate, format_batch, write_output
+from .passwords import password_options, resolve_password
 from .running import StopRequest, run_command, say
 
 __all__ = ["follow_and_print", "tail"]
@@ -39,7 +40,7 @@ __all__ = ["follow_and_print", "tail"]
 @click.command(short_help="Print a session's messages live, one line each.")
 @servers_argument("servers")
 @click.option("--user", default="", help="Username to log in with.")
-@click.option("--password", default="", help="Password to log in with.")
+@password_options("to log in with")
 @click.option("--session", default="", help="Session to join (default: the server's current one).")
 @click.option(
     "--sequence",
@@ -57,7 +58,8 @@ __all__ = ["follow_and_print", "tail"]
 def tail(
     servers: list[Address],
     user: str,
-    password: str,
+    password: str | None,
+    password_file: str | None,
     session: str,
     sequence: int,
     count: int | None,
@@ -79,14 +81,15 @@ def tail(
 
     \b
     Examples:
-      soup tail :7000 --user u --password p
+      SOUP_PASSWORD=p soup tail :7000 --user u
       soup tail gw1:7000 gw2:7000 --format json --sequence 0
     """
     options = subscriber_options(heartbeat, reconnect, client_ssl(tls, tls_ca, tls_cert, tls_key))
+    secret = resolve_password(password, password_file) or ""
 
     async def main(stop: StopRequest) -> None:
         await follow_and_print(
-            stop, servers, user, password, session, sequence, count, fmt, options, metrics
+            stop, servers, user, secret, session, sequence, count, fmt, options, metrics
         )  # fmt: skip
 
     run_command(main)

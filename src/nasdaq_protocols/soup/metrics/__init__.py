@@ -28,7 +28,9 @@ Server (:class:`~nasdaq_protocols.soup.server.SoupServer`)
     application_error|send_error}`` (connections the server closed),
     ``soup_clients_closed_total{reason=...}`` (every connection that closed, by its close reason:
     the server's ``CLIENT_CLOSE_REASONS``), ``soup_limits_reached_total{limit=...}`` (the
-    server's ``LIMITS``).
+    server's ``LIMITS``), ``soup_logins_throttled_total`` and
+    ``soup_login_throttle_seconds_total`` (answers the login throttle delayed, and for how long
+    in all), ``soup_login_throttled{kind=address|user}`` (those delayed now).
 Subscriber (:class:`~nasdaq_protocols.soup.subscriber.Subscriber`)
     ``soup_subscriber_connected`` (0/1), ``soup_subscriber_next_sequence``,
     ``soup_subscriber_messages_total``, ``soup_subscriber_unsequenced_total``,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
@@ -133,6 +133,31 @@ class ServerCollector(Collector):
         for limit, count in stats["limits_reached"].items():
             limits.add_metric((session, limit), count)
         yield limits
+        yield from _throttle_families(stats, session)
+
+
+def _throttle_families(stats: dict[str, Any], session: str) -> Iterator[Metric]:
+    """The login throttle's metrics (see ``SoupServer.stats()`` and ``server.throttle``)."""
+    yield _counter(
+        "soup_logins_throttled",
+        "Login answers delayed because their address or user kept failing to log in.",
+        session,
+        stats["logins_throttled"],
+    )
+    yield _counter(
+        "soup_login_throttle_seconds",
+        "Seconds login answers were delayed by the throttle, in all.",
+        session,
+        stats["login_throttle_seconds"],
+    )
+    throttled = GaugeMetricFamily(
+        "soup_login_throttled",
+        "Addresses and users whose logins are delayed now.",
+        labels=("session", "kind"),
+    )
+    throttled.add_metric((session, "address"), stats["throttled_addresses"])
+    throttled.add_metric((session, "user"), stats["throttled_users"])
+    yield throttled
 
 
 class SubscriberCollector(Collector):

@@ -11,8 +11,9 @@ hand-over. Two stream models:
   ``session.reply()``.
 
 What happens to one client is in :mod:`.served`; the fan-out of a stream in :mod:`.stream`; the
-connection limits and counters in :mod:`.admission`. This module decides logins, publishes, ends
-the session and reports.
+connection limits and counters in :mod:`.admission`; the users file in :mod:`.users`; what every
+login goes through (the throttle's delay, the audit line) in :mod:`.login`. This module decides
+logins, publishes, ends the session and reports.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import hmac
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +31,12 @@ from nasdaq_protocols.common.errors import CloseReason
 from ..core import LoginAccepted, LoginRejected, LoginRejectReason, LoginRequest
 from ..framing import MAX_PACKET_SIZE
 from ..store import MemoryStore, MessageStore, ServedStore, served_store
-from .admission import CLIENT_DROP_REASONS, LIMITS, Admission
+from .admission import CLIENT_DROP_REASONS, LIMITS, MAX_UNAUTHENTICATED_PER_ADDRESS, Admission
+from .login import LoginAttempt, LoginGate
 from .served import ServedSession
 from .stream import Stream
+from .throttle import LoginThrottle
+from .users import UsersFile
 
 if TYPE_CHECKING:
     from ..metrics import MetricsEndpoint
@@ -56,8 +61,16 @@ class SoupServer:
         per_user: keep a stream per username (order-entry style) instead of one shared stream.
         store_factory: per-user mode: ``store_factory(user) -> MessageStore`` (default: memory).
         credentials: ``{user: password}``; compared in constant time. ``None`` with no
-            ``authenticate`` accepts any login.
+            ``authenticate`` or ``users`` accepts any login.
         authenticate: ``async authenticate(user, password) -> bool`` instead of ``credentials``.
+        users: a :class:`~.users.UsersFile` instead: scrypt-hashed passwords checked in a worker
+            thread, and per-user session lists (a user may log in to the sessions its line
+            lists; others get Login Rejected ``S``). Its :meth:`~.users.UsersFile.reload` takes
+            effect at the next login; logged-in clients stay.
+        throttle: the :class:`~.throttle.LoginThrottle` that delays the answers to addresses and
+            users that keep failing to log in (default: ``LoginThrottle()``: 5 failures free,
+            then 0.1 s doubling up to 5 s). Every login is also written to the audit log
+            (:mod:`.audit`, logger ``nasdaq_protocols.soup.audit``).
         heartbeat_interval: seconds of server silence after which it sends a heartbeat (1, the spec's).
         client_timeout: seconds of client silence after which it is dropped (15); a 4.1 login's
             heartbeat timeout overrides it for that client.
@@ -68,7 +81,8 @@ class SoupServer:
             messages behind while its transport is paused (``None``: never).
         max_connections: refuse connections beyond this many (closed at once, logged and counted).
         max_unauthenticated_per_address: refuse a connection from an address that already has
-            this many connections that have not logged in yet.
+            this many connections that have not logged in yet (64: see
+            :data:`~.admission.MAX_UNAUTHENTICATED_PER_ADDRESS` for why).
         max_packet_size: the largest packet accepted from a client (a Login Request is 49 bytes
             with its length field; Unsequenced Data of an order-entry protocol rarely exceeds
             a few hundred). Larger ones are protocol errors.
@@ -90,20 +104,22 @@ class SoupServer:
         store_factory: Callable[[str], MessageStore] | None = None,
         credentials: Mapping[str, str] | None = None,
         authenticate: Authenticate | None = None,
+        users: UsersFile | None = None,
+        throttle: LoginThrottle | None = None,
         heartbeat_interval: float = 1.0,
         client_timeout: float = 15.0,
         login_timeout: float = 30.0,
         on_unsequenced: OnUnsequenced | None = None,
         max_lag: int | None = None,
         max_connections: int = 10000,
-        max_unauthenticated_per_address: int = 1000,
+        max_unauthenticated_per_address: int = MAX_UNAUTHENTICATED_PER_ADDRESS,
         max_packet_size: int = MAX_PACKET_SIZE,
         flush_interval: float = 0.2,
         ssl: Any = None,
         metrics: tuple[str, int] | None = None,
     ) -> None:
-        if credentials is not None and authenticate is not None:
-            raise ValueError("give credentials or authenticate, not both")
+        if sum(given is not None for given in (credentials, authenticate, users)) > 1:
+            raise ValueError("give one of credentials, authenticate and users")
         self.per_user = per_user
         shared = store if store is not None else (None if per_user else MemoryStore(session or ""))
         self._shared_store = served_store(shared) if shared is not None else None
@@ -116,6 +132,10 @@ class SoupServer:
         self._store_factory = store_factory or (lambda user: MemoryStore(self.session))
         self._credentials = dict(credentials) if credentials is not None else None
         self._authenticate = authenticate
+        #: The users file logins are checked against (``users=``), else ``None``.
+        self.users = users
+        #: The throttle, the per-address turns at the password check, the audit line.
+        self.login_gate = LoginGate(throttle if throttle is not None else LoginThrottle(), self.session)
         self.heartbeat_interval = heartbeat_interval
         self.client_timeout = client_timeout
         self.login_timeout = login_timeout
@@ -235,6 +255,7 @@ class SoupServer:
 
     def session_closed(self, session: ServedSession) -> None:
         """A client session closed: its counters go to the totals."""
+        self.login_gate.closed(session)
         if session in self._sessions:
             self._sessions.discard(session)
             self._gone_messages_sent += session.messages_sent
@@ -327,6 +348,8 @@ class SoupServer:
     # ------------------------------------------------------------------ login
 
     async def _check_credentials(self, user: str, password: str) -> bool:
+        if self.users is not None:
+            return await self.users.authenticate(user, password)
         if self._authenticate is not None:
             return bool(await self._authenticate(user, password))
         if self._credentials is None:
@@ -339,17 +362,38 @@ class SoupServer:
             return False
         return hmac.compare_digest(candidate, expected.encode())
 
+    def _credentials_failure(self, user: str) -> str:
+        """Why a login was not authorized, for the log and the audit line (never the client)."""
+        known = self.users if self.users is not None else self._credentials
+        if known is None:
+            return "not authorized"
+        return "wrong password" if user in known else "unknown user"
+
+    def _session_refusal(self, msg: LoginRequest) -> str | None:
+        """Why an authorized login cannot have the session it asks for, or ``None``."""
+        if self._ended:
+            return "the session has ended"
+        if msg.session and msg.session != self.session:
+            return f"no session {msg.session!r}"
+        if self.users is not None and not self.users.may_use(msg.user, self.session):
+            return f"user {msg.user!r} may not log in to session {self.session!r}"
+        return None
+
     async def decide_login(self, session: ServedSession, msg: LoginRequest) -> LoginAccepted | LoginRejected:
-        """Accept a client's login (giving ``session`` its stream) or reject it."""
-        if not await self._check_credentials(msg.user, msg.password):
-            self._logins_rejected_auth += 1
-            log.warning("%s> login refused: bad credentials for user %r", session.session_id, msg.user)
-            return LoginRejected(LoginRejectReason.NOT_AUTHORIZED)
-        if self._ended or (msg.session and msg.session != self.session):
-            self._logins_rejected_session += 1
-            why = "the session has ended" if self._ended else f"no session {msg.session!r}"
-            log.warning("%s> login refused: %s", session.session_id, why)
-            return LoginRejected(LoginRejectReason.SESSION_NOT_AVAILABLE)
+        """Accept a client's login (giving ``session`` its stream) or reject it.
+
+        The answer waits for the throttle's delay when the client's address or user has failed
+        too often (only this client waits), and is written to the audit log either way.
+        """
+        attempt = self.login_gate.attempt(session, msg)
+        if not await attempt.check(self._check_credentials(msg.user, msg.password)):
+            why = self._credentials_failure(msg.user)
+            return await self._refuse(session, attempt, LoginRejectReason.NOT_AUTHORIZED, why)
+        refusal = self._session_refusal(msg)
+        if refusal is not None:
+            return await self._refuse(session, attempt, LoginRejectReason.SESSION_NOT_AVAILABLE, refusal)
+        if not await attempt.wait():  # before the stream is given: not served before its answer
+            return attempt.unanswered()  # the connection closed meanwhile: nothing is sent
         stream = self._stream_for(msg.user)
         last = stream.store.last_sequence
         requested = int(msg.sequence)
@@ -357,7 +401,22 @@ class SoupServer:
         session.stream = stream
         session.user = msg.user
         self._logins_accepted += 1
-        return LoginAccepted(self.session, start)
+        return attempt.accepted(LoginAccepted(self.session, start))
+
+    async def _refuse(
+        self, session: ServedSession, attempt: LoginAttempt, reason: LoginRejectReason, why: str
+    ) -> LoginRejected:
+        reply = await attempt.reject(reason, why)
+        if not attempt.answered:
+            return reply
+        if reason is LoginRejectReason.NOT_AUTHORIZED:
+            self._logins_rejected_auth += 1
+            user = attempt.user
+            log.warning("%s> login refused: bad credentials for user %r (%s)", session.session_id, user, why)
+        else:
+            self._logins_rejected_session += 1
+            log.warning("%s> login refused: %s", session.session_id, why)
+        return reply
 
     async def handle_unsequenced(self, session: ServedSession, data: bytes) -> None:
         """Unsequenced Data from a logged-in client: to ``on_unsequenced``, if any."""
@@ -401,8 +460,13 @@ class SoupServer:
         of ``CloseReason``: ``logout``, ``peer_closed``, ``end_of_session``, ...).
         ``logins_rejected`` is
         ``logins_rejected_auth`` (bad credentials) plus ``logins_rejected_session`` (no such
-        session, or it ended). ``messages_published`` counts the messages added to the streams
-        since the server took their stores (``streams`` holds each stream's last sequence).
+        session, it ended, or the user may not log in to it). ``logins_throttled`` counts
+        the answers the throttle delayed, ``login_throttle_seconds`` their delays in all,
+        ``logins_waiting`` the answers waiting for their delay now;
+        ``throttled_addresses`` and ``throttled_users`` are those whose logins are delayed now
+        (see :class:`~.throttle.LoginThrottle`). ``messages_published`` counts the messages added
+        to the streams since the server took their stores (``streams`` holds each stream's last
+        sequence).
         """
         admission = self.admission
         clients = [s.stats() for s in self.clients] if per_client else []
@@ -416,6 +480,7 @@ class SoupServer:
             "logins_rejected": self._logins_rejected_auth + self._logins_rejected_session,
             "logins_rejected_auth": self._logins_rejected_auth,
             "logins_rejected_session": self._logins_rejected_session,
+            **self.login_gate.stats(time.monotonic()),
             "drops": admission.drops,
             "clients_dropped": dict(admission.clients_dropped),
             "clients_closed": dict(admission.clients_closed),
