@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from ..core import MAX_PAYLOAD_SIZE
 from ..errors import StoreError
 from ..framing import HEADER_CACHE_SIZE, MAX_PACKET_SIZE, SEQUENCED_HEADERS, packet_header, scan_packets
-from .api import Payload, StoreBase, check_session
+from .api import Payload, ReceivedTimes, StoreBase, check_session
 
 __all__ = ["SEQUENCED", "PacketLog", "pack_record_header"]
 
@@ -162,9 +162,14 @@ class PacketLog(StoreBase):
         """
         return self.append_batch(payloads)[0]
 
-    def append_batch(self, payloads: Iterable[Payload]) -> tuple[int, bytes]:
+    def append_batch(
+        self, payloads: Iterable[Payload], received_ns: ReceivedTimes = None
+    ) -> tuple[int, bytes]:
         """As :meth:`append_many`, and also return the packets as stored (wire form), so a
         server can send exactly those bytes to its live clients without framing them twice.
+
+        ``received_ns``: receive times, kept by :class:`~.file.FileStore` (which extends this
+        method); the memory store keeps none and ignores them.
 
         Returns:
             ``(last sequence number, packets)``; ``packets`` is ``b""`` when ``payloads`` is empty.
