@@ -346,6 +346,24 @@ class FileStore(PacketLog):
             self._stamp(first, entries)
         return last, packets
 
+    def append_packets(self, packets: bytes, received_ns: int | None = None) -> int:
+        """Store framed Sequenced Data packets with one write (see :meth:`PacketLog.append_packets`),
+        all received at ``received_ns`` (``None``: not known).
+
+        Raises:
+            ValueError: not whole Sequenced Data packets, or a time that is not a 64-bit
+                integer; nothing is stored.
+            StoreError: the store is closed or read-only, or the write failed; nothing is stored.
+        """
+        if received_ns is None and self._times is None:
+            return super().append_packets(packets)
+        pack_entries(1, received_ns)  # checked before anything is stored
+        first = self._count + 1
+        last = super().append_packets(packets)
+        if last >= first:
+            self._stamp(first, pack_entries(last - first + 1, received_ns))
+        return last
+
     def received_ns(self, sequence: int) -> int | None:
         """When message ``sequence`` arrived (nanoseconds since the epoch), or ``None`` if not known.
 

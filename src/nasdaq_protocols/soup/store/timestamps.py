@@ -356,4 +356,3 @@ class ReceiveTimes:
             return self.entries
         self.entries = max(self.entries, (size - TIMES_HEADER_SIZE) // 8)
         return self.entries
-
