@@ -1,4 +1,4 @@
-"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish.
+"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish, import, export.
 
 One process per subcommand, each a thin shell over the library (:class:`SoupServer`,
 :func:`subscribe`, :class:`FileStore`, :class:`Relay`), one module per subcommand; the modules
@@ -22,6 +22,8 @@ from nasdaq_protocols import __version__
 from ..framing import WALKER
 from .cat import cat
 from .demo import demo
+from .feed_export import export
+from .feed_import import import_feed
 from .output import escape_payload, format_message
 from .publish import publish
 from .record import record
@@ -57,5 +59,5 @@ def main(verbose: int) -> None:
     setup_logging(verbose)
 
 
-for _command in (demo, serve, tail, record, cat, relay, publish):
+for _command in (demo, serve, tail, record, cat, relay, publish, import_feed, export):
     main.add_command(_command)
