@@ -34,6 +34,7 @@ from cliutil import (
     Processes,
     Running,
     cat_lines,
+    json_messages,
     processes,
     serve_journal,
     single_error_line,
@@ -99,7 +100,7 @@ def test_tail_stops_at_once_while_catching_up(
     lines = tail.stdout().splitlines()
     # Whatever was printed is whole lines, from message 1 on, in order.
     assert json.loads(lines[0])["seq"] == 1
-    assert json.loads(lines[-1]) == {
+    assert json_messages(lines[-1:])[0] == {
         "seq": len(lines),
         "type": "S",
         "data": f"message {len(lines)}",
@@ -403,7 +404,7 @@ def test_starting_past_the_end_says_so_once_and_waits(processes: Processes, tmp_
 # --------------------------------------------------------------------------- 8. help
 
 
-COMMANDS = ["demo", "serve", "tail", "record", "cat", "relay", "publish"]
+COMMANDS = ["demo", "serve", "tail", "record", "cat", "relay", "publish", "import", "export"]
 
 
 def test_command_summaries_are_whole_sentences() -> None:

@@ -29,22 +29,26 @@ __all__ = ["export"]
     "fmt",
     type=click.Choice(["binaryfile", "pcap"]),
     required=True,
-    help="binaryfile: each message after its 2-byte length (Nasdaq's historical files). pcap: a"
-    " capture of one client logging in and receiving the messages at their receive times, then"
-    " End of Session (Wireshark's soupbintcp dissector reads it).",
+    help="Either binaryfile, each message after its 2-byte length (Nasdaq's historical files), or"
+    " pcap, a capture of one client logging in and receiving the messages at their receive times,"
+    " then End of Session (Wireshark's soupbintcp dissector reads it).",
 )
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File to write.")
-@click.option("--from", "first", type=click.IntRange(min=1), default=1, show_default=True, help="First message.")
+@click.option(
+    "--from", "first", type=click.IntRange(min=1), default=1, show_default=True, help="First message."
+)
 @click.option("--to", "last", type=click.IntRange(min=1), help="Last message (default: the journal's last).")
-@click.option("--gzip", "compress", is_flag=True, help="binaryfile: gzip the output.")
+@click.option("--gzip", "compress", is_flag=True, help="Gzip the BinaryFILE.")
 @click.option(
     "--port",
     type=click.IntRange(1, 65535),
     default=7000,
     show_default=True,
-    help="pcap: the server's TCP port in the capture (decode it with -d tcp.port==PORT,soupbintcp).",
+    help="The server's TCP port in a pcap (tshark decodes it with -d tcp.port==PORT,soupbintcp).",
 )
-def export(journal: str, fmt: str, output: str, first: int, last: int | None, compress: bool, port: int) -> None:
+def export(
+    journal: str, fmt: str, output: str, first: int, last: int | None, compress: bool, port: int
+) -> None:
     """Write messages of a journal (all, or --from N --to M) to a file.
 
     \b
@@ -62,7 +66,14 @@ def export(journal: str, fmt: str, output: str, first: int, last: int | None, co
 
 
 async def export_journal(
-    stop: StopRequest, journal: str, fmt: str, output: str, first: int, last: int | None, compress: bool, port: int
+    stop: StopRequest,
+    journal: str,
+    fmt: str,
+    output: str,
+    first: int,
+    last: int | None,
+    compress: bool,
+    port: int,
 ) -> None:
     """Export messages ``first .. last`` of ``journal`` to ``output`` (see ``soup export --help``).
 

@@ -16,7 +16,13 @@ import click
 from ..errors import SoupError
 from ..feeds.capture import CaptureStats
 from ..feeds.conversations import Conversation, endpoint_text
-from ..feeds.importing import CaptureChoiceError, CaptureImport, detect_format, import_binaryfiles, read_conversations
+from ..feeds.importing import (
+    CaptureChoiceError,
+    CaptureImport,
+    detect_format,
+    import_binaryfiles,
+    read_conversations,
+)
 from ..store import Durability, FileStore
 from .addresses import Address, parse_address
 from .journals import JournalCreation, check_journal_folder, journal_position
@@ -48,19 +54,19 @@ def _capture_server(ctx: click.Context, param: click.Parameter, value: str | Non
 )
 @click.option(
     "--session",
-    help="BinaryFILE: the session name of a new journal. pcap: the session to import, when the"
-    " capture holds several.",
+    help="The session name of a new journal (BinaryFILE), or the session to import when the"
+    " capture holds several (pcap).",
 )
 @click.option(
     "--server",
     metavar="HOST:PORT",
     callback=_capture_server,
-    help="pcap: import the conversations with this server (:PORT: any host), when there are several.",
+    help="Import the conversations with this server (:PORT: any host) when the capture holds several.",
 )
 @click.option(
     "--first-sequence",
     type=click.IntRange(min=1),
-    help="pcap: the number of the first whole Sequenced Data of a conversation captured after its"
+    help="The number of the first whole Sequenced Data of a conversation captured after its"
     " Login Accepted (otherwise such messages cannot be numbered and are not imported).",
 )
 @durability_option
@@ -119,9 +125,13 @@ async def import_sources(
     kinds = set(formats.values())
     if len(kinds) > 1:
         listing = ", ".join(f"{source} ({kind})" for source, kind in formats.items())
-        raise SoupError(f"the sources mix BinaryFILEs and captures ({listing}): import them one kind at a time")
+        raise SoupError(
+            f"the sources mix BinaryFILEs and captures ({listing}): import them one kind at a time"
+        )
     if "pcap" in kinds:
-        await _import_capture(stop, sources, journal, session, server, first_sequence, durability, stored_session)
+        await _import_capture(
+            stop, sources, journal, session, server, first_sequence, durability, stored_session
+        )
     else:
         if server is not None or first_sequence is not None:
             raise SoupError("--server and --first-sequence are for captures; the sources are BinaryFILEs")
@@ -207,4 +217,3 @@ async def _import_capture(
         f" {len(chosen.conversations)} conversation{'s' if len(chosen.conversations) != 1 else ''}"
         f" with server {endpoint_text(chosen.server)}"
     )
-

@@ -127,7 +127,8 @@ class Replay:
     def describe(store: PacedStore) -> str:
         """The replay's part of the progress line."""
         if store.done:
-            return f"replay done ({store.total:,} messages, p99 late {store.lateness.percentile_ns(0.99) / 1e6:.1f} ms)"
+            late = store.lateness.percentile_ns(0.99) / 1e6
+            return f"replay done ({store.total:,} messages, 99% within {late:.1f} ms of schedule)"
         share = store.released / store.total * 100 if store.total else 100.0
         return (
             f"replay {store.released:,}/{store.total:,} ({share:.1f}%) at {store.pace}"

@@ -18,7 +18,13 @@ from __future__ import annotations
 from .binaryfile import BinaryFileDecoder, BinaryFileWriter, read_binaryfile
 from .errors import FeedFormatError
 from .exporting import export_binaryfile, export_pcap
-from .importing import CaptureChoiceError, CaptureImport, detect_format, import_binaryfiles, read_conversations
+from .importing import (
+    CaptureChoiceError,
+    CaptureImport,
+    detect_format,
+    import_binaryfiles,
+    read_conversations,
+)
 
 __all__ = [
     "BinaryFileDecoder",

@@ -201,7 +201,9 @@ def read_binaryfile(path: str | os.PathLike[str], chunk: int = READ_CHUNK) -> It
     decoder.close()
 
 
-def read_binaryfile_packets(path: str | os.PathLike[str], chunk: int = READ_CHUNK) -> Iterator[tuple[bytes, int]]:
+def read_binaryfile_packets(
+    path: str | os.PathLike[str], chunk: int = READ_CHUNK
+) -> Iterator[tuple[bytes, int]]:
     """The messages of a BinaryFILE (plain or gzip) framed as Sequenced Data packets:
     ``(packets, count)`` per chunk read, in order (what a journal appends in one write).
 
@@ -249,7 +251,9 @@ def _inflate(stream: BinaryIO, chunk: int) -> Iterator[bytes]:
             try:
                 data = inflater.decompress(compressed, chunk)
             except zlib.error as exc:
-                raise FeedFormatError(f"gzip data damaged after {produced} decompressed bytes: {exc}") from None
+                raise FeedFormatError(
+                    f"gzip data damaged after {produced} decompressed bytes: {exc}"
+                ) from None
             produced += len(data)
             if data:
                 yield data

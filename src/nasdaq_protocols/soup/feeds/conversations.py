@@ -230,8 +230,8 @@ class _Direction:
                     continue
                 run = self.run
                 if run is None:
-                    run = self.run = Run(message.sequence)  # type: ignore[attr-defined]
-                run.payloads.append(message.data)  # type: ignore[attr-defined]
+                    run = self.run = Run(message.sequence)
+                run.payloads.append(message.data)
                 run.times.append(time_ns)
             elif isinstance(message, LoginAccepted):
                 self.server_like = True

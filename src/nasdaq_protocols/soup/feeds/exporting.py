@@ -24,7 +24,7 @@ EXPORT_CHUNK = 1 << 20
 
 def payloads_of(packets: bytes) -> list[bytes]:
     """The payloads of whole Sequenced Data packets laid end to end (as a store returns them)."""
-    payloads = []
+    payloads: list[bytes] = []
     append = payloads.append
     position, end = 0, len(packets)
     while position < end:
@@ -37,7 +37,7 @@ def payloads_of(packets: bytes) -> list[bytes]:
 def _binaryfile_of(packets: bytes) -> bytes:
     """The same messages in BinaryFILE form: each packet's length less its type byte, then the
     payload (one pass, no payload objects kept)."""
-    parts = []
+    parts: list[bytes] = []
     append = parts.append
     position, end = 0, len(packets)
     while position < end:

@@ -189,7 +189,7 @@ class CaptureImport:
                 " and/or --session NAME",
                 found,
             )
-        (key, members), = fitting.items()
+        ((key, members),) = fitting.items()
         merged = merge_conversations(members)
         chosen = cls(key[0], key[1], members, merged)
         chosen.notes = chosen._notes()
@@ -263,7 +263,11 @@ def _same_endpoint(found: tuple[str, int], wanted: tuple[str, int]) -> bool:
 def _describe_group(key: tuple[tuple[str, int], str], members: list[Conversation]) -> str:
     server, session = key
     numbered = [run for conversation in members for run in conversation.runs]
-    span = f"messages {min(r.first for r in numbered)}..{max(r.last for r in numbered)}" if numbered else "no message"
+    span = (
+        f"messages {min(r.first for r in numbered)}..{max(r.last for r in numbered)}"
+        if numbered
+        else "no message"
+    )
     return (
         f"server {endpoint_text(server)} session {session!r}: {len(members)} conversation"
         f"{'s' if len(members) != 1 else ''}, {span}"

@@ -175,7 +175,10 @@ class PacedStore(StoreBase):
         self._loop = asyncio.get_running_loop()
         self._origin = self._loop.time()
         log.info(
-            "replay of %d messages from %d at %s started", self.total - self.start_at + 1, self.start_at, self.pace
+            "replay of %d messages from %d at %s started",
+            self.total - self.start_at + 1,
+            self.start_at,
+            self.pace,
         )
         self._tick()
 
@@ -263,7 +266,9 @@ class PacedStore(StoreBase):
         """
         raise StoreError("a paced replay is read-only: nothing can be published on it")
 
-    def append_batch(self, payloads: Iterable[Payload], received_ns: ReceivedTimes = None) -> tuple[int, bytes]:
+    def append_batch(
+        self, payloads: Iterable[Payload], received_ns: ReceivedTimes = None
+    ) -> tuple[int, bytes]:
         """Refused: a replay is read-only.
 
         Raises:
@@ -323,4 +328,3 @@ class PacedStore(StoreBase):
         self._end_listener = listener
         if listener is not None and self._end_session and self._pacer.done and self._loop is not None:
             listener()
-

@@ -30,7 +30,7 @@ DEFAULT_MSS = 1460
 
 _PCAP_HEADER = struct.Struct("<IHHiIII")
 _RECORD = struct.Struct("<IIII")
-_ETHERNET = bytes.fromhex("020000000001" "020000000002" "0800")  # locally administered MACs
+_ETHERNET = bytes.fromhex("0200000000010200000000020800")  # locally administered MACs
 _IP_HEADER = struct.Struct(">BBHHHBBH4s4s")
 _TCP_HEADER = struct.Struct(">HHIIBBHHH")
 _PSEUDO = struct.Struct(">4s4sBBH")
@@ -133,7 +133,15 @@ class ConversationWriter:
         if not flags & _ACK:
             acknowledged = 0
         tcp = _TCP_HEADER.pack(
-            source_port, destination_port, sequence & 0xFFFFFFFF, acknowledged & 0xFFFFFFFF, 5 << 4, flags, 65535, 0, 0
+            source_port,
+            destination_port,
+            sequence & 0xFFFFFFFF,
+            acknowledged & 0xFFFFFFFF,
+            5 << 4,
+            flags,
+            65535,
+            0,
+            0,
         )
         pseudo = _PSEUDO.pack(source, destination, 0, 6, len(tcp) + len(payload))
         checksum = _checksum(pseudo + tcp + payload)

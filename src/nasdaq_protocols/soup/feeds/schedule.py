@@ -94,7 +94,8 @@ def itch50_times(payloads: Sequence[bytes]) -> array[int]:
     """The ITCH 5.0 timestamps (ns since midnight) of payloads; 0 for one too short to hold one."""
     start, stop = ITCH_TIMESTAMP_OFFSET, ITCH_TIMESTAMP_OFFSET + 6
     return array(
-        "q", [int.from_bytes(payload[start:stop], "big") if len(payload) >= stop else 0 for payload in payloads]
+        "q",
+        [int.from_bytes(payload[start:stop], "big") if len(payload) >= stop else 0 for payload in payloads],
     )
 
 
@@ -114,7 +115,13 @@ class ReplaySchedule:
     """
 
     def __init__(
-        self, pace: Pace, start: int, last: int, times: TimesSource | None = None, *, wraps_daily: bool = False
+        self,
+        pace: Pace,
+        start: int,
+        last: int,
+        times: TimesSource | None = None,
+        *,
+        wraps_daily: bool = False,
     ) -> None:
         self.pace = pace
         self.start = start

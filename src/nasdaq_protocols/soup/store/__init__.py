@@ -47,6 +47,7 @@ from .timestamps import UNKNOWN_TIME, ReceiveTimes
 __all__ = [
     "DEFAULT_INDEX_EVERY",
     "JOURNAL_HEADER_SIZE",
+    "UNKNOWN_TIME",
     "AppendListener",
     "AsyncClosingStore",
     "BatchAppendingStore",
@@ -65,7 +66,6 @@ __all__ = [
     "ServedStore",
     "StoreBase",
     "StoreError",
-    "UNKNOWN_TIME",
     "check_session",
     "served_store",
 ]

@@ -337,7 +337,9 @@ class ReceiveTimes:
         try:
             data = os.pread(self._fd, 8 * (high - low), TIMES_HEADER_SIZE + 8 * (low - self.first))
         except OSError as exc:
-            raise StoreError(exc.errno, f"cannot read receive times {self.path}: {exc.strerror}", self.path)
+            raise StoreError(
+                exc.errno, f"cannot read receive times {self.path}: {exc.strerror}", self.path
+            ) from exc
         data = data[: len(data) - len(data) % 8]
         found = array("q")
         found.frombytes(data)
