@@ -162,15 +162,18 @@ class CaptureImport:
             FeedFormatError: the conversations of the session disagree on a message's bytes.
         """
         soup = [c for c in conversations if c.is_soup and c.server is not None]
-        groups: dict[tuple[tuple[str, int], str], list[Conversation]] = {}
+        # A conversation captured after its Login Accepted has no session name: None, which
+        # any --session fits (its messages are numbered only with --first-sequence).
+        groups: dict[tuple[tuple[str, int], str | None], list[Conversation]] = {}
         for conversation in soup:
             assert conversation.server is not None
-            groups.setdefault((conversation.server, conversation.session or ""), []).append(conversation)
+            groups.setdefault((conversation.server, conversation.session), []).append(conversation)
         found = [_describe_group(key, members) for key, members in groups.items()]
         fitting = {
             key: members
             for key, members in groups.items()
-            if (server is None or _same_endpoint(key[0], server)) and (session is None or key[1] == session)
+            if (server is None or _same_endpoint(key[0], server))
+            and (session is None or key[1] is None or key[1] == session)
         }
         if not fitting:
             what = "no SoupBinTCP conversation" if not groups else "no SoupBinTCP session that fits"
@@ -191,7 +194,7 @@ class CaptureImport:
             )
         ((key, members),) = fitting.items()
         merged = merge_conversations(members)
-        chosen = cls(key[0], key[1], members, merged)
+        chosen = cls(key[0], key[1] if key[1] is not None else (session or ""), members, merged)
         chosen.notes = chosen._notes()
         return chosen
 
@@ -260,8 +263,9 @@ def _same_endpoint(found: tuple[str, int], wanted: tuple[str, int]) -> bool:
     return found[1] == port and host in ("", found[0])
 
 
-def _describe_group(key: tuple[tuple[str, int], str], members: list[Conversation]) -> str:
-    server, session = key
+def _describe_group(key: tuple[tuple[str, int], str | None], members: list[Conversation]) -> str:
+    server, name = key
+    session = repr(name) if name is not None else "unknown (no Login Accepted)"
     numbered = [run for conversation in members for run in conversation.runs]
     span = (
         f"messages {min(r.first for r in numbered)}..{max(r.last for r in numbered)}"
@@ -269,7 +273,7 @@ def _describe_group(key: tuple[tuple[str, int], str], members: list[Conversation
         else "no message"
     )
     return (
-        f"server {endpoint_text(server)} session {session!r}: {len(members)} conversation"
+        f"server {endpoint_text(server)} session {session}: {len(members)} conversation"
         f"{'s' if len(members) != 1 else ''}, {span}"
     )
 
