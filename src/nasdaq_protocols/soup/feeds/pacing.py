@@ -15,9 +15,9 @@ Use::
     server = SoupServer(store=store)   # the replay clock starts when the server takes the store
 
 The clock starts when the store is first used inside a running event loop (the server reads it
-while it is being built) or at :meth:`~PacedStore.start`. The wakeups follow the loop's timer:
-asyncio's waits have millisecond granularity, so a run released at each wakeup holds what fell
-due since the last one; :attr:`~PacedStore.lateness` measures how late.
+while it is being built) or, with ``autostart=False``, at :meth:`~PacedStore.start`. The wakeups
+follow the loop's timer: asyncio's waits have millisecond granularity, so a run released at each
+wakeup holds what fell due since the last one; :attr:`~PacedStore.lateness` measures how late.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ class PacedStore(StoreBase):
         start_at: the message the clock starts at (due at once); those before are there at once.
         end_session: tell the server the session ended once the last message is published, so
             that clients get End of Session after it.
+        autostart: start the clock at first use inside a running event loop; ``False``: only
+            at :meth:`start` (e.g. once the clients that must see it all have logged in).
 
     Raises:
         ValueError: a pace that cannot be parsed, ``start_at`` outside the stream, or a
@@ -82,8 +84,10 @@ class PacedStore(StoreBase):
         clock: Clock = "received",
         start_at: int = 1,
         end_session: bool = False,
+        autostart: bool = True,
     ) -> None:
         self.wrapped = served_store(store)
+        self._autostart = autostart
         self.pace = parse_pace(pace) if isinstance(pace, str) else pace
         self.clock: Clock = clock
         last = self.wrapped.last_sequence
@@ -160,6 +164,12 @@ class PacedStore(StoreBase):
             return 0
         return max(0, self._now_ns() - due)
 
+    @property
+    def origin(self) -> float:
+        """The event loop's time (``loop.time()``) when the replay's clock started (0 before):
+        message ``n`` is due at ``origin`` plus its schedule offset."""
+        return self._origin
+
     def elapsed(self) -> float:
         """Seconds since the clock started (0 before)."""
         return 0.0 if self._loop is None else self._loop.time() - self._origin
@@ -183,7 +193,7 @@ class PacedStore(StoreBase):
         self._tick()
 
     def _start_if_running(self) -> None:
-        if self._loop is None and not self._closed:
+        if self._loop is None and not self._closed and self._autostart:
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
