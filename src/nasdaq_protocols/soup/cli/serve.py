@@ -124,6 +124,7 @@ def serve(
     pace: Any,
     clock: str,
     start_at: int,
+    start_on_login: bool,
     end_after_replay: bool,
     tls_cert: str | None,
     tls_key: str | None,
@@ -157,9 +158,8 @@ def serve(
     allowed = credentials(user, password)
     ssl = server_ssl(tls_cert, tls_key, tls_ca)
     check_metrics_apart(metrics, listen)
-    replay = Replay.from_options(
-        pace, clock, start_at, end_after_replay, **{"--stdin": from_stdin, "--per-user": per_user,
-                                                    "--store": store_url is not None})  # fmt: skip
+    clashing = {"--stdin": from_stdin, "--per-user": per_user, "--store": store_url is not None}
+    replay = Replay.from_options(pace, clock, start_at, start_on_login, end_after_replay, **clashing)
 
     async def main(stop: StopRequest) -> None:
         await serve_session(
@@ -316,6 +316,8 @@ async def serve_session(
     try:
         with Progress(describe):
             reader = asyncio.create_task(publish_stdin(server)) if from_stdin else None
+            if replay is not None and isinstance(store, PacedStore):
+                reader = asyncio.create_task(replay.start_clock(store, server))
             if reader is not None:
                 reader.add_done_callback(stop_if_failed)
             try:
