@@ -7,6 +7,7 @@ imports real ones taken with tshark.
 from __future__ import annotations
 
 import gzip
+import io
 import random
 from pathlib import Path
 
@@ -25,8 +26,8 @@ from feedutil import (
 )
 from nasdaq_protocols.soup.feeds import FeedFormatError
 from nasdaq_protocols.soup.feeds.binaryfile import BinaryFileDecoder, read_binaryfile, to_sequenced_packets
-from nasdaq_protocols.soup.feeds.capture import SYN
-from nasdaq_protocols.soup.feeds.conversations import find_packet_boundary
+from nasdaq_protocols.soup.feeds.capture import SYN, read_segments
+from nasdaq_protocols.soup.feeds.conversations import ConversationFinder, find_packet_boundary
 from nasdaq_protocols.soup.feeds.tcp import Chunk, Gap, TcpReassembler
 from nasdaq_protocols.soup.store import FileStore
 
@@ -332,3 +333,31 @@ def test_export_pcap_starts_where_asked(
     target = tmp_path / "imported"
     assert soup("import", str(pcap), "--journal", str(target)).returncode == 0
     assert imported(target) == (payloads[:10], times[:10])
+
+
+@pytest.fixture(scope="module")
+def small_capture(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    folder = tmp_path_factory.mktemp("capture")
+    journal = timed_journal(folder / "j", [b"m%d" % n for n in range(40)], [BASE + n for n in range(40)])
+    return export_to_pcap(journal, folder / "c.pcap").read_bytes()
+
+
+BASE = 1_700_000_000 * 10**9
+
+
+@given(st.data())
+def test_damaged_captures_raise_only_feed_format_errors(small_capture: bytes, data: st.DataObject) -> None:
+    """Bytes changed, cut or added anywhere: the reader and the conversation finder either work
+    or raise FeedFormatError, never anything else (struct.error, IndexError...)."""
+    capture = bytearray(small_capture)
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(capture) - 1))
+        capture[position] = data.draw(st.integers(0, 255))
+    capture = capture[: data.draw(st.integers(0, len(capture)))]
+    finder = ConversationFinder()
+    try:
+        for segment in read_segments(io.BytesIO(bytes(capture))):
+            finder.add(segment)
+        finder.finish()
+    except FeedFormatError:
+        pass

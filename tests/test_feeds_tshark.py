@@ -177,3 +177,26 @@ def test_an_exported_pcap_dissects_in_tshark_with_no_malformed_packet(tmp_path: 
     dissected = tshark_sequenced(pcap, 26400)
     assert len(dissected) == len(payloads)
     assert [time_ns for _, time_ns in dissected] == times
+
+
+@pytest.mark.parametrize(
+    ("file_format", "resolution"),
+    [("pcapng", 1), ("pcap", 1000)],  # editcap writes pcapng in ns, classic pcap in us
+)
+def test_captures_rewritten_by_editcap_import_the_same(
+    tmp_path: Path, file_format: str, resolution: int
+) -> None:
+    payloads = [b"m%d" % n for n in range(1, 301)]
+    times = [1_700_000_000 * 10**9 + n * 1_234_567 for n in range(300)]
+    journal = timed_journal(tmp_path / "j", payloads, times)
+    ours = tmp_path / "ours.pcap"
+    assert soup("export", str(journal), "--format", "pcap", "-o", str(ours)).returncode == 0
+    rewritten = tmp_path / f"rewritten.{file_format}"
+    subprocess.run(
+        [wireshark_tool("editcap"), "-F", file_format, str(ours), str(rewritten)],
+        check=True, capture_output=True, timeout=WAIT,
+    )  # fmt: skip
+    imported = tmp_path / "imported"
+    result = soup("import", str(rewritten), "--journal", str(imported))
+    assert result.returncode == 0, result.stderr
+    assert stored(imported) == (payloads, [t // resolution * resolution for t in times])

@@ -15,7 +15,7 @@ gives the TCP payload bytes it has (the missing ones become a gap in the stream)
 
 from __future__ import annotations
 
-import os
+import ipaddress
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -392,8 +392,6 @@ def _ipv6(frame: int, time_ns: int, data: bytes, start: int, stats: CaptureStats
 
 
 def _ipv6_text(address: bytes) -> str:
-    import ipaddress
-
     return str(ipaddress.IPv6Address(address))
 
 
@@ -414,8 +412,3 @@ def _tcp(
         flags,
         data[payload_start:end] if payload_start < end else b"",
     )
-
-
-def capture_size(path: str | os.PathLike[str]) -> int:
-    """The size of a capture file in bytes (for progress)."""
-    return os.path.getsize(path)
