@@ -33,6 +33,8 @@ from cliutil import (
 )
 from feedutil import timed_journal
 from nasdaq_protocols.soup.cli.output import format_time
+from nasdaq_protocols.soup.feeds import FeedFormatError
+from nasdaq_protocols.soup.feeds.capture import FIN, read_segments
 from nasdaq_protocols.soup.store import FileStore
 from netutil import free_port
 
@@ -84,6 +86,18 @@ def stored(journal: Path) -> tuple[list[bytes], list[int]]:
         return [store.get(n) for n in range(1, count + 1)], list(store.received_times(1, count))
 
 
+def fins_written(capture: Path) -> int:
+    """TCP segments with FIN in the capture written so far (a block being written is not read)."""
+    fins = 0
+    try:
+        with open(capture, "rb") as stream:
+            for segment in read_segments(stream):
+                fins += bool(segment.flags & FIN)
+    except (FeedFormatError, OSError):
+        pass
+    return fins
+
+
 @pytest.fixture
 def captured(tmp_path: Path, processes: Processes) -> tuple[Path, int, list[bytes], list[dict[str, object]]]:
     """A dumpcap capture of ``soup serve`` -> ``soup tail``: (capture, port, payloads, tail's json)."""
@@ -107,6 +121,9 @@ def captured(tmp_path: Path, processes: Processes) -> tuple[Path, int, list[byte
             wait_until(lambda printed=printed: tail.stdout().count("\n") >= printed, "tail", tail)
         assert tail.wait() == 0, tail.stderr()
         assert feed.server.stop() == 128 + signal.SIGTERM
+        # dumpcap may lag behind a loaded machine and stops without draining the kernel's buffer:
+        # wait until both sides' FINs are written, so the capture holds the whole conversation.
+        wait_until(lambda: fins_written(capture) >= 2, "dumpcap to write the whole conversation")
     finally:
         dumpcap.send_signal(signal.SIGINT)
         dumpcap.wait(WAIT)

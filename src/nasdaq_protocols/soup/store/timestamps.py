@@ -204,8 +204,10 @@ class ReceiveTimes:
                 if offset != anchor_offset or zlib.crc32(record) != anchor_crc:
                     problem = f"message {first} of the journal is not the one it was made for"
         if problem:
+            # A reader may meet a sidecar the writer is creating this instant: not worth a warning.
             how = "ignoring it" if readonly else "removing it; every time reads as not known"
-            logger.warning("receive times %s do not fit the journal (%s): %s", path, problem, how)
+            level = logging.INFO if readonly else logging.WARNING
+            logger.log(level, "receive times %s do not fit the journal (%s): %s", path, problem, how)
             return None
         entries = (size - TIMES_HEADER_SIZE) // 8
         wanted = journal_messages - first + 1
