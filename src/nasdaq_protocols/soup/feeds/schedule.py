@@ -40,8 +40,9 @@ __all__ = [
     "parse_pace",
 ]
 
-#: Messages whose due offsets are computed at a time.
-CHUNK = 8192
+#: Messages whose due offsets are computed at a time: small enough that computing a chunk inside a
+#: wakeup (about 0.25 ms; 8192 took 2 ms, a hiccup every 80 ms at 100,000/s) delays no release.
+CHUNK = 1024
 #: Where an ITCH 5.0 message keeps its timestamp (6 bytes, big-endian, ns since midnight).
 ITCH_TIMESTAMP_OFFSET = 5
 _DAY_NS = 86_400 * 1_000_000_000
