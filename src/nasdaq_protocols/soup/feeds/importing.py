@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..store import FileStore
-from .binaryfile import GZIP_MAGIC, open_maybe_gzip, read_binaryfile_packets
+from .binaryfile import open_maybe_gzip, read_binaryfile_packets, read_chunks
 from .capture import CaptureStats, is_capture, read_segments
 from .conversations import (
     Conversation,
@@ -53,17 +53,11 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
         OSError: the file cannot be read.
         FeedFormatError: it is gzip whose data is damaged.
     """
-    stream, _ = open_maybe_gzip(path)
-    try:
-        head = stream.read(4)
-    except (OSError, EOFError) as exc:
-        with open(path, "rb") as raw:
-            if raw.read(2) == GZIP_MAGIC:
-                raise FeedFormatError(f"{os.fspath(path)}: damaged gzip data: {exc}") from None
-        raise
-    finally:
-        stream.close()
-    return "pcap" if is_capture(head) else "binaryfile"
+    for data in read_chunks(path, 4096):
+        if len(data) >= 4:
+            return "pcap" if is_capture(data) else "binaryfile"
+        break  # a file of 3 bytes or fewer is no capture
+    return "binaryfile"
 
 
 def import_binaryfiles(paths: Sequence[str | os.PathLike[str]], store: FileStore) -> Iterator[int]:
