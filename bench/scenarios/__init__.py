@@ -14,12 +14,13 @@ from bench.scenarios.cli import cli_rows
 from bench.scenarios.fanout import fanout_rows
 from bench.scenarios.feeds import feeds_rows
 from bench.scenarios.memory import memory_rows
+from bench.scenarios.mold import mold_rows
 from bench.scenarios.replay import replay_rows
 from bench.scenarios.roundtrip import roundtrip_rows
 from bench.scenarios.stream import stream_rows
 from bench.scenarios.walker import walker_rows
 
-SCENARIOS = ("stream", "cli", "roundtrip", "replay", "fanout", "memory", "walker", "feeds")
+SCENARIOS = ("stream", "cli", "roundtrip", "replay", "fanout", "memory", "walker", "mold", "feeds")
 
 RUNNERS: dict[str, Callable[[Context], list[Row]]] = {
     "stream": stream_rows,
@@ -29,5 +30,6 @@ RUNNERS: dict[str, Callable[[Context], list[Row]]] = {
     "fanout": fanout_rows,
     "memory": memory_rows,
     "walker": walker_rows,
+    "mold": mold_rows,
     "feeds": feeds_rows,
 }
