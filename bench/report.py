@@ -32,6 +32,13 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.0f} %"
     if unit == "x":
         return f"{value:.2f} x"
+    # The feeds rows (issue 25): lateness, a signed percentage, a ratio to 4 places.
+    if unit == "ms":
+        return f"{value:.2f} ms"
+    if unit == "+%":
+        return f"{value:+.2f} %"
+    if unit == "ratio":
+        return f"{value:.4f}"
     return f"{value:.4g}"
 
 

@@ -8,6 +8,7 @@ line (:class:`Feed`), so a test can compare complete outputs with what they must
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -15,7 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -81,6 +82,18 @@ def json_records(payloads: Sequence[bytes], first: int = 1) -> list[dict[str, An
         {"seq": first + index, "type": "S", "data": escaped(payload), "size": len(payload)}
         for index, payload in enumerate(payloads)
     ]
+
+
+def json_messages(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """JSON output lines parsed, each ``"received_ns"`` checked (a time since the epoch after
+    2020) and removed, so the rest compares with :func:`json_records`."""
+    records = []
+    for line in lines:
+        record = json.loads(line)
+        received = record.pop("received_ns", None)
+        assert received is None or (isinstance(received, int) and received > 1_577_836_800 * 10**9), line
+        records.append(record)
+    return records
 
 
 def make_payloads(count: int, rng: random.Random) -> list[bytes]:

@@ -35,6 +35,7 @@ from cliutil import (
     Processes,
     cat_lines,
     hex_lines,
+    json_messages,
     json_records,
     make_payloads,
     password_env,
@@ -94,15 +95,13 @@ def test_serve_stdin_then_tail_json_round_trip(processes: Processes, tmp_path: P
     news.wait_stderr(f"login accepted, next sequence {len(payloads) - 1}")
     feed.publish(payloads[-2:])
     assert news.wait() == 0, news.stderr()
-    assert [json.loads(line) for line in news.stdout().splitlines()] == json_records(
-        payloads[-2:], first=len(payloads) - 1
-    )
+    assert json_messages(news.stdout().splitlines()) == json_records(payloads[-2:], first=len(payloads) - 1)
 
     feed.end_input()
     feed.server.wait_stderr(f"standard input ended after {len(payloads)} messages; still serving")
     for _ in range(2):  # after standard input ended: the server keeps serving
         lines = tail_lines(feed.address, "--count", str(len(payloads)), "--format", "json")
-        assert [json.loads(line) for line in lines] == json_records(payloads)
+        assert json_messages(lines) == json_records(payloads)
         assert feed.server.process.poll() is None
     assert json.loads(lines[0])["data"] == "a\\x01b\\\\c"
     assert feed.server.stop() == 128 + signal.SIGTERM
@@ -120,7 +119,7 @@ def test_tail_formats_start_and_count(shared_feed: Feed) -> None:
         SHARED[-2:], first=last - 1
     )
     json_lines = tail_lines(address, "--sequence", "2", "--count", "3", "--format", "json")
-    assert [json.loads(line) for line in json_lines] == json_records(SHARED[1:4], first=2)
+    assert json_messages(json_lines) == json_records(SHARED[1:4], first=2)
     # Everything, in one go: the stream as published.
     assert tail_lines(address, "--count", str(last)) == text_lines(SHARED)
 
@@ -147,7 +146,7 @@ def test_cat_from_count_and_stats(shared_feed: Feed) -> None:
         SHARED[1:3], first=2
     )
     json_lines = cat_lines(journal, "--count", "6", "--format", "json")
-    assert [json.loads(line) for line in json_lines] == json_records(SHARED[:6])
+    assert json_messages(json_lines) == json_records(SHARED[:6])
     assert cat_lines(journal, "--from", str(len(SHARED)), "--count", "10") == text_lines(
         SHARED[-1:], first=len(SHARED)
     )
@@ -288,7 +287,7 @@ def test_relay_chained_twice_delivers_the_stream_intact(processes: Processes, tm
     feed.publish(payloads[800:])  # after the relays and the tail started
 
     assert tail.wait() == 0, tail.stderr()
-    assert [json.loads(line) for line in tail.stdout().splitlines()] == json_records(payloads)
+    assert json_messages(tail.stdout().splitlines()) == json_records(payloads)
     expected = text_lines(payloads)
     wait_until(lambda: stored_count(tmp_path / "b.journal") == len(payloads), "relay B's journal", relay_b)
     assert cat_lines(tmp_path / "a.journal") == cat_lines(tmp_path / "b.journal") == expected

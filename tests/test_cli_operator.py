@@ -34,6 +34,7 @@ from cliutil import (
     Processes,
     Running,
     cat_lines,
+    json_messages,
     password_env,
     processes,
     serve_journal,
@@ -100,7 +101,7 @@ def test_tail_stops_at_once_while_catching_up(
     lines = tail.stdout().splitlines()
     # Whatever was printed is whole lines, from message 1 on, in order.
     assert json.loads(lines[0])["seq"] == 1
-    assert json.loads(lines[-1]) == {
+    assert json_messages(lines[-1:])[0] == {
         "seq": len(lines),
         "type": "S",
         "data": f"message {len(lines)}",
@@ -416,6 +417,8 @@ COMMANDS = [
     "mold-serve",
     "mold-tail",
     "mold-record",
+    "import",
+    "export",
 ]
 
 

@@ -13,6 +13,7 @@ from bench.rows import Row
 from bench.scenarios.batch import batch_rows
 from bench.scenarios.cli import cli_rows
 from bench.scenarios.fanout import fanout_rows
+from bench.scenarios.feeds import feeds_rows
 from bench.scenarios.memory import memory_rows
 from bench.scenarios.mold import mold_rows
 from bench.scenarios.replay import replay_rows
@@ -20,7 +21,7 @@ from bench.scenarios.roundtrip import roundtrip_rows
 from bench.scenarios.stream import stream_rows
 from bench.scenarios.walker import walker_rows
 
-SCENARIOS = ("stream", "batch", "cli", "roundtrip", "replay", "fanout", "memory", "walker", "mold")
+SCENARIOS = ("stream", "batch", "cli", "roundtrip", "replay", "fanout", "memory", "walker", "mold", "feeds")
 
 RUNNERS: dict[str, Callable[[Context], list[Row]]] = {
     "stream": stream_rows,
@@ -32,4 +33,5 @@ RUNNERS: dict[str, Callable[[Context], list[Row]]] = {
     "memory": memory_rows,
     "walker": walker_rows,
     "mold": mold_rows,
+    "feeds": feeds_rows,
 }

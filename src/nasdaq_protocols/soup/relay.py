@@ -12,7 +12,8 @@ The rules:
   session name (or, for a new store, the upstream's current session, which the store then
   records); so a restarted relay resumes where it stopped, with no gap and no duplicate.
 * Every Sequenced Data received is appended to the store and sent to the downstream clients that
-  are caught up (:meth:`SoupServer.publish_many`), a batch at a time. Unsequenced Data from
+  are caught up (:meth:`SoupServer.publish_many`), a batch at a time, with the time the batch was
+  received as the messages' receive time (kept by a :class:`~.store.FileStore`). Unsequenced Data from
   upstream is not relayed: it is not part of the stream.
 * When the upstream session ends (End of Session), the relay ends its own session: each
   downstream client gets End of Session after the last message. It keeps serving until closed.
@@ -23,6 +24,7 @@ The rules:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -131,8 +133,9 @@ class Relay:
         )
         return self
 
-    def forward(self, messages: Iterable[SoupMessage]) -> int:
-        """Store and serve the Sequenced Data among ``messages`` (received upstream, in order).
+    def forward(self, messages: Iterable[SoupMessage], received_ns: int | None = None) -> int:
+        """Store and serve the Sequenced Data among ``messages`` (received upstream, in order),
+        with ``received_ns`` as their receive time (default: now, as they were just received).
 
         Returns:
             The store's last sequence number afterwards.
@@ -155,7 +158,9 @@ class Relay:
         expected = self.store.last_sequence + 1
         if first != expected:
             raise SequenceGapError(f"the relay's store is at {expected - 1} but message {first} arrived")
-        return self.server.publish_many(payloads)
+        return self.server.publish_many(
+            payloads, received_ns=time.time_ns() if received_ns is None else received_ns
+        )
 
     async def forward_next(self, limit: int = 1024) -> bool:
         """Wait for the next messages from upstream and :meth:`forward` them.

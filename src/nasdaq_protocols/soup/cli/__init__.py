@@ -1,5 +1,5 @@
-"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish, passwd, and mold-serve,
-mold-tail, mold-record (MoldUDP64).
+"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish, passwd, import, export,
+and mold-serve, mold-tail, mold-record (MoldUDP64).
 
 One process per subcommand, each a thin shell over the library (:class:`SoupServer`,
 :func:`subscribe`, :class:`FileStore`, :class:`Relay`), one module per subcommand; the modules
@@ -26,6 +26,8 @@ from nasdaq_protocols import __version__
 from ..framing import WALKER
 from .cat import cat
 from .demo import demo
+from .feed_export import export
+from .feed_import import import_feed
 from .mold_record import mold_record
 from .mold_serve import mold_serve
 from .mold_tail import mold_tail
@@ -65,5 +67,19 @@ def main(verbose: int) -> None:
     setup_logging(verbose)
 
 
-for _command in (demo, serve, tail, record, cat, relay, publish, passwd, mold_serve, mold_tail, mold_record):
+for _command in (
+    demo,
+    serve,
+    tail,
+    record,
+    cat,
+    relay,
+    publish,
+    passwd,
+    import_feed,
+    export,
+    mold_serve,
+    mold_tail,
+    mold_record,
+):
     main.add_command(_command)

@@ -9,7 +9,7 @@ import click
 from ..errors import SoupError
 from ..framing import SoupDecoder
 from ..store import FileStore
-from .options import format_option
+from .options import format_option, timestamps_option
 from .output import OutputClosed, format_batch, write_output
 from .running import Failure, Stopped, describe_error, install_sync_signal_handlers
 
@@ -28,8 +28,9 @@ __all__ = ["cat", "print_journal", "summarise_journal"]
 )
 @click.option("--count", type=click.IntRange(min=0), help="Print at most this many messages (0: none).")
 @format_option
+@timestamps_option
 @click.option("--stats", is_flag=True, help="Summarise the journal instead of printing it.")
-def cat(journal: str, start: int, count: int | None, fmt: str, stats: bool) -> None:
+def cat(journal: str, start: int, count: int | None, fmt: str, timestamps: bool, stats: bool) -> None:
     """Print the messages of a journal, one line each, in the formats of tail; or, with --stats,
     its size and message counts. The journal may be one another process is writing; it is
     never changed.
@@ -43,7 +44,7 @@ def cat(journal: str, start: int, count: int | None, fmt: str, stats: bool) -> N
         if stats:
             summarise_journal(store)
         else:
-            print_journal(store, start, count, fmt)
+            print_journal(store, start, count, fmt, timestamps)
     except OutputClosed:  # the reader went away (e.g. `| head`): not an error
         pass
     except Stopped as stopped:
@@ -54,8 +55,11 @@ def cat(journal: str, start: int, count: int | None, fmt: str, stats: bool) -> N
         store.close()
 
 
-def print_journal(store: FileStore, start: int, count: int | None, fmt: str) -> None:
-    """Print messages ``start`` on (at most ``count``) of ``store``.
+def print_journal(
+    store: FileStore, start: int, count: int | None, fmt: str, timestamps: bool = False
+) -> None:
+    """Print messages ``start`` on (at most ``count``) of ``store``, with their receive times
+    where the journal keeps them (json), or where asked (``timestamps``: text and hex).
 
     Raises:
         OutputClosed: standard output was closed by its reader.
@@ -67,7 +71,12 @@ def print_journal(store: FileStore, start: int, count: int | None, fmt: str) -> 
         if not got:
             break
         messages = SoupDecoder().feed(data)[: end - sequence + 1]
-        write_output(format_batch(messages, fmt, first_sequence=sequence))
+        times = (
+            store.received_times(sequence, len(messages)) if store.keeps_receive_times or timestamps else None
+        )
+        write_output(
+            format_batch(messages, fmt, first_sequence=sequence, received_ns=times, timestamps=timestamps)
+        )
         sequence += len(messages)
 
 

@@ -65,12 +65,12 @@ class JournalCreation:
         for path in self.new:
             if os.path.isdir(path):
                 for name in os.listdir(path):
-                    if name.endswith((".journal", ".journal.idx")):
+                    if name.endswith((".journal", ".journal.idx", ".journal.times")):
                         with contextlib.suppress(OSError):
                             os.remove(os.path.join(path, name))
                 with contextlib.suppress(OSError):
                     os.rmdir(path)
             else:
-                for name in (path, path + ".idx", path + ".idx.tmp"):
+                for name in (path, path + ".idx", path + ".idx.tmp", path + ".times"):
                     with contextlib.suppress(OSError):
                         os.remove(name)

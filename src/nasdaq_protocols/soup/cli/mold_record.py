@@ -7,6 +7,8 @@ append, so a stop lands between two, never inside one.
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from ..errors import SoupError
@@ -83,6 +85,7 @@ def mold_record(
                 try:
                     while count is None or position < count:
                         batch = await next_mold_batch(receiver, stop)
+                        received_ns = time.time_ns()  # the batch's receive time (issue 25)
                         if not batch:
                             break
                         if store is None:  # the session's name is known once a packet came
@@ -95,7 +98,7 @@ def mold_record(
                         payloads = [message.data for message in batch]
                         if count is not None:
                             del payloads[count - position :]
-                        position = store.append_many(payloads)
+                        position = store.append_many(payloads, received_ns=received_ns)
                 finally:
                     if store is not None:
                         store.close()

@@ -33,6 +33,7 @@ __all__ = [
     "reconnect_option",
     "server_ssl",
     "server_tls_options",
+    "timestamps_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,7 +56,17 @@ def format_option(function: F) -> F:
         default="text",
         show_default=True,
         help="How each message is printed. text: SEQ PAYLOAD, non-printable bytes as \\xNN; json: one"
-        " JSON object a line (seq, type, data, size); hex: SEQ HEXPAYLOAD.",
+        " JSON object a line (seq, type, data, size, and received_ns where known); hex: SEQ HEXPAYLOAD.",
+    )(function)
+
+
+def timestamps_option(function: F) -> F:
+    """``--timestamps``: text and hex lines show each message's receive time."""
+    return click.option(
+        "--timestamps",
+        is_flag=True,
+        help="Show when each message arrived, after its number, in text and hex (UTC, nanoseconds;"
+        " - where not known). The json format always has it, as received_ns.",
     )(function)
 
 

@@ -8,8 +8,11 @@ progress line. Conventions every command follows:
   - ``text``: ``SEQ PAYLOAD``, the payload as printable ASCII, a backslash doubled, any other
     byte as ``\\xNN``; an Unsequenced Data line starts with ``U`` instead of a number;
   - ``json``: JSON Lines, ``{"seq": N, "type": "S", "data": "<payload as in text>", "size": N}``
-    (``"seq": null`` for Unsequenced Data);
+    (``"seq": null`` for Unsequenced Data), and ``"received_ns": N`` (when the message arrived,
+    nanoseconds since the epoch) where that is known;
   - ``hex``: ``SEQ HEXPAYLOAD``;
+  - with ``--timestamps``, text and hex lines have the receive time after the number:
+    ``SEQ 2024-01-30T14:30:00.123456789Z PAYLOAD`` (UTC; ``-`` where not known);
 
 * progress and live statistics go to standard error, only when it is a terminal.
 
@@ -22,6 +25,7 @@ batch) is formatted with one ``%`` per message, about 0.2 us; each escaped paylo
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import operator
 import sys
@@ -39,6 +43,7 @@ __all__ = [
     "escape_payload",
     "format_batch",
     "format_message",
+    "format_time",
     "write_output",
 ]
 
@@ -105,7 +110,13 @@ def _json_string(data: bytes) -> bytes:
     return _encode_json_string(escape_payload(data)).encode("ascii")
 
 
-def format_batch(messages: Sequence[SoupMessage], fmt: str, first_sequence: int | None = None) -> bytes:
+def format_batch(
+    messages: Sequence[SoupMessage],
+    fmt: str,
+    first_sequence: int | None = None,
+    received_ns: int | Sequence[int] | None = None,
+    timestamps: bool = False,
+) -> bytes:
     """The output lines of several messages, each ending with a newline, as one ``bytes``.
 
     The same lines as :func:`format_message`, made a batch at a time for speed.
@@ -115,10 +126,54 @@ def format_batch(messages: Sequence[SoupMessage], fmt: str, first_sequence: int 
         fmt: ``text``, ``json`` or ``hex``.
         first_sequence: number the Sequenced Data from this one on (default: their
             ``.sequence``), as ``soup cat`` does for what it reads from a journal.
+        received_ns: when the messages arrived (ns since the epoch): one time for all, one each
+            (0: not known), or ``None``. JSON lines get a ``"received_ns"`` field where known.
+        timestamps: text and hex lines show the receive time after the number (``--timestamps``).
 
     Returns:
         The lines; ``b""`` for no message.
     """
+    lines = _format_lines(messages, fmt, first_sequence)
+    if received_ns is None or not lines or (fmt != "json" and not timestamps):
+        return lines
+    return _add_times(lines, len(messages), fmt, received_ns)
+
+
+# ---- receive times in the output (issue 25)
+
+
+def format_time(received_ns: int) -> str:
+    """A receive time as ``2024-01-30T14:30:00.123456789Z`` (UTC); ``-`` for 0 (not known)."""
+    if not received_ns:
+        return "-"
+    seconds, nanoseconds = divmod(received_ns, 1_000_000_000)
+    return f"{_second_text(seconds)}.{nanoseconds:09d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _second_text(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+def _add_times(lines: bytes, count: int, fmt: str, received_ns: int | Sequence[int]) -> bytes:
+    """Put each message's receive time in its line (a line per message, each ending with ``\n``)."""
+    times = [received_ns] * count if isinstance(received_ns, int) else received_ns
+    split = lines.split(b"\n")[:-1]
+    if fmt == "json":  # each line ends with "}"
+        return b"".join(
+            [
+                line[:-1] + b', "received_ns": %d}\n' % time_ns if time_ns else line + b"\n"
+                for line, time_ns in zip(split, times, strict=True)
+            ]
+        )
+    out = []
+    for line, time_ns in zip(split, times, strict=True):
+        number, _, rest = line.partition(b" ")
+        out.append(b"%b %b %b\n" % (number, format_time(time_ns).encode("ascii"), rest))
+    return b"".join(out)
+
+
+def _format_lines(messages: Sequence[SoupMessage], fmt: str, first_sequence: int | None) -> bytes:
     if not messages:
         return b""
     if not all(message.__class__ is SequencedData for message in messages):

@@ -1,12 +1,15 @@
 """``soup record``: write a session's sequenced stream to a journal; restarted, resume from its end.
 
 Each batch of messages is one append (one ``os.write``): a stop (Ctrl-C, SIGTERM) lands between
-two, never inside one, and everything received before it is stored.
+two, never inside one, and everything received before it is stored. Each message keeps a
+receive time (beside the journal, see :mod:`~nasdaq_protocols.soup.store.timestamps`): the time
+its batch was taken from the subscriber, which is within a loop turn of its arrival.
 """
 
 from __future__ import annotations
 
 import operator
+import time
 from typing import Any
 
 import click
@@ -157,6 +160,7 @@ async def record_stream(
                 created.keep()
                 while count is None or position < count:
                     batch = await next_batch(subscriber, stop)
+                    received_ns = time.time_ns()  # the batch's receive time (issue 25)
                     if not batch:
                         break
                     sequenced = only_sequenced(batch)
@@ -169,7 +173,7 @@ async def record_stream(
                     payloads = list(map(data_of, sequenced))
                     if count is not None:
                         del payloads[count - position :]
-                    position = store.append_many(payloads)
+                    position = store.append_many(payloads, received_ns=received_ns)
             finally:
                 await close_subscriber(subscriber, report)
                 if store is not None:

@@ -12,10 +12,12 @@ import logging
 import os
 import ssl as ssl_module
 from collections.abc import Callable
+from typing import Any
 
 import click
 
 from ..errors import SoupError
+from ..feeds.pacing import PacedStore
 from ..metrics import MetricsEndpoint, serve_metrics
 from ..server import SoupServer
 from ..store import Durability, FileStore, MemoryStore, MessageStore
@@ -32,6 +34,7 @@ from .options import (
     server_tls_options,
 )
 from .output import Progress, Rate
+from .replay import Replay, replay_options
 from .running import StopRequest, close_server, run_command, say
 from .streams import connect_patiently, open_gateway_store, parse_store_option
 
@@ -99,6 +102,7 @@ log = logging.getLogger("soup")
 @click.option(
     "--max-lag", type=click.IntRange(min=1), help="Drop a client more than this many messages behind."
 )
+@replay_options
 @server_tls_options
 @metrics_option
 def serve(
@@ -115,6 +119,11 @@ def serve(
     login_timeout: float,
     durability: Durability,
     max_lag: int | None,
+    pace: Any,
+    clock: str,
+    start_at: int,
+    start_on_login: bool,
+    end_after_replay: bool,
     tls_cert: str | None,
     tls_key: str | None,
     tls_ca: str | None,
@@ -127,9 +136,13 @@ def serve(
     --stdin, each line of standard input is published as a message; the server keeps serving
     after the input ends, until Ctrl-C or SIGTERM.
 
+    With --pace, the journal is replayed live: at its recorded pace, N times it, or a fixed
+    rate (see Replay a real feed in the README).
+
     \b
-    Example:
+    Examples:
       seq 1 1000 | soup serve --listen :7000 --journal feed.journal --session FEED --stdin
+      soup serve --journal itch.journal --pace 10x --clock itch50
     """
     if per_user and from_stdin:
         raise click.UsageError("--stdin publishes one shared stream; it cannot be used with --per-user")
@@ -142,21 +155,25 @@ def serve(
         raise click.BadParameter(f"{session!r} is longer than 10 ASCII characters", param_hint="--session")
     ssl = server_ssl(tls_cert, tls_key, tls_ca)
     check_metrics_apart(metrics, listen)
+    clashing = {"--stdin": from_stdin, "--per-user": per_user, "--store": store_url is not None}
+    replay = Replay.from_options(pace, clock, start_at, start_on_login, end_after_replay, **clashing)
 
     async def main(stop: StopRequest) -> None:
         with access.active():
             await serve_session(
                 stop, listen, journal, jetstream, cache, session, access, from_stdin, per_user,
-                heartbeat, client_timeout, login_timeout, durability, max_lag, ssl, metrics,
+                heartbeat, client_timeout, login_timeout, durability, max_lag, ssl, metrics, replay,
             )  # fmt: skip
 
     run_command(main)
 
 
 def _open_store(
-    journal: str | None, session: str | None, durability: Durability, per_user: bool
+    journal: str | None, session: str | None, durability: Durability, per_user: bool, replay: Replay | None
 ) -> tuple[MessageStore | None, Callable[[str], MessageStore] | None]:
     """The shared store, or (per-user mode) the factory of each user's store."""
+    if replay is not None:
+        return replay.open_store(journal, session), None
     if per_user:
         if journal is None:
             return None, None
@@ -190,12 +207,14 @@ async def serve_session(
     max_lag: int | None,
     ssl: ssl_module.SSLContext | None,
     metrics: Address | None = None,
+    replay: Replay | None = None,
 ) -> None:
     """Serve until stopped (or until standard input fails, with --stdin).
 
     ``metrics``: serve the server's (and a JetStream gateway's) metrics and health there
     (``--metrics``), from the server's start to its close. ``access``: who may log in (the
-    caller runs this inside ``access.active()`` for the audit log and SIGHUP).
+    caller runs this inside ``access.active()`` for the audit log and SIGHUP). ``replay``: serve
+    the journal as a paced replay (``--pace``).
 
     Raises:
         Stopped: a stop signal arrived (after closing the server and its stores).
@@ -235,7 +254,7 @@ async def serve_session(
                 )
                 factory = None
             else:
-                store, factory = _open_store(journal, session, durability, per_user)
+                store, factory = _open_store(journal, session, durability, per_user, replay)
             try:
                 server = SoupServer(
                     session,
@@ -277,10 +296,13 @@ async def serve_session(
     def describe() -> str:
         stats = server.stats()
         last = sum(stats["streams"].values())
-        return (
+        line = (
             f"seq {last:,}  clients {stats['logged_in']}  sent {stats['messages_sent']:,}"
             f"  {rate(last):,.0f} msg/s"
         )
+        if isinstance(store, PacedStore):
+            line += "  " + Replay.describe(store)
+        return line
 
     def stop_if_failed(task: asyncio.Task[None]) -> None:
         # A reader that fails (a line too long for a message, unreadable input) stops the
@@ -293,6 +315,8 @@ async def serve_session(
     try:
         with Progress(describe):
             reader = asyncio.create_task(publish_stdin(server)) if from_stdin else None
+            if replay is not None and isinstance(store, PacedStore):
+                reader = asyncio.create_task(replay.start_clock(store, server))
             if reader is not None:
                 reader.add_done_callback(stop_if_failed)
             try:

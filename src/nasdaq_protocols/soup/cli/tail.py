@@ -7,6 +7,7 @@ Fails over between the servers given and resumes at the next sequence number aft
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
@@ -29,6 +30,7 @@ from .options import (
     heartbeat_option,
     metrics_option,
     reconnect_option,
+    timestamps_option,
 )
 from .output import OutputClosed, Progress, Rate, format_batch, write_output
 from .passwords import password_options, resolve_password
@@ -51,6 +53,7 @@ __all__ = ["follow_and_print", "tail"]
 )
 @count_option("Exit after this many messages (0: print nothing and exit).")
 @format_option
+@timestamps_option
 @reconnect_option
 @heartbeat_option
 @client_tls_options()
@@ -64,6 +67,7 @@ def tail(
     sequence: int,
     count: int | None,
     fmt: str,
+    timestamps: bool,
     reconnect: bool,
     heartbeat: float,
     tls: bool,
@@ -89,7 +93,7 @@ def tail(
 
     async def main(stop: StopRequest) -> None:
         await follow_and_print(
-            stop, servers, user, secret, session, sequence, count, fmt, options, metrics
+            stop, servers, user, secret, session, sequence, count, fmt, options, metrics, timestamps
         )  # fmt: skip
 
     run_command(main)
@@ -106,10 +110,13 @@ async def follow_and_print(
     fmt: str,
     options: dict[str, Any],
     metrics: Address | None = None,
+    timestamps: bool = False,
 ) -> None:
     """Print the session's messages until ``count``, the end of the session, or a stop.
 
     ``metrics``: serve the subscriber's metrics and health there meanwhile (``--metrics``).
+    Each message's receive time is when its batch was taken from the subscriber (``time_ns``
+    then): in json always, in text and hex with ``timestamps``.
 
     Raises:
         Stopped: a stop signal arrived (after logging out).
@@ -140,11 +147,12 @@ async def follow_and_print(
                 await stop.race(subscriber.start())
                 while True:
                     batch = await next_batch(subscriber, stop)
+                    received_ns = time.time_ns()
                     if not batch:
                         break
                     if count is not None and printed + len(batch) >= count:
                         del batch[count - printed :]
-                    write_output(format_batch(batch, fmt))
+                    write_output(format_batch(batch, fmt, received_ns=received_ns, timestamps=timestamps))
                     printed += len(batch)
                     if printed == count:
                         break

@@ -26,7 +26,7 @@ from ..errors import StoreError
 from ..retry import RetryDelays
 from ..store import FileStore, MemoryStore
 from .connection import describe_nats_error
-from .stream import check_mirror, check_stream, stream_sequence
+from .stream import check_mirror, check_stream, delivery_time_ns, stream_sequence
 
 __all__ = ["StreamFollower"]
 
@@ -96,6 +96,9 @@ class StreamFollower:
         self._following = False
         self._expected = mirror.last_sequence + 1  # stream sequence the next delivery must have
         self._pending: list[bytes] = []
+        # Receive times: the time JetStream stored each message (in its delivery's metadata), so
+        # every gateway keeps the same times, and a mirror catching up keeps the original pace.
+        self._pending_times: list[int] = []
         self._commit_scheduled = False
         self._last_activity = time.monotonic()
         self._stream_last_sequence = mirror.last_sequence
@@ -377,6 +380,7 @@ class StreamFollower:
             self._request_resync()
             return
         self._pending.append(msg.data)
+        self._pending_times.append(delivery_time_ns(msg.reply))  # receive times (issue 25)
         self._expected = sequence + 1
         self.saw_stream_last(sequence + pending)
         if not self._commit_scheduled:
@@ -414,13 +418,13 @@ class StreamFollower:
     def _commit(self) -> None:
         """Append the messages delivered so far to the mirror and tell the owner."""
         self._commit_scheduled = False
-        payloads = self._pending
+        payloads, times = self._pending, self._pending_times
         if not payloads or self._mirror.closed:
             return
-        self._pending = []
+        self._pending, self._pending_times = [], []
         first = self._mirror.last_sequence + 1
         try:
-            _, packets = self._mirror.append_batch(payloads)
+            _, packets = self._mirror.append_batch(payloads, received_ns=times)
         except (StoreError, ValueError) as exc:
             log.error(
                 "stream %s: cannot store messages %d..%d in the mirror: %s",

@@ -24,7 +24,7 @@ from nats.js import api
 
 from ..errors import StoreError
 from ..retry import backoff
-from ..store import AppendListener, EndListener, FileStore, MemoryStore, Payload, StoreBase
+from ..store import AppendListener, EndListener, FileStore, MemoryStore, Payload, ReceivedTimes, StoreBase
 from .connection import (
     API_TIMEOUT,
     check_stream_name,
@@ -291,7 +291,9 @@ class JetStreamStore(StoreBase):
         """Refused: raise :class:`~..errors.StoreError` (gateways are read-only mirrors)."""
         raise self._read_only()
 
-    def append_batch(self, payloads: Iterable[Payload]) -> tuple[int, bytes]:
+    def append_batch(
+        self, payloads: Iterable[Payload], received_ns: ReceivedTimes = None
+    ) -> tuple[int, bytes]:
         """Refused: raise :class:`~..errors.StoreError` (gateways are read-only mirrors)."""
         raise self._read_only()
 

@@ -25,6 +25,7 @@ __all__ = [
     "cached_mirror",
     "check_mirror",
     "check_stream",
+    "delivery_time_ns",
     "open_stream",
     "stream_sequence",
 ]
@@ -193,6 +194,14 @@ def stream_sequence(reply: str) -> tuple[int, int]:
     if len(tokens) >= 11:
         return int(tokens[7]), int(tokens[10])
     raise ValueError(f"not a JetStream delivery: reply subject {reply!r}")
+
+
+def delivery_time_ns(reply: str) -> int:
+    """When JetStream stored a delivered message (ns since the epoch), from its reply subject's
+    ``<time>`` token (see :func:`stream_sequence`); 0 when the subject has none."""
+    tokens = reply.split(".")
+    token = tokens[7] if len(tokens) == 9 else tokens[9] if len(tokens) >= 11 else ""
+    return int(token) if token.isdigit() else 0
 
 
 def cached_mirror(cache: str | os.PathLike[str], session: str | None, servers: Sequence[str]) -> FileStore:

@@ -30,7 +30,7 @@ from nasdaq_protocols.common.errors import CloseReason
 
 from ..core import LoginAccepted, LoginRejected, LoginRejectReason, LoginRequest
 from ..framing import MAX_PACKET_SIZE
-from ..store import MemoryStore, MessageStore, ServedStore, served_store
+from ..store import MemoryStore, MessageStore, ReceivedTimes, ServedStore, served_store
 from .admission import CLIENT_DROP_REASONS, LIMITS, MAX_UNAUTHENTICATED_PER_ADDRESS, Admission
 from .login import LoginAttempt, LoginGate
 from .served import ServedSession
@@ -312,8 +312,13 @@ class SoupServer:
         """
         return self.publish_many((payload,), user=user)
 
-    def publish_many(self, payloads: Iterable[bytes], *, user: str | None = None) -> int:
+    def publish_many(
+        self, payloads: Iterable[bytes], *, user: str | None = None, received_ns: ReceivedTimes = None
+    ) -> int:
         """Append several messages at once (one store write, one send per client).
+
+        ``received_ns``: when the messages arrived, for a store that keeps receive times (a relay
+        passes the time it received them upstream); see :data:`~..store.ReceivedTimes`.
 
         Returns:
             The sequence number of the last message (the current one if ``payloads`` is empty).
@@ -328,7 +333,12 @@ class SoupServer:
             return stream.store.last_sequence
         store = stream.store
         first = store.last_sequence + 1
-        last, packets = store.append_batch(batch)  # validates sizes before anything is stored
+        # Both validate sizes before anything is stored. Receive times go only where given, so a
+        # store of the user's whose append_batch predates them keeps working.
+        if received_ns is None:
+            last, packets = store.append_batch(batch)
+        else:
+            last, packets = store.append_batch(batch, received_ns)
         stream.published(packets, len(batch), first)
         return last
 

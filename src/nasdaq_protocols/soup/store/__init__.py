@@ -13,6 +13,7 @@ ready-framed wire bytes. Nothing here knows sockets or asyncio; it imports only 
 * :mod:`.file`: :class:`FileStore`, an append-only journal file, one ``os.write`` per append,
   replay a byte range of the file (:meth:`FileStore.file_range` for ``sendfile``).
 * :mod:`.journal` and :mod:`.index_file`: the two file formats, and crash recovery.
+* :mod:`.timestamps`: the receive times kept beside a journal (``<journal>.times``).
 
 Thread safety: none. A store is meant to be used from one thread (the server's event loop).
 Several *processes* may read one journal (``readonly=True``) while one process writes it; a
@@ -31,6 +32,7 @@ from .api import (
     MessageStore,
     NamingStore,
     Payload,
+    ReceivedTimes,
     ReplicatedStore,
     ServedStore,
     StoreBase,
@@ -40,10 +42,12 @@ from .api import (
 from .file import DEFAULT_INDEX_EVERY, Durability, FileRange, FileStore
 from .journal import JOURNAL_HEADER_SIZE
 from .memory import MemoryStore
+from .timestamps import UNKNOWN_TIME, ReceiveTimes
 
 __all__ = [
     "DEFAULT_INDEX_EVERY",
     "JOURNAL_HEADER_SIZE",
+    "UNKNOWN_TIME",
     "AppendListener",
     "AsyncClosingStore",
     "BatchAppendingStore",
@@ -56,6 +60,8 @@ __all__ = [
     "MessageStore",
     "NamingStore",
     "Payload",
+    "ReceiveTimes",
+    "ReceivedTimes",
     "ReplicatedStore",
     "ServedStore",
     "StoreBase",

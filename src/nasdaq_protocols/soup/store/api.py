@@ -21,7 +21,7 @@ wraps it once; a server then calls every method directly and never probes with `
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from ..errors import StoreError
@@ -37,6 +37,7 @@ __all__ = [
     "MessageStore",
     "NamingStore",
     "Payload",
+    "ReceivedTimes",
     "ReplicatedStore",
     "ServedStore",
     "StoreBase",
@@ -46,6 +47,12 @@ __all__ = [
 
 #: The payload types ``append`` accepts.
 Payload: TypeAlias = bytes | bytearray | memoryview
+
+# ---- receive times (issue 25): the type of append_batch's optional ``received_ns``
+#: When the messages of an append arrived, in nanoseconds since the epoch: one time for all of
+#: them, one per message, or ``None`` (not known). Stores that keep no receive times ignore it;
+#: :class:`~.file.FileStore` keeps them beside its journal (see :mod:`.timestamps`).
+ReceivedTimes: TypeAlias = int | Sequence[int] | None
 
 #: ``listener(packets, count, first_sequence)``: messages ``first_sequence ..`` reached the store,
 #: ``packets`` in wire form (see :meth:`ReplicatedStore.set_append_listener`).
@@ -117,8 +124,11 @@ class BatchAppendingStore(MessageStore, Protocol):
     """A store that hands back the wire bytes of what it appended, so a server sends exactly those
     bytes to its live clients without framing them a second time."""
 
-    def append_batch(self, payloads: Iterable[Payload]) -> tuple[int, bytes]:
-        """As ``append_many``; return ``(last sequence number, packets as stored)``."""
+    def append_batch(
+        self, payloads: Iterable[Payload], received_ns: ReceivedTimes = None
+    ) -> tuple[int, bytes]:
+        """As ``append_many``; return ``(last sequence number, packets as stored)``. A store that
+        keeps receive times keeps ``received_ns`` (see :data:`ReceivedTimes`); others ignore it."""
         ...
 
 
@@ -224,8 +234,12 @@ class StoreBase(abc.ABC):
         """True when the store refuses appends (False unless the store says otherwise)."""
         return False
 
-    def append_batch(self, payloads: Iterable[Payload]) -> tuple[int, bytes]:
+    def append_batch(
+        self, payloads: Iterable[Payload], received_ns: ReceivedTimes = None
+    ) -> tuple[int, bytes]:
         """Store several messages in one write and return them as stored.
+
+        ``received_ns`` (receive times) is ignored: this store keeps none.
 
         Returns:
             ``(last sequence number, packets)``; ``packets`` is ``b""`` when ``payloads`` is empty.
@@ -307,8 +321,11 @@ class ForeignStore(StoreBase):
         """The wrapped store's ``append_many``."""
         return self.wrapped.append_many(payloads)
 
-    def append_batch(self, payloads: Iterable[Payload]) -> tuple[int, bytes]:
-        """The wrapped store's ``append_batch``, or framing plus its ``append_many``."""
+    def append_batch(
+        self, payloads: Iterable[Payload], received_ns: ReceivedTimes = None
+    ) -> tuple[int, bytes]:
+        """The wrapped store's ``append_batch``, or framing plus its ``append_many`` (a store
+        written elsewhere is given no receive times: ``received_ns`` is dropped)."""
         if self._batches is not None:
             return self._batches.append_batch(payloads)
         return super().append_batch(payloads)

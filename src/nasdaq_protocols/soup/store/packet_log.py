@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from ..core import MAX_PAYLOAD_SIZE
 from ..errors import StoreError
 from ..framing import HEADER_CACHE_SIZE, MAX_PACKET_SIZE, SEQUENCED_HEADERS, packet_header, scan_packets
-from .api import Payload, StoreBase, check_session
+from .api import Payload, ReceivedTimes, StoreBase, check_session
 
 __all__ = ["SEQUENCED", "PacketLog", "pack_record_header"]
 
@@ -162,9 +162,14 @@ class PacketLog(StoreBase):
         """
         return self.append_batch(payloads)[0]
 
-    def append_batch(self, payloads: Iterable[Payload]) -> tuple[int, bytes]:
+    def append_batch(
+        self, payloads: Iterable[Payload], received_ns: ReceivedTimes = None
+    ) -> tuple[int, bytes]:
         """As :meth:`append_many`, and also return the packets as stored (wire form), so a
         server can send exactly those bytes to its live clients without framing them twice.
+
+        ``received_ns``: receive times, kept by :class:`~.file.FileStore` (which extends this
+        method); the memory store keeps none and ignores them.
 
         Returns:
             ``(last sequence number, packets)``; ``packets`` is ``b""`` when ``payloads`` is empty.
@@ -208,6 +213,56 @@ class PacketLog(StoreBase):
         self._end = position
         self._appended()
         return count, packets
+
+    # ---- framed appends (issue 25: feed imports frame their messages in one pass)
+
+    def append_packets(self, packets: bytes) -> int:
+        """Store Sequenced Data packets already framed (laid end to end as :meth:`read_packets`
+        returns them) with a single write. Stepping over them runs at the compiled walker's
+        speed, so a caller that frames messages itself (a BinaryFILE import) stores them at
+        about 20 ns a message instead of :meth:`append_batch`'s 200.
+
+        Returns:
+            The last message's sequence number (unchanged when ``packets`` is empty).
+
+        Raises:
+            ValueError: ``packets`` is not whole, valid Sequenced Data packets; nothing is stored.
+            StoreError: the store is closed or read-only, or the write failed; nothing is stored.
+        """
+        self._check_writable()
+        every = self._index_every
+        count = self._count
+        base = self._end
+        end = len(packets)
+        checkpoints: list[int] = []
+        until_checkpoint = -count % every
+        position = 0
+        while position < end:
+            step = until_checkpoint or every
+            following, stepped, _ = scan_packets(packets, position, end, step)
+            if not stepped:
+                break
+            if not until_checkpoint:
+                checkpoints.append(base + position)
+                until_checkpoint = every
+            until_checkpoint -= stepped
+            count += stepped
+            position = following
+            if stepped < step:
+                break
+        if position != end:
+            raise ValueError(
+                f"packet {count - self._count + 1} of the {end} bytes given is not a whole Sequenced"
+                " Data packet; nothing was stored"
+            )
+        if not end:
+            return self._count
+        self._write(packets)
+        self._checkpoints.extend(checkpoints)
+        self._count = count
+        self._end = base + end
+        self._appended()
+        return count
 
     def get(self, sequence: int) -> bytes:
         """Return the payload of message ``sequence``.
