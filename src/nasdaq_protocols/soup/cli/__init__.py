@@ -1,4 +1,4 @@
-"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish.
+"""The ``soup`` command: demo, serve, tail, record, cat, verify, relay, publish.
 
 One process per subcommand, each a thin shell over the library (:class:`SoupServer`,
 :func:`subscribe`, :class:`FileStore`, :class:`Relay`), one module per subcommand; the modules
@@ -29,6 +29,7 @@ from .relay import relay
 from .running import setup_logging
 from .serve import serve
 from .tail import tail
+from .verify import verify
 
 __all__ = ["escape_payload", "format_message", "main"]
 
@@ -57,5 +58,5 @@ def main(verbose: int) -> None:
     setup_logging(verbose)
 
 
-for _command in (demo, serve, tail, record, cat, relay, publish):
+for _command in (demo, serve, tail, record, cat, verify, relay, publish):
     main.add_command(_command)

@@ -13,6 +13,8 @@ ready-framed wire bytes. Nothing here knows sockets or asyncio; it imports only 
 * :mod:`.file`: :class:`FileStore`, an append-only journal file, one ``os.write`` per append,
   replay a byte range of the file (:meth:`FileStore.file_range` for ``sendfile``).
 * :mod:`.journal` and :mod:`.index_file`: the two file formats, and crash recovery.
+* :mod:`.checksums`: the journal's checksums (``<journal>.sums``), and :mod:`.verify`, checking a
+  whole journal against them (``soup verify``).
 
 Thread safety: none. A store is meant to be used from one thread (the server's event loop).
 Several *processes* may read one journal (``readonly=True``) while one process writes it; a
@@ -26,6 +28,7 @@ from .api import (
     AppendListener,
     AsyncClosingStore,
     BatchAppendingStore,
+    EndingStore,
     EndListener,
     ForeignStore,
     MessageStore,
@@ -37,6 +40,7 @@ from .api import (
     check_session,
     served_store,
 )
+from .checksums import Damage
 from .file import DEFAULT_INDEX_EVERY, Durability, FileRange, FileStore
 from .journal import JOURNAL_HEADER_SIZE
 from .memory import MemoryStore
@@ -47,8 +51,10 @@ __all__ = [
     "AppendListener",
     "AsyncClosingStore",
     "BatchAppendingStore",
+    "Damage",
     "Durability",
     "EndListener",
+    "EndingStore",
     "FileRange",
     "FileStore",
     "ForeignStore",
