@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-
-import attrs
+from dataclasses import dataclass, field
 
 from ..errors import StoreError
 from ..framing import scan_packets
@@ -25,7 +24,7 @@ __all__ = ["JournalReport", "verify_journal"]
 _NO_COUNT_LIMIT = sys.maxsize
 
 
-@attrs.define
+@dataclass
 class JournalReport:
     """What :func:`verify_journal` found."""
 
@@ -51,7 +50,7 @@ class JournalReport:
     #: The first damage found, if any.
     damage: Damage | None = None
     #: Things worth saying that are not damage (a sums file not used, and why).
-    notes: list[str] = attrs.Factory(list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def sound(self) -> bool:
