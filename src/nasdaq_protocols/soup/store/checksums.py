@@ -152,14 +152,16 @@ class JournalChecksums:
     Args:
         journal_path: the journal's path (the sums file is that plus :data:`SUMS_SUFFIX`).
         readonly: never write the sums file (a reader); else this is the journal's writer.
-        region_bytes: the least bytes of a region, for a new sums file.
+        region_bytes: the least bytes of a region, for a new sums file (default
+            :data:`REGION_BYTES`).
     """
 
-    def __init__(self, journal_path: str, *, readonly: bool, region_bytes: int = REGION_BYTES) -> None:
+    def __init__(self, journal_path: str, *, readonly: bool, region_bytes: int | None = None) -> None:
         #: The sums file's path.
         self.path = journal_path + SUMS_SUFFIX
         self._readonly = readonly
-        self.region_bytes = region_bytes
+        #: The least bytes of a region (a loaded sums file's own).
+        self.region_bytes = REGION_BYTES if region_bytes is None else region_bytes
         self.journal_id = 0
         #: Journal offset of the first region's start; 0 while there are no checksums.
         self.first_offset = 0

@@ -479,7 +479,7 @@ class FileStore(PacketLog):
             )
         if self.damage is None:
             self.damage = damage
-            reading = "its records are read" if damage.sequence == 0 else f"reading its first {self._count}"
+            reading = "its records are read" if damage.sequence == 0 else f"reading {self._count} before it"
             logger.error("%s; %s", damage.describe(self.path), reading)
 
     def _walk(self, stop: int) -> None:
