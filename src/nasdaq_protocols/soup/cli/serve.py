@@ -8,10 +8,12 @@ folder, that the address can be listened on. Should the start fail all the same,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import ssl as ssl_module
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import click
 
@@ -128,6 +130,11 @@ def serve(
     The stream is kept in a journal (--journal), in memory, or in NATS JetStream (--store). With
     --stdin, each line of standard input is published as a message; the server keeps serving
     after the input ends, until Ctrl-C or SIGTERM.
+
+    SIGUSR1 ends the session (kill -USR1 PID): nothing more is published, and every client, those
+    connected and those that log in later, gets End of Session once it has every message from
+    the sequence it asked for. A journal records the end, so a server started again on it
+    serves the ending too.
 
     \b
     Example:
@@ -273,6 +280,12 @@ async def serve_session(
         announce_metrics(server.metrics.address)
     if allowed is None:
         say("no --user/--password given: any login is accepted")
+    if server.ended:
+        say(
+            f"session {server.session!r} ended after sequence {server.last_sequence} (as the journal"
+            " records): clients get their messages, then End of Session"
+            + ("; standard input is not read" if from_stdin else "")
+        )
     rate = Rate()
 
     def describe() -> str:
@@ -291,10 +304,17 @@ async def serve_session(
 
     failed = asyncio.Event()
     failure: BaseException | None = None
+    reader: asyncio.Task[None] | None = None
+
+    def end_session() -> None:  # SIGUSR1
+        if reader is not None:
+            reader.cancel()  # nothing more is published, from standard input or elsewhere
+        say(end_session_now(server, jetstream is not None))
+
     try:
-        with Progress(describe):
-            reader = asyncio.create_task(publish_stdin(server)) if from_stdin else None
-            if reader is not None:
+        with Progress(describe), signal_handled(getattr(signal, "SIGUSR1", None), end_session):
+            if from_stdin and not server.ended:
+                reader = asyncio.create_task(publish_stdin(server))
                 reader.add_done_callback(stop_if_failed)
             try:
                 await stop.race(failed.wait())
@@ -309,6 +329,36 @@ async def serve_session(
             await early.close()
     if failure is not None:
         raise failure
+
+
+def end_session_now(server: SoupServer, gateway: bool) -> str:
+    """End ``server``'s session (SIGUSR1) unless it is a JetStream gateway; what to say about it."""
+    if gateway:
+        return "SIGUSR1 ignored: a JetStream gateway cannot end the session (soup publish --end-session does)"
+    if server.ended:
+        return f"session {server.session!r} has ended already"
+    server.end_session()
+    return (
+        f"session {server.session!r} ended after sequence {sum(server.stats()['streams'].values())}"
+        " (SIGUSR1): clients get End of Session once they have every message; still serving"
+    )
+
+
+@contextlib.contextmanager
+def signal_handled(signum: int | None, handler: Callable[[], None]) -> Iterator[None]:
+    """Call ``handler()`` in the running loop on signal ``signum`` during the block (nothing where
+    the platform has no such signal)."""
+    loop = asyncio.get_running_loop()
+    installed = False
+    if signum is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, handler)
+            installed = True
+    try:
+        yield
+    finally:
+        if installed and signum is not None:
+            loop.remove_signal_handler(signum)
 
 
 def early_reason(endpoint: MetricsEndpoint) -> Callable[[str], None]:

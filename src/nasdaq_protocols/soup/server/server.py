@@ -226,7 +226,7 @@ class SoupServer:
 
     @property
     def ended(self) -> bool:
-        """True once :meth:`end_session` was called."""
+        """True once :meth:`end_session` was called (or the store said the session ended)."""
         return self._ended
 
     def session_opened(self, session: ServedSession) -> None:
@@ -255,6 +255,8 @@ class SoupServer:
             store = served_store(self._store_factory(user))
             self._name_store(store)
             stream = self._streams[key] = Stream(key, store, self.end_session)
+            if self._ended:
+                self._record_end(stream)
         return stream
 
     def _name_store(self, store: ServedStore) -> None:
@@ -312,14 +314,31 @@ class SoupServer:
         return last
 
     def end_session(self) -> None:
-        """End the session: every client gets End of Session, new logins are refused."""
+        """End the session: nothing more can be published, and every client gets End of Session
+        once it has every message from the sequence it asked for, those connected now and those
+        that log in later alike (a client that dropped just before the end can still fetch its
+        tail). Stores that can keep the end record it (a :class:`~..store.FileStore` journal),
+        so a server started again on them serves the ending too.
+        """
+        if self._ended:
+            return
         self._ended = True
+        log.info("session %r ended: each client gets End of Session once it has every message", self.session)
         for stream in self._streams.values():
             stream.flush()
+            self._record_end(stream)
         # Each client gets End of Session once it has every message (a slow one, when it drains).
         for session in list(self._sessions):
             if session.stream is not None:
                 session.pump()
+
+    def _record_end(self, stream: Stream) -> None:
+        if stream.store.readonly:
+            return
+        try:
+            stream.store.record_end()
+        except Exception as exc:  # a failing disk must not keep the session from ending
+            log.error("recording the end of session %r in stream %r: %s", self.session, stream.name, exc)
 
     # ------------------------------------------------------------------ login
 
@@ -342,10 +361,10 @@ class SoupServer:
             self._logins_rejected_auth += 1
             log.warning("%s> login refused: bad credentials for user %r", session.session_id, msg.user)
             return LoginRejected(LoginRejectReason.NOT_AUTHORIZED)
-        if self._ended or (msg.session and msg.session != self.session):
+        # An ended session still accepts logins: each gets its messages, then End of Session.
+        if msg.session and msg.session != self.session:
             self._logins_rejected_session += 1
-            why = "the session has ended" if self._ended else f"no session {msg.session!r}"
-            log.warning("%s> login refused: %s", session.session_id, why)
+            log.warning("%s> login refused: no session %r", session.session_id, msg.session)
             return LoginRejected(LoginRejectReason.SESSION_NOT_AVAILABLE)
         stream = self._stream_for(msg.user)
         last = stream.store.last_sequence
@@ -394,7 +413,7 @@ class SoupServer:
         ``login_timeout``, ``protocol_error`` (a malformed or oversized packet),
         ``application_error`` (``on_unsequenced`` raised). ``logins_rejected`` is
         ``logins_rejected_auth`` (bad credentials) plus ``logins_rejected_session`` (no such
-        session, or it ended). ``messages_published`` counts the messages added to the streams
+        session). ``messages_published`` counts the messages added to the streams
         since the server took their stores (``streams`` holds each stream's last sequence).
         """
         admission = self.admission

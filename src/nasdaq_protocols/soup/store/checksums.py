@@ -11,10 +11,11 @@ replay is one ``sendfile`` of a byte range; a checksum between records would hav
 of every read.
 
 Regions: the records are cut into regions of at least R bytes (:data:`REGION_BYTES`): a region
-ends with the first record that ends R or more bytes after the region's start. Each complete
-region has an entry (where it ends, how many messages precede that point, the CRC-32 of its
-bytes). The open region at the end of the journal has no entry yet: its records are checked for
-form only, so a torn tail is still told from damage as :mod:`.journal` says.
+ends with the first record that ends R or more bytes after the region's start, or where a writer
+closed the journal (:meth:`JournalChecksums.seal`: so a small journal is covered too). Each
+complete region has an entry (where it ends, how many messages precede that point, the CRC-32
+of its bytes). The open region of a journal being written has no entry yet: its records are
+checked for form only, so a torn tail is still told from damage as :mod:`.journal` says.
 
 Sums file (``<journal>.sums``), little-endian::
 
@@ -270,7 +271,7 @@ class JournalChecksums:
             length = end - previous_end
             if (
                 zlib.crc32(fields) != stored
-                or not self.region_bytes <= length < self.region_bytes + LARGEST_RECORD
+                or not 0 < length < self.region_bytes + LARGEST_RECORD
                 or not 1 <= count - previous_count <= length // 3
             ):
                 if data[offset:].count(0) != len(data) - offset:  # zeros are a torn write
@@ -432,6 +433,23 @@ class JournalChecksums:
             self._give_up(exc)
             return
         self._parsed += _ENTRY_SIZE * len(entries)
+
+    def seal(self, end: int, count: int) -> None:
+        """The writer closes the journal, which ends at ``end`` after ``count`` messages: close
+        the open region there (if it holds any record), so that every record has a checksum."""
+        if self._fd is None or end <= self._region_start:
+            return
+        fields = _ENTRY.pack(end, count, self._region_crc)
+        try:
+            self._write_at(self._parsed, fields + _CRC.pack(zlib.crc32(fields)))
+        except OSError as exc:
+            self._give_up(exc)
+            return
+        self._parsed += _ENTRY_SIZE
+        self._ends.append(end)
+        self._counts.append(count)
+        self._crcs.append(self._region_crc)
+        self._region_start, self._region_crc = end, 0
 
     def close(self) -> None:
         """Close the sums file (the writer's)."""

@@ -285,7 +285,8 @@ class FileStore(PacketLog):
         return self._count - before
 
     def close(self) -> None:
-        """Sync as the policy requires, save the index file, release the lock and the file.
+        """Sync as the policy requires, save the index file, give the last records their checksum
+        (closing the open region), release the lock and the file.
 
         Raises:
             StoreError: the final ``fdatasync`` failed (the file is closed all the same).
@@ -297,6 +298,7 @@ class FileStore(PacketLog):
                 self.flush()
                 if self._count != self._index_file_count and self._count >= _INDEX_FILE_MIN_MESSAGES:
                     self._save_index_file()
+                self.checksums.seal(self._end, self._count)
         finally:
             self._closed = True
             self.checksums.close()
