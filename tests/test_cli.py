@@ -429,7 +429,11 @@ def test_version_names_the_packet_walker(no_extensions: bool) -> None:
 # --------------------------------------------------------------------------- demo
 
 
-@pytest.mark.parametrize("arguments", [["--messages", "50000"], []], ids=["50000", "defaults"])
+@pytest.mark.parametrize(
+    "arguments",
+    [["--messages", "2"], ["--messages", "100"], ["--messages", "50000"], []],
+    ids=["2", "100", "50000", "defaults"],
+)
 def test_demo(arguments: list[str]) -> None:
     result = soup("demo", *arguments, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

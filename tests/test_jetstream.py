@@ -562,6 +562,28 @@ async def test_soup_publish_end_session_ends_it(nats_server: NatsServer, closing
     assert store.ended and store.ended_at == 2
 
 
+async def test_soup_publish_with_no_input_reports_the_stream_s_true_last_sequence(
+    nats_server: NatsServer, closing: list[object]
+) -> None:
+    publisher = await JetStreamPublisher.connect(nats_server.url, "HOLDS")
+    closing.append(publisher)
+    await publisher.publish_many(payload(n) for n in range(1, 1014))
+    command = [
+        sys.executable,
+        "-m",
+        "nasdaq_protocols.soup.cli",
+        "publish",
+        "--store",
+        f"{nats_server.url}/HOLDS",
+    ]
+    for stdin, said in [(b"", "0 messages to stream HOLDS"), (b"one more\n", "1 message to stream HOLDS")]:
+        done = await asyncio.to_thread(subprocess.run, command, input=stdin, capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        line = done.stderr.decode().strip()
+        assert line.startswith(f"soup publish: {said}"), line
+        assert line.endswith(f"last sequence {1013 if not stdin else 1014}"), line
+
+
 async def test_an_out_of_order_delivery_is_never_stored(
     nats_server: NatsServer, closing: list[object]
 ) -> None:

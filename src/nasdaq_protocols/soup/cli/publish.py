@@ -76,7 +76,8 @@ async def publish_lines(
         while (batch := await stop.race(anext(lines, None))) is not None:
             await stop.race(publisher.publish_many(batch))
             published += len(batch)
-        last = await stop.race(publisher.end_session()) if end else publisher.last_sequence
+        # The stream's own last sequence: what this run added, or (no input) what it holds.
+        last = await stop.race(publisher.end_session() if end else publisher.stream_last_sequence())
     except failures as exc:
         raise Failure(f"after {published} messages: {describe_stream_error(exc, stream)}") from None
     finally:
