@@ -482,7 +482,8 @@ class FileStore(PacketLog):
         if self.damage is None:
             self.damage = damage
             reading = "its records are read" if damage.sequence == 0 else f"reading {self._count} before it"
-            logger.error("%s; %s", damage.describe(self.path), reading)
+            # A reader is told through `damage` (and reads only what comes before it): info here.
+            logger.info("%s; %s", damage.describe(self.path), reading)
 
     def _walk(self, stop: int) -> None:
         """Index the records in ``[_end, stop)``, up to the first damaged region of the checksums;
