@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .lines import stdin_lines
+from .options import session_name
 from .running import Failure, StopRequest, run_command, say
 from .streams import connect_patiently, describe_stream_error, parse_store_option
 
@@ -19,7 +20,11 @@ __all__ = ["publish", "publish_lines"]
     metavar="nats://HOST:PORT/STREAM",
     help="The JetStream stream (created when missing); list every node: nats://a:4222,b:4222/FEED.",
 )
-@click.option("--session", help="Session name of a new stream (default: its name); else must match.")
+@click.option(
+    "--session",
+    callback=session_name,
+    help="Session name of a new stream (default: its name); else must match.",
+)
 @click.option(
     "--replicas",
     type=click.IntRange(min=1),

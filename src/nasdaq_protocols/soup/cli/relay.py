@@ -42,6 +42,7 @@ from .options import (
     metrics_option,
     server_ssl,
     server_tls_options,
+    session_name,
 )
 from .running import StopRequest, close_server, run_command, say
 
@@ -63,7 +64,10 @@ __all__ = ["relay", "run_relay"]
 @click.option("--upstream-user", default="", help="Username for the upstream servers.")
 @click.option("--upstream-password", default="", help="Password for the upstream servers.")
 @click.option(
-    "--session", default="", help="Upstream session (default: the journal's, else the current one)."
+    "--session",
+    default="",
+    callback=session_name,
+    help="Upstream session (default: the journal's, else the current one).",
 )
 @click.option("--user", help="Username downstream clients must log in with (any login when absent).")
 @click.option("--password", help="Password downstream clients must log in with.")

@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from ..errors import ConnectError, LoginRejectedError, SoupError
+from .messages import login_failure, peer_of, plain_words
 
 if TYPE_CHECKING:
     from ..server import SoupServer
@@ -98,7 +99,7 @@ class Failure(click.ClickException):
     exit_code = EXIT_FAILURE
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
+        super().__init__(plain_words(message))
         self.program = program_name()  # now: click shows it after leaving the command's context
 
     def show(self, file: IO[Any] | None = None) -> None:
@@ -255,11 +256,12 @@ def describe_connect_error(exc: BaseException) -> str:
         return f"unreachable ({cause.strerror})"
     if isinstance(cause, OSError) and cause.strerror:
         return cause.strerror.lower()
-    text = str(exc)
     # The library's messages start with where it failed, which the report says already.
-    for prefix in ("cannot connect to ",):
-        if text.startswith(prefix) and ": " in text:
-            return text.split(": ", 1)[1]
+    text = plain_words(str(exc), address=False).removeprefix("no login answer: ")
+    if text.startswith("cannot connect to ") and ": " in text:
+        return text.split(": ", 1)[1]
+    if text.startswith("no answer to the Login Request"):
+        return text.replace("no answer to the Login Request", "no answer to the login", 1)
     return text or type(exc).__name__
 
 
@@ -267,7 +269,14 @@ def describe_error(exc: BaseException) -> str:
     """An error as the one line the user sees: its message, else its kind."""
     if isinstance(exc, ConnectError) and str(exc).startswith("cannot connect to ") and exc.__cause__:
         return f"{str(exc).split(': ', 1)[0]}: {describe_connect_error(exc)}"
-    text = str(exc).strip()
+    failure = login_failure(exc)
+    if failure is not None:
+        peer = peer_of(exc)
+        return f"cannot log in to {peer}: {failure}" if peer else failure
+    if isinstance(exc, OSError) and not isinstance(exc, SoupError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror.lower()}"
+    text = plain_words(str(exc)).strip()
     if not text:
         return type(exc).__name__
     return text.splitlines()[0]

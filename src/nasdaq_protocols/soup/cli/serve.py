@@ -32,6 +32,7 @@ from .options import (
     metrics_option,
     server_ssl,
     server_tls_options,
+    session_name,
 )
 from .output import Progress, Rate
 from .running import StopRequest, close_server, run_command, say
@@ -66,7 +67,11 @@ log = logging.getLogger("soup")
     type=click.Path(dir_okay=False),
     help="With --store: keep the mirror in this journal, so a restart downloads only what is new.",
 )
-@click.option("--session", help="Session name, at most 10 characters (default: the journal's, else SESSION).")
+@click.option(
+    "--session",
+    callback=session_name,
+    help="Session name, at most 10 characters (default: the journal's, else SESSION).",
+)
 @click.option("--user", help="Username clients must log in with (any login is accepted when absent).")
 @click.option("--password", help="Password clients must log in with.")
 @click.option("--stdin", "from_stdin", is_flag=True, help="Publish each line of standard input as a message.")
@@ -147,8 +152,6 @@ def serve(
         raise click.UsageError("--store serves a JetStream stream: no --journal, --per-user or --stdin")
     if cache is not None and jetstream is None:
         raise click.UsageError("--cache goes with --store")
-    if session is not None and (len(session) > 10 or not session.isascii()):
-        raise click.BadParameter(f"{session!r} is longer than 10 ASCII characters", param_hint="--session")
     allowed = credentials(user, password)
     ssl = server_ssl(tls_cert, tls_key, tls_ca)
     check_metrics_apart(metrics, listen)
