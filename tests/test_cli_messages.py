@@ -202,7 +202,8 @@ def test_a_server_that_is_not_soupbintcp_is_said_to_be_so_once_however_often_it_
 
 @pytest.mark.parametrize("command", ["serve", "tail", "record", "relay"])
 def test_a_bad_session_name_is_a_usage_error_that_says_what_is_wrong(command: str) -> None:
-    needs = {"serve": [], "tail": [":1"], "record": [":1", "--journal", "j"], "relay": [":1", "--journal", "j"]}
+    journal = [":1", "--journal", "j"]
+    needs = {"serve": [], "tail": [":1"], "record": journal, "relay": journal}
     for name, said in [("café", "'café' is not ASCII"), ("TOOLONGNAME1", "'TOOLONGNAME1' has 12 characters")]:
         result = soup(command, *needs[command], "--session", name)
         assert result.returncode == 2, result.stderr
