@@ -386,6 +386,16 @@ class Subscriber:
     def next_sequence(self, value: int) -> None:
         self._next = value
 
+    @property
+    def resume_sequence(self) -> int:
+        """Sequence number the next login asks for: after the last message received, read or not
+        (above :attr:`next_sequence` while received messages wait to be read)."""
+        sequence = self._next
+        if sequence:
+            for held in self._sources:
+                sequence = max(sequence, held.next_sequence)
+        return sequence
+
     def _gap(self, sequence: int) -> None:
         # Cannot happen: one connection numbers its messages itself, and a login that resumes
         # past the next expected number is refused. If it does, drop that connection and log in
@@ -517,11 +527,7 @@ class Subscriber:
         return exc
 
     async def _connect(self, address: Address) -> SoupClientSession:
-        # Resume after the last message received, read or not (and after the last read).
-        sequence = self._next
-        if sequence:
-            for held in self._sources:
-                sequence = max(sequence, held.next_sequence)
+        sequence = self.resume_sequence  # after the last message received, read or not
         session = await connect_async(
             address,
             self.user,

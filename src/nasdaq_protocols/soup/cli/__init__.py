@@ -22,11 +22,11 @@ from nasdaq_protocols import __version__
 from ..framing import WALKER
 from .cat import cat
 from .demo import demo
+from .logs import logging_options
 from .output import escape_payload, format_message
 from .publish import publish
 from .record import record
 from .relay import relay
-from .running import setup_logging
 from .serve import serve
 from .tail import tail
 from .verify import verify
@@ -44,8 +44,8 @@ __all__ = ["escape_payload", "format_message", "main"]
     message="%(prog)s, version %(version)s (packet walker: " + WALKER.replace("%", "%%") + ")",
     help="Show the version and the packet walker in use (compiled or python), and exit.",
 )
-@click.option("-v", "--verbose", count=True, help="Log to standard error (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@logging_options(group=True)
+def main() -> None:
     """SoupBinTCP from the command line: serve, tail, record, relay and inspect sessions.
 
     \b
@@ -54,9 +54,10 @@ def main(verbose: int) -> None:
     Watch it:     soup tail :7000 --format json
     Exit codes:   0 done, 1 failed (one line says why), 2 usage error,
                   130 stopped by Ctrl-C, 143 stopped by SIGTERM.
+    Options:      -v and --log-format go before the command or after it.
+    Completion:   eval "$(_SOUP_COMPLETE=bash_source soup)"  (zsh_source, fish_source)
     """
-    setup_logging(verbose)
 
 
 for _command in (demo, serve, tail, record, cat, verify, relay, publish):
-    main.add_command(_command)
+    main.add_command(logging_options()(_command))

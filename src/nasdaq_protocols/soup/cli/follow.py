@@ -85,6 +85,7 @@ class ConnectionReport:
         self.stopping = False
         self._reasons: dict[Address, str] = {}  # what was last said about each server
         self._not_soupbintcp: set[Address] = set()  # servers said not to speak SoupBinTCP
+        self._resume_at: int | None = None  # where the last report said the stream resumes
         self._trouble = False  # something was reported since the last login
         self._past_end_said = False
 
@@ -126,7 +127,10 @@ class ConnectionReport:
     def connected(self, subscriber: Subscriber, address: Address) -> None:
         """Hook: logged in; say so if trouble was reported, and once if we start past the end."""
         accepted = subscriber.login_accepted
-        wanted = subscriber.next_sequence
+        # The sequence the login asked for (the last report said so), not the next one read:
+        # messages received before a drop may still wait to be read.
+        wanted = self._resume_at if self._resume_at is not None else subscriber.next_sequence
+        self._resume_at = None
         if self._trouble:
             where = (
                 f" at {format_address(address)}"
@@ -158,8 +162,11 @@ class ConnectionReport:
         ):
             return
         where = format_address(subscriber.address) if subscriber.address is not None else "the server"
+        self._resume_at = subscriber.resume_sequence
         retrying = (
-            "" if subscriber.max_attempts == 1 else f"; reconnecting to resume at {subscriber.next_sequence}"
+            ""
+            if subscriber.max_attempts == 1
+            else f"; reconnecting to resume at {self._resume_at} (after the last message received)"
         )
         say(f"disconnected from {where} ({reason.value}){retrying}")
         self._trouble = True

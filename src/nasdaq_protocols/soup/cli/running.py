@@ -33,7 +33,9 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from ..errors import ConnectError, LoginRejectedError, SoupError
+from .logs import emit, setup_logging
 from .messages import login_failure, peer_of, plain_words
+from .output import clear_progress_line
 
 if TYPE_CHECKING:
     from ..server import SoupServer
@@ -89,8 +91,10 @@ def program_name() -> str:
 
 
 def say(text: str) -> None:
-    """One line on standard error, prefixed with the command (``soup tail: ...``)."""
-    click.echo(f"{' '.join(_command_names())}: {text}", err=True)
+    """One line on standard error, prefixed with the command (``soup tail: ...``; a JSON object
+    under ``--log-format json``), after clearing the progress line if one is shown."""
+    clear_progress_line()
+    emit("info", text)
 
 
 class Failure(click.ClickException):
@@ -104,7 +108,7 @@ class Failure(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         """Print the one line (``file`` is ignored: errors always go to standard error)."""
-        click.echo(f"{self.program}: error: {self.format_message()}", err=True)
+        emit("error", self.format_message(), self.program)
 
 
 class Stopped(Exception):
@@ -280,19 +284,6 @@ def describe_error(exc: BaseException) -> str:
     if not text:
         return type(exc).__name__
     return text.splitlines()[0]
-
-
-def setup_logging(verbose: int) -> None:
-    """Log to standard error: nothing of the library's below ERROR by default, -v INFO, -vv DEBUG."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if verbose == 0:
-        # Without -v a failure is one line from the command itself, not the library's log too.
-        logging.getLogger("nasdaq_protocols").setLevel(logging.ERROR)
-        # asyncio's "Task exception was never retrieved" and the like are not for the user.
-        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 def _raise_stopped(signum: int, frame: object) -> NoReturn:

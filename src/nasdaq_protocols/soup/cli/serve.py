@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 import click
 
+from ..core import MAX_PAYLOAD_SIZE
 from ..errors import SoupError
 from ..metrics import MetricsEndpoint, serve_metrics
 from ..server import SoupServer
@@ -133,7 +134,8 @@ def serve(
     asks for, then live.
 
     The stream is kept in a journal (--journal), in memory, or in NATS JetStream (--store). With
-    --stdin, each line of standard input is published as a message; the server keeps serving
+    --stdin, each line of standard input is published as a message (a line too long for one,
+    over 65,534 bytes, is refused with a note and the next goes on); the server keeps serving
     after the input ends, until Ctrl-C or SIGTERM.
 
     SIGUSR1 ends the session (kill -USR1 PID): nothing more is published, and every client, those
@@ -377,14 +379,25 @@ def early_reason(endpoint: MetricsEndpoint) -> Callable[[str], None]:
 async def publish_stdin(server: SoupServer) -> None:
     """Publish each line of standard input (a pipe, a file or a terminal); keep serving after it ends.
 
-    Raises:
-        SoupError: a line is longer than a message can be (65,534 bytes).
+    A line longer than a message can be (65,534 bytes) is not published: the command says so
+    (its line number and length) and goes on with the next.
     """
-    published = 0
-    try:
-        async for batch in stdin_lines():
-            server.publish_many(batch)
-            published += len(batch)
-    except ValueError as exc:  # a line over the payload limit
-        raise SoupError(f"standard input, after {published} lines: {exc}") from None
+    published = lines = 0
+    async for batch in stdin_lines():
+        if any(len(line) > MAX_PAYLOAD_SIZE for line in batch):
+            fitting = []
+            for number, line in enumerate(batch, lines + 1):
+                if len(line) > MAX_PAYLOAD_SIZE:
+                    say(
+                        f"standard input line {number}: {len(line):,} bytes, more than a message"
+                        f" holds ({MAX_PAYLOAD_SIZE:,}): not published"
+                    )
+                else:
+                    fitting.append(line)
+            lines += len(batch)
+            batch = fitting
+        else:
+            lines += len(batch)
+        server.publish_many(batch)
+        published += len(batch)
     log.info("standard input ended after %d messages; still serving", published)

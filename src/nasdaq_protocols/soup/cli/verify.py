@@ -18,7 +18,7 @@ __all__ = ["describe_checksums", "verify"]
 def verify(journal: str) -> None:
     """Check every byte of a journal: its header, the form of every record, and every region
     against its checksum (the JOURNAL.sums file written with it). Prints a summary, one
-    ``key value`` a line; exits 0 when the journal is sound, 1 when it is damaged, with the first
+    KEY VALUE a line; exits 0 when the journal is sound, 1 when it is damaged, with the first
     damaged message and its byte offset. The journal may be one another process is writing; it
     is never changed.
 
