@@ -30,8 +30,8 @@ import inspect
 import logging
 import operator
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -49,7 +49,11 @@ from .errors import (
 )
 from .retry import backoff_delay, is_retryable
 from .session import SoupClientSession, connect_async
+from .subscriber_options import Hook, SubscriberOptions, check_options
 from .sync import LoopThread
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "NotConnectedError",
@@ -70,7 +74,6 @@ READ_BATCH = 128
 _data = operator.attrgetter("data")
 
 Address = tuple[str, int]
-Hook = Callable[..., Any]
 
 
 @attrs.define
@@ -628,7 +631,7 @@ def subscribe(
     passwd: str,
     session_id: str = "",
     sequence: int = 1,
-    **options: Any,
+    **options: Unpack[SubscriberOptions],
 ) -> Subscriber:
     """A resilient subscriber: ``async with subscribe(...) as sub: async for msg in sub: ...``.
 
@@ -637,8 +640,13 @@ def subscribe(
         user, passwd: credentials.
         session_id: session to follow (``''``: the server's current one, then kept).
         sequence: first sequence number wanted (``0``: only new messages).
-        options: keyword options of :class:`Subscriber` (heartbeats, backoff, caps, hooks, ssl).
+        options: keyword options of :class:`Subscriber` (heartbeats, backoff, caps, hooks, ssl;
+            :class:`~.subscriber_options.SubscriberOptions` lists them for type checkers).
+
+    Raises:
+        TypeError: an option that does not exist (with the one probably meant).
     """
+    check_options(options, "subscribe")
     return Subscriber(remote, user, passwd, session_id, sequence, **options)
 
 
@@ -700,7 +708,12 @@ def subscribe_sync(
     passwd: str,
     session_id: str = "",
     sequence: int = 1,
-    **options: Any,
+    **options: Unpack[SubscriberOptions],
 ) -> SyncSubscriber:
-    """Blocking :func:`subscribe`: ``with subscribe_sync(...) as sub: for msg in sub: ...``."""
+    """Blocking :func:`subscribe`: ``with subscribe_sync(...) as sub: for msg in sub: ...``.
+
+    Raises:
+        TypeError: an option that does not exist (with the one probably meant).
+    """
+    check_options(options, "subscribe_sync")
     return SyncSubscriber(Subscriber(remote, user, passwd, session_id, sequence, **options))

@@ -120,7 +120,13 @@ def _verify(fd: int, path: str) -> JournalReport:
         ended=state.ended,
         checksummed=checksums.present,
         checksummed_from=checksums.first_messages + 1 if checksums.present else 0,
-        checksummed_to=min(checksums.summed_messages, records) if checksums.present else 0,
+        checksummed_to=(
+            0
+            if not checksums.present
+            else checksums.summed_messages
+            if region_damage is not None
+            else min(checksums.summed_messages, records)
+        ),
         torn_tail_bytes=torn_tail,
         damage=damage or region_damage,
         notes=notes,
