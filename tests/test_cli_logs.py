@@ -1,4 +1,4 @@
-"""What the ``soup`` command writes on standard error (issue 29, item 7): ``-v`` and
+"""What the ``soup`` command writes on standard error, and its shell completion (issue 29, item 7): ``-v`` and
 ``--log-format`` before or after the command, JSON Lines for log shippers, the library's
 warnings without ``-v``, the progress line cleared before any other line, and fail-over reports
 that agree on where the stream resumes. Commands run as processes; the report and the progress
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +146,16 @@ def test_fail_over_reports_agree_on_where_the_stream_resumes(capsys: pytest.Capt
     dropped, logged_in = capsys.readouterr().err.strip().splitlines()
     assert "reconnecting to resume at 1009044" in dropped
     assert logged_in.endswith("receiving from sequence 1009044"), logged_in
+
+
+# --------------------------------------------------------------------------- shell completion
+
+
+def test_shell_completion_as_the_readme_describes_it() -> None:
+    script = soup(env={**os.environ, "_SOUP_COMPLETE": "bash_source"})
+    assert script.returncode == 0 and "_soup_completion()" in script.stdout
+    words = {**os.environ, "_SOUP_COMPLETE": "bash_complete", "COMP_WORDS": "soup ve", "COMP_CWORD": "1"}
+    completed = soup(env=words)
+    assert completed.stdout.splitlines() == ["plain,verify"]
+    words.update(COMP_WORDS="soup cat --fo", COMP_CWORD="2")
+    assert {"plain,--follow", "plain,--format"} <= set(soup(env=words).stdout.splitlines())
