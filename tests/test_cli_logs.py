@@ -1,8 +1,8 @@
-"""What the ``soup`` command writes on standard error, and its shell completion (issue 29, item 7): ``-v`` and
-``--log-format`` before or after the command, JSON Lines for log shippers, the library's
-warnings without ``-v``, the progress line cleared before any other line, and fail-over reports
-that agree on where the stream resumes. Commands run as processes; the report and the progress
-line are driven directly.
+"""What the ``soup`` command writes on standard error, and its shell completion (issue 29, item 7):
+``-v`` and ``--log-format`` before or after the command, JSON Lines for log shippers, the
+library's warnings without ``-v``, the progress line cleared before any other line, and fail-over
+reports that agree on where the stream resumes. Commands run as processes; the report and the
+progress line are driven directly.
 """
 
 from __future__ import annotations
