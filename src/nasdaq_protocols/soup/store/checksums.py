@@ -178,8 +178,11 @@ class JournalChecksums:
         #: Why the sums file found was not used (another journal's, unreadable header), if so.
         self.unused: str | None = None
         self._fd: int | None = None  # the writer's descriptor
-        self._region_start = 0  # the writer's open region
-        self._region_crc = 0
+        self._region_start = 0  # the writer's open region: where it starts, where it may close
+        self._region_limit = 0
+        # The open region's bytes, as appended: summed in one call when it closes (a CRC per
+        # append cost ~0.3 us, a tenth of an append; keeping the reference costs ~30 ns).
+        self._pending: list[bytes] = []
 
     def __repr__(self) -> str:
         return f"<JournalChecksums {self.path!r} regions={len(self._ends)}>"
@@ -349,7 +352,7 @@ class JournalChecksums:
             self._give_up(exc)
             return
         self._parsed = _HEADER_SIZE
-        self._region_start, self._region_crc = first_offset, 0
+        self._open_region(first_offset)
 
     def resume(self, journal_fd: int, end: int, count: int) -> None:
         """Make the sums file describe the walked journal ``[.., end)`` of ``count`` messages,
@@ -384,7 +387,7 @@ class JournalChecksums:
         except OSError as exc:
             self._give_up(exc)
             return
-        self._region_start, self._region_crc = self.summed_end, 0
+        self._open_region(self.summed_end)
         position, messages = self.summed_end, self.summed_messages
         while position < end:  # sum what the journal has past the last entry, whole records at a time
             chunk = os.pread(journal_fd, min(SCAN_CHUNK, end - position), position)
@@ -406,12 +409,13 @@ class JournalChecksums:
         if self._fd is None:
             return
         size = len(data)
-        target = self._region_start + self.region_bytes - offset  # where the open region is R long
-        if target > size:  # the usual append: the open region goes on
-            self._region_crc = zlib.crc32(data, self._region_crc)
+        if offset + size < self._region_limit:  # the usual append: the open region goes on
+            self._pending.append(data)
             return
         entries = []
         position = 0
+        crc = self._pending_crc()
+        target = self._region_limit - offset  # where the open region is R long, in data
         with memoryview(data) as view:
             while target <= size:
                 following, stepped, _ = scan_packets(data, position, target, _NO_COUNT_LIMIT)
@@ -419,15 +423,17 @@ class JournalChecksums:
                 if following < target:  # this record ends past the target: it closes the region
                     following += 2 + int.from_bytes(data[following : following + 2], "big")
                     count += 1
-                crc = zlib.crc32(view[position:following], self._region_crc)
+                crc = zlib.crc32(view[position:following], crc)
                 fields = _ENTRY.pack(offset + following, count, crc)
                 entries.append(fields + _CRC.pack(zlib.crc32(fields)))
                 self._ends.append(offset + following)
                 self._counts.append(count)
                 self._crcs.append(crc)
-                self._region_start, self._region_crc, position = offset + following, 0, following
-                target = self._region_start + self.region_bytes - offset
-            self._region_crc = zlib.crc32(view[position:], 0)
+                self._open_region(offset + following)
+                crc, position = 0, following
+                target = self._region_limit - offset
+            if position < size:
+                self._pending.append(bytes(view[position:]))
         try:
             self._write_at(self._parsed, b"".join(entries))
         except OSError as exc:
@@ -440,7 +446,8 @@ class JournalChecksums:
         the open region there (if it holds any record), so that every record has a checksum."""
         if self._fd is None or end <= self._region_start:
             return
-        fields = _ENTRY.pack(end, count, self._region_crc)
+        crc = self._pending_crc()
+        fields = _ENTRY.pack(end, count, crc)
         try:
             self._write_at(self._parsed, fields + _CRC.pack(zlib.crc32(fields)))
         except OSError as exc:
@@ -449,8 +456,19 @@ class JournalChecksums:
         self._parsed += _ENTRY_SIZE
         self._ends.append(end)
         self._counts.append(count)
-        self._crcs.append(self._region_crc)
-        self._region_start, self._region_crc = end, 0
+        self._crcs.append(crc)
+        self._open_region(end)
+
+    def _open_region(self, start: int) -> None:
+        self._region_start, self._region_limit = start, start + self.region_bytes
+        self._pending.clear()
+
+    def _pending_crc(self) -> int:
+        """The CRC-32 of the open region's bytes appended so far."""
+        pending = self._pending
+        if not pending:
+            return 0
+        return zlib.crc32(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def close(self) -> None:
         """Close the sums file (the writer's)."""
