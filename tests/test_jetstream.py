@@ -550,12 +550,18 @@ async def test_end_of_session_reaches_every_gateways_clients_after_the_last_mess
     assert await asyncio.wait_for(client.wait_closed(), 10) is CloseReason.END_OF_SESSION
 
 
-async def test_soup_publish_end_session_ends_it(nats_server: NatsServer, closing: list[object]) -> None:
-    command = [sys.executable, "-m", "nasdaq_protocols.soup.cli", "publish", "--end-session"]
-    command += ["--store", f"{nats_server.url}/CLOSED"]
-    done = await asyncio.to_thread(subprocess.run, command, input=b"a\nb\n", capture_output=True, timeout=30)
+async def soup_publish(url: str, stream: str, stdin: bytes, *options: str) -> str:
+    """Run ``soup publish --store URL/STREAM OPTIONS`` on ``stdin``; its one line on standard error."""
+    command = [sys.executable, "-m", "nasdaq_protocols.soup.cli", "publish", *options]
+    command += ["--store", f"{url}/{stream}"]
+    done = await asyncio.to_thread(subprocess.run, command, input=stdin, capture_output=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    assert done.stderr.decode().strip().endswith("session ended after sequence 2"), done.stderr
+    return str(done.stderr.decode().strip())
+
+
+async def test_soup_publish_end_session_ends_it(nats_server: NatsServer, closing: list[object]) -> None:
+    said = await soup_publish(nats_server.url, "CLOSED", b"a\nb\n", "--end-session")
+    assert said.endswith("session ended after sequence 2"), said
     store = await JetStreamStore.connect(nats_server.url, "CLOSED")
     closing.append(store)
     await store.wait_caught_up(timeout=10)
@@ -568,20 +574,10 @@ async def test_soup_publish_with_no_input_reports_the_stream_s_true_last_sequenc
     publisher = await JetStreamPublisher.connect(nats_server.url, "HOLDS")
     closing.append(publisher)
     await publisher.publish_many(payload(n) for n in range(1, 1014))
-    command = [
-        sys.executable,
-        "-m",
-        "nasdaq_protocols.soup.cli",
-        "publish",
-        "--store",
-        f"{nats_server.url}/HOLDS",
-    ]
-    for stdin, said in [(b"", "0 messages to stream HOLDS"), (b"one more\n", "1 message to stream HOLDS")]:
-        done = await asyncio.to_thread(subprocess.run, command, input=stdin, capture_output=True, timeout=30)
-        assert done.returncode == 0, done.stderr
-        line = done.stderr.decode().strip()
-        assert line.startswith(f"soup publish: {said}"), line
-        assert line.endswith(f"last sequence {1013 if not stdin else 1014}"), line
+    said = await soup_publish(nats_server.url, "HOLDS", b"")
+    assert said == "soup publish: 0 messages to stream HOLDS (session 'HOLDS'); last sequence 1013", said
+    said = await soup_publish(nats_server.url, "HOLDS", b"one more\n")
+    assert said == "soup publish: 1 message to stream HOLDS (session 'HOLDS'); last sequence 1014", said
 
 
 async def test_an_out_of_order_delivery_is_never_stored(
