@@ -16,6 +16,8 @@ target                 what it drives
                        (:mod:`fuzz.fuzz_server_session`)
 ``walker``             the compiled packet walker against the pure-Python one, on arbitrary
                        bytes, positions, limits and sequence numbers (:mod:`fuzz.fuzz_walker`)
+``mold``               the MoldUDP64 codec, packer and receiving core (``Sequencer``) on
+                       arbitrary datagrams from three lines, on a clock (:mod:`fuzz.fuzz_mold`)
 =====================  =======================================================================
 
 Run them with ``python -m fuzz`` (see :mod:`fuzz.__main__`); each target is also runnable alone,
@@ -60,6 +62,7 @@ TARGETS: dict[str, str] = {
     "core": "fuzz.fuzz_core",
     "server_session": "fuzz.fuzz_server_session",
     "walker": "fuzz.fuzz_walker",
+    "mold": "fuzz.fuzz_mold",
 }
 
 #: Seed inputs, one folder per target.

@@ -62,8 +62,9 @@ class Bystander:
     client and replays to it.
     """
 
-    def __init__(self, server: SoupServer) -> None:
+    def __init__(self, server: SoupServer, ssl: Any = None) -> None:
         self.server = server
+        self.ssl = ssl  # the clients' TLS context, for a TLS server
         self.expected = 1
         self.errors: list[str] = []
         self.session: soup.SoupClientSession | None = None
@@ -80,6 +81,7 @@ class Bystander:
             # The server heartbeats every 0.2 s; 3 s of silence (it shares this test's event loop
             # with whatever the test makes the server do) closes the bystander, failing the test.
             server_heartbeat_interval=1.0,
+            ssl=self.ssl,
         )
         self.publisher = asyncio.create_task(self.publish())
 
@@ -117,7 +119,9 @@ class Bystander:
         )
         assert self.expected == last + 1
         # The server still takes new clients and replays to them.
-        fresh = await soup.connect_async(self.server.address, "fresh", "pw", sequence=max(1, last - 9))
+        fresh = await soup.connect_async(
+            self.server.address, "fresh", "pw", sequence=max(1, last - 9), ssl=self.ssl
+        )
         try:
             replayed = [await asyncio.wait_for(fresh.receive_msg(), WAIT) for _ in range(min(10, last))]
             assert [m.data for m in replayed] == [payload_of(n) for n in range(max(1, last - 9), last + 1)]
@@ -136,12 +140,13 @@ SERVER_DEFAULTS: dict[str, Any] = {"heartbeat_interval": 0.2, "client_timeout": 
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Callable[..., Awaitable[tuple[SoupServer, Bystander]]]]:
-    """``server, bystander = await serve(**options)``: a started server with a bystander reading."""
+    """``server, bystander = await serve(**options)``: a started server with a bystander reading
+    (``client_ssl=context``: the bystander's TLS context, for a server given ``ssl=``)."""
     made: list[tuple[SoupServer, Bystander]] = []
 
-    async def make(**options: Any) -> tuple[SoupServer, Bystander]:
+    async def make(client_ssl: Any = None, **options: Any) -> tuple[SoupServer, Bystander]:
         server = await SoupServer("HARDEN", **{**SERVER_DEFAULTS, **options}).start()
-        bystander = Bystander(server)
+        bystander = Bystander(server, ssl=client_ssl)
         made.append((server, bystander))
         await bystander.start()
         return server, bystander

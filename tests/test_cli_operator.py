@@ -407,7 +407,19 @@ def test_starting_past_the_end_says_so_once_and_waits(processes: Processes, tmp_
 # --------------------------------------------------------------------------- 8. help
 
 
-COMMANDS = ["demo", "serve", "tail", "record", "cat", "verify", "relay", "publish"]
+COMMANDS = [
+    "demo",
+    "serve",
+    "tail",
+    "record",
+    "cat",
+    "verify",
+    "relay",
+    "publish",
+    "mold-serve",
+    "mold-tail",
+    "mold-record",
+]
 
 
 def test_command_summaries_are_whole_sentences() -> None:

@@ -17,6 +17,7 @@ from nasdaq_protocols.common.errors import CloseReason
 from nasdaq_protocols.soup import core
 from nasdaq_protocols.soup.connection import (
     TRANSITIONS,
+    CloseAction,
     Direction,
     Role,
     SoupConnection,
@@ -52,7 +53,12 @@ class ConnectionPair:
         return self.server if connection is self.client else self.client
 
     def send(self, connection: SoupConnection, message: core.SoupMessage, now: float = 0.0) -> None:
-        self.peer(connection).receive_data(connection.send(message), now)
+        connection.send(message)
+        self.flush(connection, now)
+
+    def flush(self, connection: SoupConnection, now: float = 0.0) -> None:
+        """What ``connection`` queued goes to its peer."""
+        self.peer(connection).receive_data(connection.data_to_send(now), now)
 
     def events(self, connection: SoupConnection) -> list[core.SoupMessage]:
         received: list[core.SoupMessage] = []
@@ -64,39 +70,48 @@ class ConnectionPair:
         self.send(self.client, core.LoginRequest("user", "pass", "", str(sequence)))
         assert self.events(self.server) == [core.LoginRequest("user", "pass", "", str(sequence))]
         self.send(self.server, core.LoginAccepted("FEED", sequence))
-        assert self.events(self.client) == [core.LoginAccepted("FEED", sequence)]
+        assert self.events(self.client) == []  # the connection's own packet: taken, not handed out
+        assert self.client.login_accepted == core.LoginAccepted("FEED", sequence)
 
 
 def test_a_whole_conversation_without_sockets() -> None:
     pair = ConnectionPair()
     pair.login(sequence=5)
     assert pair.client.state is pair.server.state is State.LOGGED_IN
-    assert pair.client.next_sequence == pair.server.next_sequence == 5
+    assert pair.client.next_expected == pair.server.next_to_send == 5
     for payload in (b"a", b"b", b"c"):
-        pair.client.receive_data(pair.server.send_sequenced(payload))
+        pair.server.send_sequenced(payload)
+    assert pair.server.next_to_send == 8  # numbered as queued
+    pair.flush(pair.server)
     pair.send(pair.client, core.UnSequencedData(b"order"))
-    pair.client.receive_data(pair.server.send_unsequenced(b"ack"))
+    pair.server.send_unsequenced(b"ack")
+    pair.flush(pair.server)
     received = pair.events(pair.client)
     assert [(m.data, m.sequence) for m in received[:3]] == [(b"a", 5), (b"b", 6), (b"c", 7)]  # type: ignore[attr-defined]
     assert received[3] == core.UnSequencedData(b"ack")
     assert pair.events(pair.server) == [core.UnSequencedData(b"order")]
-    assert pair.client.sequence == pair.server.sequence == 7
+    assert pair.client.next_expected == pair.server.next_to_send == 8
     pair.send(pair.server, core.EndOfSession())
     assert pair.server.state is State.CLOSED and pair.server.close_reason is CloseReason.END_OF_SESSION
-    assert pair.events(pair.client) == [core.EndOfSession()]
-    assert pair.client.close_reason is CloseReason.END_OF_SESSION
+    assert pair.server.close_action is CloseAction.HALF_CLOSE and pair.server.end_of_session
+    assert pair.events(pair.client) == []
+    assert pair.client.close_reason is CloseReason.END_OF_SESSION and pair.client.end_of_session
+    ended = "the server ended the session after sequence 7"
+    assert pair.client.close_detail == pair.server.close_detail == ended
 
 
 def test_a_state_change_comes_alone_after_what_preceded_it() -> None:
     pair = ConnectionPair()
     pair.login()
     server = pair.server
-    data = server.send_sequenced(b"1") + server.send_sequenced(b"2") + server.send(core.EndOfSession())
-    pair.client.receive_data(data + b"\x00\x01S")  # after End of Session: never decoded
+    server.send_sequenced(b"1")
+    server.send_sequenced(b"2")
+    server.send(core.EndOfSession())
+    pair.client.receive_data(server.data_to_send() + b"\x00\x01S")  # after End of Session: never decoded
     first = pair.client.next_events()
     assert [m.data for m in first] == [b"1", b"2"]  # type: ignore[attr-defined]
-    assert pair.client.state is State.LOGGED_IN  # End of Session not handed out yet
-    assert pair.client.next_events() == [core.EndOfSession()]
+    assert pair.client.state is State.LOGGED_IN  # End of Session not taken yet
+    assert pair.client.next_events() == []  # taken now: the connection's own packet
     assert pair.client.state is State.CLOSED
     assert pair.client.next_events() == []
 
@@ -104,11 +119,10 @@ def test_a_state_change_comes_alone_after_what_preceded_it() -> None:
 def test_heartbeats_are_consumed_and_split_packets_join() -> None:
     pair = ConnectionPair()
     pair.login()
-    wire = (
-        pair.server.send(core.ServerHeartbeat())
-        + pair.server.send_sequenced(b"xyz")
-        + pair.server.send(core.ServerHeartbeat())
-    )
+    pair.server.send_heartbeat()
+    pair.server.send_sequenced(b"xyz")
+    pair.server.send(core.ServerHeartbeat())
+    wire = pair.server.data_to_send()
     for index in range(len(wire)):
         pair.client.receive_data(wire[index : index + 1], float(index))
     assert [m.data for m in pair.events(pair.client)] == [b"xyz"]  # type: ignore[attr-defined]
@@ -118,8 +132,9 @@ def test_heartbeats_are_consumed_and_split_packets_join() -> None:
 def test_end_of_stream_closes_as_peer_closed_after_the_data() -> None:
     pair = ConnectionPair()
     pair.login()
-    pair.client.receive_data(pair.server.send_sequenced(b"last") + b"\x00\x05S")
-    pair.client.receive_data(b"")
+    pair.server.send_sequenced(b"last")
+    pair.client.receive_data(pair.server.data_to_send() + b"\x00\x05S")
+    pair.client.receive_eof()
     assert [m.data for m in pair.client.next_events()] == [b"last"]  # type: ignore[attr-defined]
     assert pair.client.next_events() == []
     assert pair.client.close_reason is CloseReason.PEER_CLOSED
@@ -132,14 +147,16 @@ def test_login_rejected_closes_both_ends() -> None:
     pair.events(pair.server)
     pair.send(pair.server, core.LoginRejected("A"))
     assert pair.server.close_reason is CloseReason.LOGIN_REJECTED
-    assert pair.events(pair.client) == [core.LoginRejected("A")]
+    assert pair.events(pair.client) == []
     assert pair.client.close_reason is CloseReason.LOGIN_REJECTED
+    assert pair.client.login_rejected == core.LoginRejected("A")
 
 
 def test_a_remote_violation_returns_the_good_packets_first_then_raises() -> None:
     pair = ConnectionPair()
     pair.login()
-    pair.client.receive_data(pair.server.send_sequenced(b"ok") + core.LoginAccepted("X", 1).to_bytes()[1])
+    pair.server.send_sequenced(b"ok")
+    pair.client.receive_data(pair.server.data_to_send() + core.LoginAccepted("X", 1).to_bytes()[1])
     assert [m.data for m in pair.client.next_events()] == [b"ok"]  # type: ignore[attr-defined]
     expected = "unexpected Login Accepted from the server while logged in"
     with pytest.raises(RemoteProtocolError, match=expected):
@@ -151,7 +168,8 @@ def test_a_remote_violation_returns_the_good_packets_first_then_raises() -> None
 def test_malformed_bytes_raise_invalid_soup_message() -> None:
     pair = ConnectionPair()
     pair.login()
-    pair.client.receive_data(pair.server.send_sequenced(b"ok") + b"\x00\x00")
+    pair.server.send_sequenced(b"ok")
+    pair.client.receive_data(pair.server.data_to_send() + b"\x00\x00")
     assert len(pair.client.next_events()) == 1
     with pytest.raises(InvalidSoupMessage, match="length 0"):
         pair.client.next_events()
@@ -167,7 +185,7 @@ def test_a_local_mistake_raises_and_changes_nothing() -> None:
     server = SoupConnection(Role.SERVER)
     with pytest.raises(LocalProtocolError, match="Sequenced Data as a server while connected"):
         server.send_sequenced(b"x")
-    assert server.sequence == 0
+    assert server.next_to_send == 1 and server.data_to_send() == b""
 
 
 def test_timers_heartbeat_timeout_and_login_timeout() -> None:
@@ -183,7 +201,8 @@ def test_timers_heartbeat_timeout_and_login_timeout() -> None:
     pair.login()
     server = pair.server
     server.data_sent(10.0)
-    server.receive_data(pair.client.send(core.ClientHeartbeat()), 10.0)
+    pair.client.send(core.ClientHeartbeat())
+    server.receive_data(pair.client.data_to_send(), 10.0)
     assert server.next_deadline() == 11.0
     assert not server.heartbeat_due(10.8)
     assert server.handle_timer(10.95) is TimerEvent.HEARTBEAT  # a little early rather than late
@@ -202,10 +221,11 @@ def test_sequence_numbers_start_where_login_accepted_says() -> None:
     pair.send(pair.client, core.LoginRequest("user", "pass", "", "0"))
     pair.events(pair.server)
     pair.send(pair.server, core.LoginAccepted("FEED", 1000))
-    pair.client.receive_data(pair.server.send_sequenced(b"x"))
+    pair.server.send_sequenced(b"x")
+    pair.flush(pair.server)
     events = pair.events(pair.client)
     assert events[-1].sequence == 1000  # type: ignore[attr-defined]
-    assert pair.server.sequence == 1000 and pair.client.next_sequence == 1001
+    assert pair.server.next_to_send == pair.client.next_expected == 1001
 
 
 # --------------------------------------------------------------------------- the table, exhaustively
@@ -220,7 +240,7 @@ def connection_in(role: Role, state: State) -> SoupConnection:
         connection.send(EXAMPLES["L"])
         if state is State.LOGGED_IN:
             connection.receive_data(EXAMPLES["A"].to_bytes()[1])
-            assert connection.next_events() == [EXAMPLES["A"]]
+            assert connection.next_events() == []
     else:
         connection.receive_data(EXAMPLES["L"].to_bytes()[1])
         assert connection.next_events() == [EXAMPLES["L"]]
@@ -248,7 +268,9 @@ def test_every_role_state_direction_and_packet(
                 connection.send(message)
             assert connection.state is state
         else:
-            assert connection.send(message) == message.to_bytes()[1]
+            connection.data_to_send()
+            connection.send(message)
+            assert connection.data_to_send() == message.to_bytes()[1]
             assert connection.state is step[0]
             assert connection.close_reason is step[1]
         return
@@ -261,7 +283,8 @@ def test_every_role_state_direction_and_packet(
             connection.next_events()
     else:
         events = connection.next_events()
-        assert events == ([] if kind in "HR" else [message])
+        delivered = {Role.CLIENT: "SU+", Role.SERVER: "LU+"}[role]
+        assert events == ([message] if kind in delivered else [])
         assert connection.state is step[0]
         assert connection.close_reason is step[1]
 

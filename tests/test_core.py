@@ -1,10 +1,10 @@
 """The SoupBinTCP wire format (``nasdaq_protocols.soup.core``): exact bytes in, exact messages out.
 
 Tables of byte vectors in the style of h11's ``tests/test_io.py``, one row per case, then
-hypothesis round trips. The rules checked are those of ``PROTOCOL.md``: fields are emitted by
-the spec (user and password left-justified, session and numbers right-justified, space padded)
-and read liberally (spaces and NULs stripped on both sides); every malformed packet raises
-``InvalidSoupMessage`` and nothing else.
+hypothesis round trips. The rules checked are those of ``docs/protocol.md``, "Fixed-width fields"
+and "Invalid input": fields are emitted by the spec (user and password left-justified, session
+and numbers right-justified, space padded) and read liberally (spaces and NULs stripped on both
+sides); every malformed packet raises ``InvalidSoupMessage`` and nothing else.
 """
 
 from __future__ import annotations
@@ -210,7 +210,8 @@ def test_decode_reads_other_layouts_the_same(wire: bytes, message: SoupMessage) 
 
 # --------------------------------------------------------------------------- decoding: invalid input
 
-# (input, what the error message must say). PROTOCOL.md: every one is an InvalidSoupMessage.
+# (input, what the error message must say). docs/protocol.md, "Invalid input": every one is an
+# InvalidSoupMessage.
 INVALID_VECTORS = [
     # Framing.
     pytest.param(b"", "at least 3 bytes", id="empty"),

@@ -131,6 +131,10 @@ async def test_server_metrics_match_what_was_sent(servers: list[SoupServer]) -> 
         for reason in CLIENT_DROP_REASONS:
             expected = 1 if reason == "protocol_error" else 0
             assert value(samples, "soup_clients_dropped_total", reason=reason, **session) == expected, reason
+        closed = server.stats()["clients_closed"]
+        assert sum(closed.values()) == 3  # the rejected logins and the oversized packet
+        for reason, count in closed.items():
+            assert value(samples, "soup_clients_closed_total", reason=reason, **session) == count, reason
         for limit in LIMITS:
             expected = 1 if limit == "max_packet_size" else 0
             assert value(samples, "soup_limits_reached_total", limit=limit, **session) == expected, limit

@@ -27,6 +27,7 @@ def block_containing(marker: str) -> str:
     [
         ('soup.LoginRequest("user", "secret"', "SequencedData(data=b'hello'"),
         ("sequence=51", "101 b'message 101'"),
+        ("RetryDelays(0.05, 5.0)", "[0.05, 0.1, 0.2, 0.4]\n0.05\n"),
     ],
 )
 def test_readme_example_runs(tmp_path: Path, marker: str, expected: str) -> None:

@@ -17,7 +17,7 @@ from nasdaq_protocols.soup.errors import (
     StoreError,
     SubscriberGaveUp,
 )
-from nasdaq_protocols.soup.retry import backoff, backoff_delay, is_retryable
+from nasdaq_protocols.soup.retry import RetryDelays, backoff, backoff_delay, is_retryable
 
 # --------------------------------------------------------------------------- the schedule
 
@@ -48,6 +48,46 @@ def test_thousands_of_attempts_stay_at_the_cap() -> None:
     assert backoff_delay(5000, initial=0.05, maximum=5.0) == 5.0
     delays = backoff(0.05, 5.0)
     assert list(itertools.islice(delays, 3000))[-1] == 5.0
+
+
+# --------------------------------------------------------------------------- progress restarts it
+
+
+def test_attempts_without_progress_grow_to_the_cap_and_stay() -> None:
+    delays = RetryDelays(0.05, 1.0)
+    waits = [delays.next_delay(progressed=False) for _ in range(8)]
+    assert waits == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0])
+    assert delays.attempts_without_progress == 8 and delays.last_delay == 1.0
+
+
+def test_an_attempt_that_made_progress_brings_back_the_first_step() -> None:
+    delays = RetryDelays(0.05, 5.0)
+    for _ in range(10):
+        delays.next_delay(progressed=False)
+    assert delays.next_delay(progressed=True) == 0.05
+    assert delays.attempts_without_progress == 0
+    # ... and the growth starts over from there.
+    assert [delays.next_delay(progressed=False) for _ in range(3)] == pytest.approx([0.1, 0.2, 0.4])
+    assert delays.attempts_without_progress == 3
+
+
+def test_every_attempt_making_progress_waits_the_first_step_each_time() -> None:
+    delays = RetryDelays(0.05, 5.0)
+    assert [delays.next_delay(progressed=True) for _ in range(20)] == [0.05] * 20
+
+
+def test_restart_without_an_attempt_makes_the_next_wait_the_first() -> None:
+    delays = RetryDelays(0.05, 5.0)
+    for _ in range(4):
+        delays.next_delay(progressed=False)
+    delays.restart()
+    assert delays.next_delay(progressed=False) == 0.05
+
+
+def test_jitter_applies_to_every_step_and_can_be_fixed() -> None:
+    delays = RetryDelays(1.0, 8.0, jitter=0.5, rand=lambda: 0.5)
+    assert [delays.next_delay(progressed=False) for _ in range(3)] == pytest.approx([0.75, 1.5, 3.0])
+    assert delays.next_delay(progressed=True) == pytest.approx(0.75)
 
 
 # --------------------------------------------------------------------------- the verdict

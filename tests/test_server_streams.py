@@ -280,3 +280,39 @@ async def test_stats_count_clients_logins_and_messages(make_server: Any) -> None
         await bob.close()
     await wait_for_condition(lambda: server.stats()["connected"] == 0, "every connection to close")
     assert server.stats()["logged_in"] == 0
+    closed = {reason: count for reason, count in server.stats()["clients_closed"].items() if count}
+    # alice, bob (closed without a logout) and silent hung up; the rejected login got its answer.
+    assert closed == {"login_rejected": 1, "peer_closed": 3}, closed
+
+
+async def test_a_client_whose_send_fails_is_dropped_alone(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any exception in one client's send path drops that client (counted, logged once with its
+    traceback) and never stops the flush for the others (issue 22)."""
+    server = await make_server("BROKEN")
+    good = await soup.connect_async(server.address, "good", "pw", sequence=1)
+    broken = await soup.connect_async(server.address, "broken", "pw", sequence=1)
+    other = await soup.connect_async(server.address, "other", "pw", sequence=1)
+    try:
+        await wait_for_condition(lambda: len(server.clients) == 3, "three clients")
+        victim = next(s for s in server.clients if s.user == "broken")
+
+        def fail(data: bytes, count: int) -> None:
+            raise RuntimeError("a bug in one client's send path")
+
+        victim.send_packets = fail  # type: ignore[method-assign]
+        for n in range(1, 51):
+            server.publish(payload_of(n))
+            await asyncio.sleep(0)  # one flush per message: each meets the broken client
+        assert_stream(await receive_sequenced(good, 50), 1, 50, "good")
+        assert_stream(await receive_sequenced(other, 50), 1, 50, "other")
+        await wait_for_condition(broken.is_closed, "the broken client to be dropped")
+        stats = server.stats()
+        assert stats["clients_dropped"]["send_error"] == 1
+        assert stats["logged_in"] == 2
+        drops = [r for r in caplog.records if "sending to it failed" in r.getMessage()]
+        assert len(drops) == 1 and drops[0].exc_info is not None, [r.getMessage() for r in drops]
+    finally:
+        for session in (good, broken, other):
+            await session.close()

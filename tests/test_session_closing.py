@@ -78,7 +78,8 @@ async def test_receive_after_close_drains_then_raises_end_of_stream() -> None:
     async with serve(journal=sequenced(3)) as server:
         client = await connect(server)
         wire_size = sum(3 + len(payload) for payload in sequenced(3))
-        await eventually(lambda: client.connection.unread_bytes == wire_size, "arrival of the 3 messages")
+        login_accepted = 33  # bytes of the Login Accepted packet
+        await eventually(lambda: client.bytes_received == login_accepted + wire_size, "the 3 messages")
         await client.close()
         drained = [(await client.receive_msg()).sequence for _ in range(3)]
         assert drained == [1, 2, 3], "messages received before close were lost"

@@ -19,7 +19,8 @@ from nasdaq_protocols.common.errors import CloseReason
 from nasdaq_protocols.soup import LoginRejectedError, SessionClosedError, UnSequencedData
 from nasdaq_protocols.soup.server import ServedSession, SoupServer
 from nasdaq_protocols.soup.store import FileStore
-from nasdaq_protocols.soup.subscriber import NotConnectedError, subscribe, subscribe_sync
+from nasdaq_protocols.soup.subscriber import NotConnectedError, subscribe
+from nasdaq_protocols.soup.subscriber_sync import subscribe_sync
 from netutil import free_port, wait_until
 from subscriberutil import (
     FAST,

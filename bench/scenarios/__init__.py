@@ -13,12 +13,13 @@ from bench.rows import Row
 from bench.scenarios.cli import cli_rows
 from bench.scenarios.fanout import fanout_rows
 from bench.scenarios.memory import memory_rows
+from bench.scenarios.mold import mold_rows
 from bench.scenarios.replay import replay_rows
 from bench.scenarios.roundtrip import roundtrip_rows
 from bench.scenarios.stream import stream_rows
 from bench.scenarios.walker import walker_rows
 
-SCENARIOS = ("stream", "cli", "roundtrip", "replay", "fanout", "memory", "walker")
+SCENARIOS = ("stream", "cli", "roundtrip", "replay", "fanout", "memory", "walker", "mold")
 
 RUNNERS: dict[str, Callable[[Context], list[Row]]] = {
     "stream": stream_rows,
@@ -28,4 +29,5 @@ RUNNERS: dict[str, Callable[[Context], list[Row]]] = {
     "fanout": fanout_rows,
     "memory": memory_rows,
     "walker": walker_rows,
+    "mold": mold_rows,
 }

@@ -1,25 +1,28 @@
-"""The clock of an asyncio session: the one timer, heartbeats from the receive path, the sweep.
+"""The clock of an asyncio session: one timer at its connection's deadline, and heartbeats from
+a busy event loop.
 
-Part of :class:`~.session.AsyncSession` (a mixin: its methods run on the session). The core says
-when it needs the clock (``next_deadline``) and what is due (``handle_timer``); this part runs one
-``TimerHandle`` at that deadline, and checks for due heartbeats from the receive path too, because
-a loop busy with data runs timers late (see :class:`HeartbeatSweep`).
+:class:`SessionClock` (held by each :class:`~.session.AsyncSession`) runs the one timer its
+connection asks for and does what ``handle_timer`` says. A loop busy with data runs timers late,
+so each session also checks for due heartbeats from its receive path, and the
+:class:`HeartbeatSweep` of the loop lets any session's receive path send the heartbeats due on all
+of them. The connection decides; this module only keeps time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import cast
+from typing import Any, Protocol
 
-from .base import SessionBase
-from .core import TimerEvent
-from .errors import CloseReason
-from .types import SessionPhase
+from .sansio import TimerEvent
 
-_OPEN, _CLOSING, _CLOSED = SessionPhase.OPEN, SessionPhase.CLOSING, SessionPhase.CLOSED
-
-__all__ = ["HEARTBEAT_CHECK_PERIOD", "TIMER_LAG_TOLERANCE", "Clock", "HeartbeatSweep", "heartbeat_sweep"]
+__all__ = [
+    "HEARTBEAT_CHECK_PERIOD",
+    "TIMER_LAG_TOLERANCE",
+    "HeartbeatSweep",
+    "SessionClock",
+    "heartbeat_sweep",
+]
 
 #: The receive path checks for due heartbeats at most this often (a float comparison per read
 #: otherwise): a heartbeat goes out at most this much later than due while the loop is busy.
@@ -27,6 +30,13 @@ HEARTBEAT_CHECK_PERIOD = 0.05
 #: A timer that fires this many seconds late was held up by a busy event loop: the peer's bytes
 #: may be waiting in the socket, unread. A timeout is then decided after the loop has read.
 TIMER_LAG_TOLERANCE = 0.05
+
+
+class Swept(Protocol):
+    """What the sweep needs of a session."""
+
+    def send_heartbeat_if_due(self, now: float) -> None:
+        """Send a heartbeat if one is due at ``now``."""
 
 
 class HeartbeatSweep:
@@ -44,15 +54,15 @@ class HeartbeatSweep:
 
     def __init__(self) -> None:
         # By id: a user's session subclass may be unhashable (an attrs class with eq=True).
-        self.sessions: dict[int, SessionBase] = {}
+        self.sessions: dict[int, Swept] = {}
         self.period = float("inf")
         self.next_sweep = 0.0
 
-    def add(self, session: SessionBase, interval: float) -> None:
+    def add(self, session: Swept, interval: float) -> None:
         self.sessions[id(session)] = session
         self.period = min(self.period, interval / 4)
 
-    def discard(self, session: SessionBase) -> None:
+    def discard(self, session: Swept) -> None:
         self.sessions.pop(id(session), None)
 
     def sweep(self, now: float) -> None:
@@ -72,94 +82,112 @@ def heartbeat_sweep(loop: asyncio.AbstractEventLoop) -> HeartbeatSweep:
     return sweep
 
 
-class Clock(SessionBase):
-    """The clock part of :class:`~.session.AsyncSession`."""
+class Ticked(Protocol):
+    """What a :class:`SessionClock` needs of its session."""
 
-    def _arm_timer(self) -> None:
-        """(Re)schedule the one timer at the core's next deadline (call after a state change)."""
-        if self._phase is not _OPEN:
-            return
-        deadline = self._conn.next_deadline()
-        timer = self._timer
+    session_id: object
+
+    def send_heartbeat_if_due(self, now: float) -> None:
+        """Send (and write) a heartbeat if the connection says one is due at ``now``."""
+
+    def timed_out(self) -> None:
+        """The connection just closed on the clock: close the session."""
+
+    @property
+    def reading(self) -> bool:
+        """False while the session does not read (its application is behind)."""
+
+
+class SessionClock:
+    """The one timer of a session, at its connection's next deadline, and the heartbeat checks
+    of its receive path (:meth:`check`), which send the loop's due heartbeats too.
+
+    Args:
+        session: the session (see :class:`Ticked`).
+        connection: its sans-IO connection (``next_deadline``, ``handle_timer``, ``heartbeat_due``,
+            ``heartbeat_interval``, ``close_detail``).
+        loop: the event loop the session runs on.
+    """
+
+    __slots__ = ("check_at", "connection", "deferred", "due", "log", "loop", "session", "sweep", "timer")
+
+    def __init__(self, session: Ticked, connection: Any, loop: asyncio.AbstractEventLoop, log: Any) -> None:
+        self.session = session
+        self.connection = connection
+        self.loop = loop
+        self.log = log
+        self.timer: asyncio.TimerHandle | None = None
+        self.due = 0.0
+        self.deferred = False
+        self.sweep: HeartbeatSweep | None = None
+        #: The receive path looks at the clock from then on (:meth:`check`).
+        self.check_at = 0.0
+
+    def arm(self) -> None:
+        """(Re)schedule the timer at the connection's next deadline (after a state change)."""
+        deadline = self.connection.next_deadline()
+        timer = self.timer
         if deadline is None:
             if timer is not None:
                 timer.cancel()
-                self._timer = None
+                self.timer = None
             return
         if timer is not None:
-            if self._timer_due <= deadline:
+            if self.due <= deadline:
                 return  # it fires first and reschedules
             timer.cancel()
-        loop = self._loop or asyncio.get_running_loop()
-        self._timer_due = deadline
-        self._timer = loop.call_at(deadline, self._on_timer)
-        if self._sweep is None and self._transport is not None:
-            self._sweep = heartbeat_sweep(loop)
-            interval = getattr(self._conn, "heartbeat_interval", None)
-            if interval:
-                self._sweep.add(self, interval)
+        self.due = deadline
+        self.timer = self.loop.call_at(deadline, self._fire)
+        interval = self.connection.heartbeat_interval
+        if self.sweep is None and interval:
+            self.sweep = heartbeat_sweep(self.loop)
+            self.sweep.add(self.session, interval)
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._phase is not _OPEN:
-            return
-        loop = self._loop or asyncio.get_running_loop()
-        now = loop.time()
-        if now - self._timer_due > TIMER_LAG_TOLERANCE and not self._timer_deferred:
+    def restart(self, heartbeat_interval: float) -> None:
+        """The intervals changed: schedule again from scratch."""
+        if self.sweep is not None:
+            self.sweep.add(self.session, heartbeat_interval)
+        self.cancel_timer()
+        self.arm()
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def stop(self) -> None:
+        """The session is closing: no timer, out of the sweep."""
+        self.cancel_timer()
+        if self.sweep is not None:
+            self.sweep.discard(self.session)
+            self.sweep = None
+
+    def _fire(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        if now - self.due > TIMER_LAG_TOLERANCE and not self.deferred:
             # The timer fired late: the loop was busy, and the peer's bytes may be in the socket,
             # unread. Decide after the loop has polled the socket again: a timer due a moment
             # from now runs after the next poll, in asyncio's loop and in uvloop alike.
-            self._timer_deferred = True
-            self._timer_due = now + 0.001
-            self._timer = loop.call_at(self._timer_due, self._on_timer)
+            self.deferred = True
+            self.due = now + 0.001
+            self.timer = self.loop.call_at(self.due, self._fire)
             return
-        self._timer_deferred = False
-        event = self._conn.handle_timer(now, reading=self._read_pauses == 0)
+        self.deferred = False
+        event = self.connection.handle_timer(now, reading=self.session.reading)
         if event is TimerEvent.TIMED_OUT:
-            self.log.warning("%s> %s", self.session_id, self._conn.close_detail)
-            self.initiate_close(cast(CloseReason, self._conn.close_reason), self._conn.close_detail)
+            self.log.warning("%s> %s", self.session.session_id, self.connection.close_detail)
+            self.session.timed_out()
             return
         if event is TimerEvent.HEARTBEAT:
-            self._send_heartbeat_now()
-            self._flush()
-        self._arm_timer()
+            self.session.send_heartbeat_if_due(now)
+        self.arm()
 
-    def _heartbeat_check(self, now: float) -> None:
-        """Send the heartbeats due now, ours and the loop's (see :class:`HeartbeatSweep`): called
-        from the receive path at most every :data:`HEARTBEAT_CHECK_PERIOD` seconds."""
-        self._heartbeat_check_at = now + HEARTBEAT_CHECK_PERIOD
-        if self._conn.heartbeat_due(now) and self._phase is _OPEN:
-            self._send_heartbeat_now()
-        sweep = self._sweep
+    def check(self, now: float) -> None:
+        """From the receive path (at most every :data:`HEARTBEAT_CHECK_PERIOD` seconds): send the
+        heartbeats due now, this session's and the loop's (see :class:`HeartbeatSweep`)."""
+        self.check_at = now + HEARTBEAT_CHECK_PERIOD
+        self.session.send_heartbeat_if_due(now)
+        sweep = self.sweep
         if sweep is not None and now >= sweep.next_sweep:
             sweep.sweep(now)
-
-    def send_heartbeat_if_due(self, now: float) -> None:
-        """Send a heartbeat now if the core says one is due (``now`` on the loop's clock)."""
-        if self._phase is _OPEN and self._transport is not None and self._conn.heartbeat_due(now):
-            self._send_heartbeat_now()
-            self._flush()
-
-    def _cancel_timers(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._sweep is not None:
-            self._sweep.discard(self)
-            self._sweep = None
-
-    def start_heartbeats(self, local_hb_interval: float, remote_hb_interval: float) -> None:
-        """Send a heartbeat after ``local_hb_interval`` seconds of our silence, and close after
-        the peer's silence (``remote_hb_interval``, times the session's timeout factor when it
-        has one). Sessions start their heartbeats themselves at login; this restarts them with
-        other intervals (the nasdaq-protocols ``AsyncSession`` API)."""
-        conn = self._conn
-        factor = float(getattr(self, "heartbeat_timeout_factor", 1))
-        conn.heartbeat_interval = local_hb_interval  # type: ignore[attr-defined]
-        conn.peer_timeout = remote_hb_interval * factor  # type: ignore[attr-defined]
-        if self._sweep is not None:
-            self._sweep.add(self, local_hb_interval)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._arm_timer()

@@ -1,87 +1,61 @@
-"""The asyncio shell every session stands on: transport, delivery, writes, timers, closing.
+"""The asyncio session: it carries bytes and time between a transport and a sans-IO connection.
 
-``AsyncSession`` is an ``asyncio.Protocol`` that holds a sans-IO protocol core (see
-:class:`~.core.SessionCore`) by composition. It feeds received bytes to the core, hands the
-events the core decodes to the application, writes what the core gives, runs the one timer the
-core asks for, and closes exactly once, telling the application why. It knows nothing of any
-wire format: a protocol subclass says which events are the application's (``_take_events``) and
-how a heartbeat is sent (``_send_heartbeat_now``).
+:class:`AsyncSession` is an ``asyncio.Protocol`` holding a protocol connection (any object with the
+members of :class:`~.sansio.SansIOConnection`, SoupBinTCP's ``SoupConnection``) by composition, as
+websockets' ``asyncio/connection.py`` holds its ``Protocol``. It keeps no protocol state: the
+conversation's state, numbers, login, close reason and intervals are the connection's. It:
 
-The class is in three modules: this one (the transport, writing, closing), :mod:`.delivery`
-(events to the callback or to ``receive_msg``) and :mod:`.clock` (the timer and heartbeats).
+* gives received bytes to the connection, then runs the *pump* (the one loop that hands the
+  connection's events to the application's callback, in the same event-loop turn; a callback that
+  suspends is finished by a task) or, without a callback, wakes the :class:`~.inbox.Inbox`;
+* writes what the connection queued (:class:`~.writer.Writer`: at once, or at the end of the turn);
+* runs the one timer the connection asks for (:class:`~.clock.SessionClock`);
+* once the connection is closed (by a packet, the clock, the peer or the application), closes the
+  transport as the connection's ``close_action`` says (:func:`~.transports.close_transport`),
+  still hands out what was received, then runs ``on_close_coro``, once.
 
-The first write of an event-loop turn goes to the transport at once, so a reply costs no extra
-latency; the writes after it in the same turn are coalesced into one ``write`` at the end of the
-turn (or of the read being handled), so a burst of small packets costs two system calls, not one
-each.
-
-Closing: a session closes once, for one :class:`CloseReason`. After data the peer may still be
-reading (End of Session, a rejected login, a logout), the sending side is shut down and the
-socket lingers, reading and discarding, until the peer hangs up (see :data:`GRACEFUL_CLOSES`):
-closing at once would make our kernel answer the peer's next heartbeat with a reset, which
-discards what the peer had not read yet. Everything already received is still handed out, then
-``on_close_coro`` runs.
+A protocol's sessions subclass it and fill in the explicit hooks documented below
+(:attr:`NUMBERED_EVENT`, :attr:`REMOTE_ERRORS`, ``_delivery_target``, ``_heartbeat``,
+``_on_connected``, ``_on_closing``, ``_on_remote_error``, ``_closed_error``, ``_end_of_stream``);
+they call only this class's documented methods (``_send_soon``, ``_flush``, ``initiate_close``...).
+This package imports nothing protocol-specific; its vocabulary is that of session protocols with a
+login, a logout and an end of session (SoupBinTCP and its kin, see :class:`~.errors.CloseReason`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar, cast
 
 from .callbacks import OnCloseCoro, OnMsgCoro
-from .clock import Clock, HeartbeatSweep
-from .core import SessionCore
-from .delivery import MAX_UNREAD_BYTES, PUMP_MAX_UNREAD_BYTES, Delivery
+from .clock import SessionClock
+from .eager import Resume
 from .errors import CloseReason
-from .types import EndOfQueue, SessionId, SessionPhase, StateError
+from .inbox import MAX_UNREAD_BYTES, Inbox
+from .sansio import SansIOConnection
+from .transports import CLOSE_GRACE_PERIOD, close_transport
+from .types import EndOfQueue, SessionId, StateError
+from .writer import Writer
 
-__all__ = [
-    "CLOSE_LINGER",
-    "GRACEFUL_CLOSES",
-    "MAX_UNREAD_BYTES",
-    "AsyncSession",
-    "HeartbeatSweep",
-    "OnCloseCoro",
-    "OnMsgCoro",
-    "SessionId",
-]
+# The reference's module also exports the names of its callbacks and SessionId.
+__all__ = ["DELIVERY_BATCH", "MAX_UNREAD_BYTES", "AsyncSession", "OnCloseCoro", "OnMsgCoro", "SessionId"]
 
 _log = logging.getLogger(__name__)
 
-#: Seconds a closing session waits for a still-running callback, or for the peer to read what
-#: was written, before cutting.
-CLOSE_GRACE_PERIOD = 5.0
-#: Seconds a gracefully closing session keeps its socket after shutting down its sending side,
-#: reading and discarding, so that the peer can read everything sent before it hangs up too.
-CLOSE_LINGER = 10.0
-#: Closes that follow data the peer may still be reading: the sending side is shut down and the
-#: socket lingers. Any other close (a peer breaking the rules, a limit, silence) cuts at once.
-GRACEFUL_CLOSES = frozenset(
-    {
-        CloseReason.END_OF_SESSION,
-        CloseReason.LOGIN_REJECTED,
-        CloseReason.LOGOUT,
-        CloseReason.LOCAL_CLOSE,
-        CloseReason.APPLICATION_ERROR,
-    }
-)
-_OPEN, _CLOSING, _CLOSED = SessionPhase.OPEN, SessionPhase.CLOSING, SessionPhase.CLOSED
+#: Events taken from the connection per batch: few, so each is garbage soon after it is handed out.
+DELIVERY_BATCH = 128
+#: Callback mode: reading pauses while a suspended callback has this many bytes waiting behind it.
+PUMP_MAX_UNREAD_BYTES = 4 << 20
 
 
-class AsyncSession(Delivery, Clock):
-    """Base class for asyncio sessions (the ``nasdaq_protocols.common.AsyncSession`` of the API).
+class AsyncSession(asyncio.Protocol):
+    """Base class of asyncio sessions (the ``nasdaq_protocols.common.AsyncSession`` of the API).
 
-    A protocol subclass calls :meth:`_init_async_session` with its sans-IO core and provides:
-
-    * ``_take_events(limit)``: the next application events from the core (at most ``limit``),
-      acting itself on those that are not the application's (a login answer, the end);
-    * ``_send_heartbeat_now()``: send one heartbeat;
-    * ``_closed_error()`` / ``_end_of_stream()``: the exceptions for a send on a closed session
-      and a receive on a closed, drained one.
+    A protocol subclass calls :meth:`_init_async_session` with its sans-IO connection; see the
+    module docstring for what this class does and the hooks a subclass fills in.
 
     Attributes set by subclasses: ``session_id``, ``on_msg_coro``, ``on_close_coro``.
     """
@@ -90,85 +64,88 @@ class AsyncSession(Delivery, Clock):
     on_msg_coro: OnMsgCoro | None
     on_close_coro: OnCloseCoro | None
     log: ClassVar[logging.Logger] = _log
+    #: Hook: the class of the events that carry a number (``.sequence``); as each is handed out,
+    #: the connection's ``last_delivered`` becomes its number. ``None``: no numbered events.
+    NUMBERED_EVENT: ClassVar[type | None] = None
 
     # ------------------------------------------------------------------ construction
 
-    def _init_async_session(self, core: SessionCore) -> None:
-        self._conn: SessionCore = core
+    def _init_async_session(self, connection: SansIOConnection) -> None:
+        self._connection = connection
+        self._seen_state = connection.state
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
         self._connection_lost = False
-        self._lost_detail = "the peer closed the connection"
-        self._phase = _OPEN
-        self._draining: list[tuple[CloseReason, str]] | None = None  # closes found while closing
+        self._closing = False  # the close was acted on (transport, task): once
         self._close_task: asyncio.Task[None] | None = None
         self._closed_waiter: asyncio.Future[None] | None = None
-        self.close_reason: CloseReason | None = None
-        self.close_detail: str = ""
+        self._state_waiters: list[asyncio.Future[None]] = []
+        self._remote_error_seen = False
         # delivery
         self._dispatching = False
-        self._queue: collections.deque[Any] = collections.deque()
-        self._queue_waiter: asyncio.Future[None] | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._callback_broken = False  # the callback raised: deliver nothing more
         self._holding = 0  # buffer_until_drained blocks: delivery waits
-        #: Called (no arguments) when queue mode has something new to read, and at the close;
-        #: for a consumer that reads several sessions (the subscriber).
-        self.on_readable: Callable[[], None] | None = None
-        #: Queue mode: reading pauses while this many received bytes wait to be read.
-        self.max_unread_bytes = MAX_UNREAD_BYTES
+        self._inbox = Inbox(
+            take=self._take,
+            unread=lambda: connection.unread_bytes,
+            delivered=self._delivered,
+            pause_reading=self._pause_reading,
+            resume_reading=self._resume_reading,
+            tick=self._tick,
+            numbered=self.NUMBERED_EVENT,
+        )
         self._read_pauses = 0  # reasons reading is paused (queue, pump): resume at 0
-        self._queue_paused = False
         self._pump_paused = False
-        # writing
-        self._out: list[bytes] = []
-        self._batch: list[Any] = []  # payloads the core frames at the next flush (_frame_batch)
-        self._batch_open = False  # a subclass opens it once its fast path may be used
-        self._flush_handle: asyncio.Handle | None = None
-        self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        # the clock
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_due = 0.0
-        self._timer_deferred = False
-        self._sweep: HeartbeatSweep | None = None
-        self._heartbeat_check_at = 0.0  # the receive path looks at the clock from then on
+        self._writer = Writer(connection, self._is_lost)
+        self._clock: SessionClock | None = None  # from connection_made
         # counters
         self.bytes_received = 0
-        self.bytes_sent = 0
-        #: Bytes written while the connection was already lost (they could not be sent).
-        self.bytes_discarded = 0
 
-    # ------------------------------------------------------------------ for subclasses
+    @property
+    def close_reason(self) -> CloseReason | None:
+        """Why the session closed (``None`` while it is open): the connection's."""
+        return self._connection.close_reason
 
-    def _take_events(self, limit: int) -> list[Any]:
-        """The next application events (at most ``limit``); ``[]`` when none is ready."""
-        raise NotImplementedError
+    @property
+    def close_detail(self) -> str:
+        """One line saying why the session closed (``""`` while it is open): the connection's."""
+        return self._connection.close_detail
 
-    def _send_heartbeat_now(self) -> None:
-        """Send one heartbeat to the peer."""
-        raise NotImplementedError
+    # ------------------------------------------------------------------ hooks for subclasses
+
+    def _delivery_target(self) -> Callable[[Any], Awaitable[None]]:
+        """Hook: the coroutine function the pump awaits with each event (default ``on_msg_coro``)."""
+        assert self.on_msg_coro is not None
+        return self.on_msg_coro
+
+    def _heartbeat(self) -> None:
+        """Hook: send one heartbeat now (default: the connection queues one)."""
+        self._connection.send_heartbeat()
+
+    def _on_connected(self, transport: asyncio.Transport) -> None:
+        """Hook: the transport is set (the session's id may take the peer's address)."""
+
+    def _on_closing(self) -> None:
+        """Hook: the session just started closing (``close_reason`` is set)."""
+
+    def _on_remote_error(self, exc: Exception) -> None:
+        """Hook: the peer broke the rules (``exc`` from the connection): say why, then close."""
+        self.log.error("%s> protocol error: %s", self.session_id, exc)
+        self.initiate_close(CloseReason.PROTOCOL_ERROR, str(exc))
+
+    #: The connection's errors that mean the peer broke the rules (hook: the protocol's).
+    REMOTE_ERRORS: ClassVar[tuple[type[Exception], ...]] = (ValueError,)
 
     def _closed_error(self) -> Exception:
-        """The exception for a send on a session that is not open."""
-        if self._transport is None and self._phase is _OPEN:
+        """Hook: the exception for a send on a session that is not open."""
+        if self._transport is None and not self._closing:
             return StateError(f"{self.session_id}> not connected yet")
         return StateError(f"{self.session_id}> session is closed")
 
     def _end_of_stream(self) -> Exception:
-        """The exception :meth:`receive_msg` raises once the session is closed and drained."""
+        """Hook: the exception :meth:`receive_msg` raises once the session is closed and drained."""
         return EndOfQueue(f"{self.session_id}> end of stream")
-
-    def _on_connected(self, transport: asyncio.Transport) -> None:
-        """Hook: the transport is set."""
-
-    def _on_closing(self) -> None:
-        """Hook: the session just started closing."""
-
-    def _protocol_error(self, detail: str) -> None:
-        """The peer broke the rules: say why (a subclass may tell the peer too), then close."""
-        self.log.error("%s> protocol error: %s", self.session_id, detail)
-        self.initiate_close(CloseReason.PROTOCOL_ERROR, detail)
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
@@ -179,138 +156,335 @@ class AsyncSession(Delivery, Clock):
         self._transport = transport
         loop = self._loop = asyncio.get_running_loop()
         self._closed_waiter = loop.create_future()
-        self._conn.start(loop.time())
+        self._connection.start(loop.time())
+        self._clock = SessionClock(self, self._connection, loop, self.log)
+        self._writer.connected(transport, loop)
         self._on_connected(transport)
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
         """:meta private:"""
-        if self._phase is not _OPEN:
+        if self._closing:
             return  # closing: read and discard (see the module docstring)
+        connection = self._connection
         now = self._loop.time()  # type: ignore[union-attr]
-        self._conn.receive_data(data, now)
+        connection.receive_data(data, now)
         self.bytes_received += len(data)
         if self._dispatching:
             if self._pump_task is None:
                 if not self._holding and not self._callback_broken:
                     self._run_pump()
-            elif not self._pump_paused and self._conn.unread_bytes > PUMP_MAX_UNREAD_BYTES:
+            elif not self._pump_paused and connection.unread_bytes > PUMP_MAX_UNREAD_BYTES:
                 self._pump_paused = True
                 self._pause_reading()
         else:
-            self._on_data_queued()
-        if now >= self._heartbeat_check_at:
-            self._heartbeat_check(now)
-        if self._out or self._batch:
+            # While a login answer is awaited, what came is decoded up to it now.
+            self._inbox.bytes_arrived(decode_while=lambda: bool(self._state_waiters))
+        clock = self._clock
+        if clock is not None and now >= clock.check_at:
+            clock.check(now)
+        if connection.bytes_to_send:
             self._flush()
-
-    def _on_data_queued(self) -> None:
-        """Queue mode: bytes arrived (and are in the core): wake the reader, or pause reading."""
-        if not self._queue_paused and self._conn.unread_bytes > self.max_unread_bytes:
-            self._queue_paused = True
-            self._pause_reading()
-        self._wake_reader()
-
-    def eof_received(self) -> bool | None:
-        """:meta private:"""
-        return None  # let the transport close itself (ends a linger too); connection_lost reports it
 
     def connection_lost(self, exc: Exception | None) -> None:
         """:meta private:"""
         self._connection_lost = True
-        self._release_drain_waiters()
-        if self._phase is not _OPEN:
+        self._writer.release()
+        if self._closing:
             return
-        if exc is not None:
-            self._lost_detail = f"connection lost: {exc}"
-        # What was received before the end is still handed out; the core decides from it
+        # What was received before the end is still handed out; the connection decides from it
         # whether the conversation ended (an End of Session in it) or the peer just hung up.
-        self._conn.receive_data(b"", self._loop.time() if self._loop else 0.0)
-        if self._dispatching:
-            if self._pump_task is None and not self._callback_broken:
-                self._run_pump()  # closes the session when it is done (see _pump_done)
-            if self._pump_task is not None or self._phase is not _OPEN:
-                return
-        else:
-            self._decode_into_queue()
-        if self._phase is _OPEN:
-            self.initiate_close(*self._why_closed())
-
-    def _why_closed(self) -> tuple[CloseReason, str]:
-        """The reason to report once the peer's end of stream was reached."""
-        reason = self._conn.close_reason
-        if reason is not None and reason is not CloseReason.PEER_CLOSED:
-            return reason, self._conn.close_detail  # e.g. End of Session, then the hang-up
-        if self._lost_detail.startswith("connection lost"):
-            return CloseReason.PEER_CLOSED, self._lost_detail
-        return CloseReason.PEER_CLOSED, self._conn.close_detail or self._lost_detail
+        self._connection.receive_eof(f"connection lost: {exc}" if exc is not None else "")
+        if not self._dispatching:
+            self._inbox.decode_all()
+        elif self._pump_task is None and not self._holding and not self._callback_broken:
+            self._run_pump()
 
     def pause_writing(self) -> None:
         """:meta private:"""
-        self._write_paused = True
+        self._writer.paused = True
 
     def resume_writing(self) -> None:
         """:meta private:"""
-        self._write_paused = False
-        self._release_drain_waiters()
+        self._writer.paused = False
+        self._writer.release()
 
-    def _release_drain_waiters(self) -> None:
-        for waiter in self._drain_waiters:
+    # ------------------------------------------------------------------ events from the connection
+
+    def _take(self, limit: int) -> list[Any]:
+        """The next events of the connection (at most ``limit``), acting on any state change."""
+        connection = self._connection
+        try:
+            events = connection.next_events(limit)
+        except self.REMOTE_ERRORS as exc:
+            events = []
+            if not self._remote_error_seen:
+                self._remote_error_seen = True  # the connection stays failed: act once
+                self._on_remote_error(exc)
+        if connection.state is not self._seen_state:
+            self._state_changed()
+        return events
+
+    def _state_changed(self) -> None:
+        """The connection's state changed: wake who waits for it, re-arm the timer, or close."""
+        self._seen_state = self._connection.state
+        waiters, self._state_waiters = self._state_waiters, []
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        self._drain_waiters.clear()
-
-    # ------------------------------------------------------------------ writing
-
-    def _write(self, data: bytes) -> None:
-        """Send bytes to the peer: the first write of a loop turn goes out at once (no latency
-        added to a reply), the ones after it in the same turn are coalesced into one write at the
-        end of the turn (a burst costs two system calls, not one per packet)."""
-        if self._phase is not _OPEN or self._transport is None:
-            raise self._closed_error()
-        if self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._scheduled_flush)  # type: ignore[union-attr]
-            self._transport.write(data)
-            self.bytes_sent += len(data)
-            self._conn.data_sent(self._loop.time())  # type: ignore[union-attr]
+        if self._connection.closed:
+            self._begin_close()
         else:
-            if self._batch:
-                self._drain_batch()  # what was batched before this goes before it
-            self._out.append(data)
+            self._arm_timer()
 
-    def _frame_batch(self, batch: list[Any]) -> bytes:
-        """The bytes of the payloads a subclass's fast path batched (see ``_batch``)."""
-        raise NotImplementedError
+    async def _state_change(self) -> None:
+        """Wait until the connection's state changes (or the session closes)."""
+        if self._closing:
+            return
+        waiter = (self._loop or asyncio.get_running_loop()).create_future()
+        self._state_waiters.append(waiter)
+        await waiter
 
-    def _drain_batch(self) -> None:
-        self._out.append(self._frame_batch(self._batch))
-        self._batch.clear()
+    # ------------------------------------------------------------------ delivery: the pump
 
-    def _write_now(self, data: bytes) -> None:
-        """Write bytes at once (after anything queued): for a producer that checks flow control
-        after each write (a replay)."""
-        self._write(data)
+    def start_dispatching(self) -> None:
+        """Deliver messages to ``on_msg_coro`` from now on, starting with those already received.
+
+        The first delivery happens in a later event-loop turn, never inside this call. Without
+        ``on_msg_coro`` this does nothing: messages stay queued for :meth:`receive_msg`.
+        """
+        if self.on_msg_coro is None or self._dispatching:
+            return
+        self._dispatching = True
+        self._inbox.unpause()
+        self._resume_delivery_soon()
+
+    def _resume_delivery_soon(self) -> None:
+        (self._loop or asyncio.get_running_loop()).call_soon(self._resume_delivery)
+
+    def _resume_delivery(self) -> None:
+        if self._dispatching and self._pump_task is None and not self._holding and not self._callback_broken:
+            self._run_pump()
+            self._flush()
+
+    def _run_pump(self) -> None:
+        """Run the pump now; if a callback suspends, a task finishes it."""
+        driver = self._pump()
+        try:
+            first = driver.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:
+            self._callback_failed(exc)
+            return
+        self._pump_task = self._loop.create_task(  # type: ignore[union-attr]
+            self._finish_pump(Resume(driver, first)), name=f"dispatch:{self.session_id}"
+        )
+
+    async def _pump(self) -> None:
+        """Hand every event ready to the delivery target, in order, until none is left.
+
+        The only delivery loop: a numbered event's number becomes the connection's
+        ``last_delivered`` as it is handed out (inside the callback, it is that of the message
+        being handled).
+        """
+        deliver = self._delivery_target()
+        numbered = self.NUMBERED_EVENT
+        connection = self._connection
+        queue = self._inbox.messages
+        while queue:  # received before delivery to the callback started
+            event = queue.popleft()
+            if event.__class__ is numbered:
+                connection.last_delivered = event.sequence  # type: ignore[attr-defined]
+            await deliver(event)
+        take = self._take
+        while not self._holding and (events := take(DELIVERY_BATCH)):
+            for event in events:
+                if event.__class__ is numbered:
+                    connection.last_delivered = event.sequence  # type: ignore[attr-defined]
+                await deliver(event)
+            if not connection.pending:
+                break  # the usual end of a read: no need to ask the connection again
+
+    async def _finish_pump(self, suspended: Resume) -> None:
+        try:
+            await suspended
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._callback_failed(exc)
+        finally:
+            self._pump_task = None
+            if self._pump_paused:
+                self._pump_paused = False
+                self._resume_reading()
+        if self._connection_lost and self._dispatching and not self._closing:
+            self._resume_delivery()  # the end of stream came while the callback was suspended
         self._flush()
 
-    def _scheduled_flush(self) -> None:
-        self._flush_handle = None
-        self._flush()
+    def _callback_failed(self, exc: Exception) -> None:
+        self._callback_broken = True  # the rest must not reach a callback that just failed
+        self.log.error("%s> message callback raised %r; closing", self.session_id, exc, exc_info=exc)
+        self.initiate_close(CloseReason.APPLICATION_ERROR, f"message callback raised {exc!r}")
+
+    def set_handlers(
+        self, on_msg_coro: OnMsgCoro | None = None, on_close_coro: OnCloseCoro | None = None
+    ) -> None:
+        """Set the message and close callbacks after construction (the nasdaq-protocols API).
+
+        Raises:
+            StateError: ``on_msg_coro`` while messages are already being dispatched, or
+                ``on_close_coro`` once the session is closing.
+        """
+        if on_msg_coro is not None:
+            if self._dispatching:
+                raise StateError("messages are already dispatched: cannot change on_msg_coro")
+            self.on_msg_coro = on_msg_coro
+        if on_close_coro is not None:
+            if self._closing:
+                raise StateError("the session is closing: cannot set on_close_coro")
+            self.on_close_coro = on_close_coro
+
+    async def on_message(self, msg: Any) -> None:
+        """Hand ``msg`` to the application as if it had been received: to ``on_msg_coro`` when
+        dispatching, else to the queue :meth:`receive_msg` reads."""
+        if self._dispatching and self.on_msg_coro is not None:
+            await self.on_msg_coro(msg)
+        else:
+            self._inbox.messages.append(msg)
+            self._inbox.wake()
+
+    @property
+    def delivering(self) -> bool:
+        """True while a message callback is suspended: what arrives meanwhile waits, undecoded,
+        and takes effect (a malformed packet's protocol error included) once it is reached."""
+        return self._pump_task is not None or self._holding > 0
+
+    @contextlib.asynccontextmanager
+    async def buffer_until_drained(self, discard_buffer: bool = False) -> AsyncIterator[None]:
+        """Wait until every message received so far was handed out, then hold delivery for the
+        body of the ``async with``; afterwards deliver what arrived meanwhile (or, with
+        ``discard_buffer=True``, drop it). The nasdaq-protocols ``AsyncSession`` API.
+
+        Raises:
+            StateError: nested in another ``buffer_until_drained``.
+        """
+        if self._holding:
+            raise StateError("already draining: buffer_until_drained cannot be nested")
+        while (task := self._pump_task) is not None:
+            await asyncio.wait({task})
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            if discard_buffer:
+                while self._take(DELIVERY_BATCH):
+                    pass
+                self._inbox.messages.clear()
+            if self._dispatching:
+                self._resume_delivery_soon()
+
+    # ------------------------------------------------------------------ delivery: queue mode (Inbox)
+
+    @property
+    def on_readable(self) -> Callable[[], None] | None:
+        """Called (no arguments) when queue mode has something new to read, and at the close;
+        for a consumer that reads several sessions (the subscriber)."""
+        return self._inbox.on_readable
+
+    @on_readable.setter
+    def on_readable(self, hook: Callable[[], None] | None) -> None:
+        self._inbox.on_readable = hook
+
+    @property
+    def max_unread_bytes(self) -> int:
+        """Queue mode: reading pauses while this many received bytes wait to be read."""
+        return self._inbox.max_unread_bytes
+
+    @max_unread_bytes.setter
+    def max_unread_bytes(self, value: int) -> None:
+        self._inbox.max_unread_bytes = value
+
+    def has_unread(self) -> bool:
+        """Queue mode: True when :meth:`receive_msg` has received data to hand out (a message, or
+        bytes not decoded yet) without waiting."""
+        if self._inbox.messages:
+            return True
+        return not self._closing and not self._dispatching and self._connection.unread_bytes > 0
+
+    def is_drained(self) -> bool:
+        """True once the session is closed and every message it received was handed out."""
+        if not self._closing or self._inbox.messages:
+            return False
+        return self.is_finished() or self._pump_task is None
+
+    async def receive_msg(self) -> Any:
+        """Wait for the next application message (when the session has no ``on_msg_coro``).
+
+        Returns:
+            The next message, in arrival order.
+
+        Raises:
+            The subclass's end-of-stream error (``EndOfStream``): the session is closed and every
+            message it received was handed out (``close_reason`` says why it closed).
+        """
+        while True:
+            message = self.receive_msg_nowait()
+            if message is not None:
+                return message
+            if self.is_drained():
+                raise self._end_of_stream()
+            await self._inbox.wait()
+
+    def receive_msg_nowait(self) -> Any | None:
+        """The next application message already received, or ``None`` when there is none."""
+        if self._dispatching or (self.is_finished() and not self._inbox.messages):
+            return None
+        return self._inbox.take_one()
+
+    def receive_batch_nowait(self, limit: int) -> list[Any]:
+        """Queue mode: up to ``limit`` messages already received, oldest first (empty: none yet).
+
+        For a consumer that hands messages out from its own small buffer (the subscriber): one
+        call decodes a run of messages in one go. Keep ``limit`` small (tens to a few hundred).
+        """
+        if not self._inbox.messages and (self._dispatching or self.is_finished()):
+            return []
+        return self._inbox.take_batch(limit)
+
+    def _delivered(self, event: Any) -> None:
+        self._connection.last_delivered = max(self._connection.last_delivered, event.sequence)
+
+    def _tick(self) -> None:
+        clock = self._clock
+        if clock is not None and not self._closing:
+            now = clock.loop.time()
+            if now >= clock.check_at:
+                clock.check(now)
+
+    def _pause_reading(self) -> None:
+        self._read_pauses += 1
+        if self._read_pauses == 1 and self._transport is not None and not self._closing:
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_pauses == 0:
+            return
+        self._read_pauses -= 1
+        if self._read_pauses == 0 and self._transport is not None and not self._closing:
+            self._connection.reading_resumed(self._loop.time())  # type: ignore[union-attr]
+            self._transport.resume_reading()
+
+    # ------------------------------------------------------------------ writing (see Writer)
+
+    def _send_soon(self) -> None:
+        """The connection has bytes queued: write them (now, or at the end of the turn)."""
+        self._writer.send_soon()
 
     def _flush(self) -> None:
-        if self._batch:
-            self._drain_batch()
-        out = self._out
-        if not out:
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        transport = self._transport
-        if transport is None or self._connection_lost:
-            self.bytes_discarded += len(data)
-            return
-        transport.write(data)
-        self.bytes_sent += len(data)
-        self._conn.data_sent(self._loop.time())  # type: ignore[union-attr]
+        """Write what the connection has queued, now."""
+        self._writer.flush()
 
     async def drain(self) -> None:
         """Send what was written, and wait until the transport's buffer is below its high-water
@@ -319,41 +493,80 @@ class AsyncSession(Delivery, Clock):
         Raises:
             The subclass's closed error (``SessionClosedError``): the session is closed.
         """
-        if self._phase is not _OPEN or self._transport is None:
+        if self._closing or self._transport is None:
             raise self._closed_error()
-        self._flush()
-        if not self._write_paused:
-            return
-        waiter = self._loop.create_future()  # type: ignore[union-attr]
-        self._drain_waiters.append(waiter)
-        await waiter
-        if self._phase is not _OPEN:
+        await self._writer.drained()
+        if self._closed_meanwhile():
             raise self._closed_error()
 
     @property
     def write_paused(self) -> bool:
         """True while the transport's write buffer is above its high-water mark."""
-        return self._write_paused
+        return self._writer.paused
 
     @property
     def write_buffer_size(self) -> int:
         """Bytes written but not yet handed to the kernel."""
-        queued = sum(map(len, self._out)) + sum(3 + len(payload) for payload in self._batch)
-        return queued + (self._transport.get_write_buffer_size() if self._transport else 0)
+        return self._writer.buffered
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes written to the transport."""
+        return self._writer.bytes_sent
+
+    @property
+    def bytes_discarded(self) -> int:
+        """Bytes that could not be written: the connection was already lost."""
+        return self._writer.bytes_discarded
+
+    # ------------------------------------------------------------------ the clock (see SessionClock)
+
+    def _arm_timer(self) -> None:
+        """(Re)schedule the timer at the connection's next deadline (after a state change)."""
+        if self._clock is not None and not self._closing:
+            self._clock.arm()
+
+    @property
+    def reading(self) -> bool:
+        """False while reading is paused (the application is behind): the peer's silence is ours."""
+        return self._read_pauses == 0
+
+    def timed_out(self) -> None:
+        """The connection closed on the clock (the peer's silence, a login that never came)."""
+        self._state_changed()
+
+    def send_heartbeat_if_due(self, now: float) -> None:
+        """Send a heartbeat now if the connection says one is due (``now`` on the loop's clock)."""
+        if not self._closing and self._transport is not None and self._connection.heartbeat_due(now):
+            self._heartbeat()
+            self._flush()
+
+    def start_heartbeats(self, local_hb_interval: float, remote_hb_interval: float) -> None:
+        """Send a heartbeat after ``local_hb_interval`` seconds of our silence, and close after
+        the peer's silence (``remote_hb_interval``, times the session's timeout factor when it
+        has one). Sessions start their heartbeats themselves at login; this restarts them with
+        other intervals (the nasdaq-protocols ``AsyncSession`` API)."""
+        connection = self._connection
+        factor = float(getattr(self, "heartbeat_timeout_factor", 1))
+        connection.heartbeat_interval = local_hb_interval
+        connection.peer_timeout = remote_hb_interval * factor
+        if self._clock is not None and not self._closing:
+            self._clock.restart(local_hb_interval)
 
     # ------------------------------------------------------------------ closing
 
     def is_active(self) -> bool:
         """True until the session starts closing."""
-        return self._phase is _OPEN
+        return not self._connection.closed
 
     def is_closed(self) -> bool:
         """True once the session has started closing: nothing more can be sent."""
-        return self._phase is not _OPEN
+        return self._connection.closed
 
     def is_finished(self) -> bool:
         """True once the session is closed and ``on_close_coro`` has run."""
-        return self._phase is _CLOSED and (self._close_task is None or self._close_task.done())
+        task = self._close_task
+        return task is not None and task.done()
 
     def initiate_close(
         self,
@@ -362,107 +575,71 @@ class AsyncSession(Delivery, Clock):
         *,
         drain: bool = False,
     ) -> None:
-        """Start closing: stop the timer, flush and close the transport (gracefully after data the
-        peer may still be reading; see :data:`GRACEFUL_CLOSES`).
+        """Close the session: the connection ends (for ``reason``, unless it already ended), the
+        timer stops, what was queued is written and the transport closed as the connection says.
 
         Messages already received are still handed out; then ``on_close_coro`` runs, once.
-        Idempotent: only the first call's reason is kept. ``initiate_close(drain)`` (a bool, the
+        Idempotent: only the first reason is kept. ``initiate_close(drain)`` (a bool, the
         nasdaq-protocols form) is a local close.
         """
         if isinstance(reason, bool):
             reason = CloseReason.LOCAL_CLOSE
-        if self._phase is not _OPEN:
-            return
-        if self._draining is not None:
-            # A close found in what is being decoded for this close (End of Session, a malformed
-            # packet) says better why the session ended: the first one found wins.
-            if not self._draining:
-                self._draining.append((reason, detail))
+        if self._closing:
             return
         if not self._dispatching and not self._connection_lost and self._transport is not None:
             # Queue mode: what was received is still handed out, decoded now while the state
-            # allows it (an End of Session in it makes the close reason END_OF_SESSION).
-            found: list[tuple[CloseReason, str]] = []
-            self._draining = found
-            try:
-                self._decode_into_queue()
-            finally:
-                self._draining = None
-            if found:
-                reason, detail = found[0]
-        self._phase = _CLOSING
-        self._batch_open = False
-        self.close_reason = reason
-        self.close_detail = detail or reason.value
-        self._conn.close(reason, self.close_detail)  # what was received is still handed out
-        self._cancel_timers()
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        self.log.info("%s> closing: %s (%s)", self.session_id, reason.value, self.close_detail)
-        if self._transport is not None:
-            self._close_transport(reason)
-        self._release_drain_waiters()
-        self._on_closing()
-        loop = self._loop or asyncio.get_event_loop()
-        self._close_task = loop.create_task(self._finish_close(), name=f"close:{self.session_id}")
+            # allows it (an End of Session in it makes the close reason END_OF_SESSION; a
+            # malformed packet, PROTOCOL_ERROR: the first end found wins).
+            self._inbox.decode_all()
+            if self._closed_meanwhile():
+                return
+        self._connection.close(reason, detail)
+        self._state_changed()
 
-    def _close_transport(self, reason: CloseReason) -> None:
-        """Close the connection: gracefully after data the peer may still be reading, else at once.
+    def _closed_meanwhile(self) -> bool:
+        # A method, so that the type checker sees that decoding may have closed the session.
+        return self._closing
 
-        Closing a socket while the peer still sends (a heartbeat, a pipelined packet) makes the
-        kernel answer with a reset, and a reset discards whatever the peer had not read yet: the
-        end of the stream, End of Session, a Login Rejected. So a graceful close shuts down only
-        the sending side (after what was written is flushed), keeps reading and discarding until
-        the peer hangs up too, and closes after :data:`CLOSE_LINGER` seconds at the latest.
-        """
-        transport = self._transport
-        assert transport is not None
-        if self._batch:
-            self._drain_batch()
-        out = self._out
-        if out and not self._connection_lost:
-            transport.write(b"".join(out))
-            self.bytes_sent += sum(map(len, out))
-        elif out:
-            self.bytes_discarded += sum(map(len, out))
-        out.clear()
-        loop = self._loop or asyncio.get_event_loop()
-        if self._connection_lost:
-            transport.close()
+    def _begin_close(self) -> None:
+        """The connection is closed: act on it, once (timers, transport, the close task)."""
+        if self._closing:
             return
-        if reason in GRACEFUL_CLOSES and transport.can_write_eof():
-            transport.write_eof()
-            if self._read_pauses:
-                transport.resume_reading()  # read (and discard) until the peer hangs up
-            loop.call_later(CLOSE_LINGER, self._end_linger)
-            return
-        transport.close()
-        # close() first flushes what was written; a peer that never reads would keep the socket
-        # and its buffer forever, so after a grace period the connection is aborted.
-        loop.call_later(CLOSE_GRACE_PERIOD, self._abort_unflushed)
+        self._closing = True
+        connection = self._connection
+        if self._clock is not None:
+            self._clock.stop()
+        self._writer.cancel()
+        self.log.info(
+            "%s> closing: %s (%s)",
+            self.session_id,
+            connection.close_reason.value if connection.close_reason else "closed",
+            connection.close_detail,
+        )
+        try:
+            # First the hook, so the session leaves its owner's lists before anything else can
+            # happen to it; then the transport (what is queued is written first), which never
+            # raises out of here.
+            self._on_closing()
+        finally:
+            transport = self._transport
+            if transport is not None:
+                self._flush()
+                if self._connection_lost:
+                    transport.close()
+                elif not close_transport(
+                    transport,
+                    half_close=getattr(connection.close_action, "name", "") == "HALF_CLOSE",
+                    is_lost=self._is_lost,
+                    log=self.log,
+                    who=self.session_id,
+                ):
+                    self._connection_lost = True  # the peer had already reset it
+            self._writer.release()
+            loop = self._loop or asyncio.get_event_loop()
+            self._close_task = loop.create_task(self._finish_close(), name=f"close:{self.session_id}")
 
-    def _end_linger(self) -> None:
-        transport = self._transport
-        if transport is None or self._connection_lost:
-            return
-        unsent = transport.get_write_buffer_size()
-        if unsent:
-            self.log.info("%s> peer did not read the last %d bytes: aborting", self.session_id, unsent)
-            transport.abort()
-        else:
-            self.log.debug("%s> peer did not hang up within %g s: closing", self.session_id, CLOSE_LINGER)
-            transport.close()
-
-    def _abort_unflushed(self) -> None:
-        transport = self._transport
-        if transport is not None and not self._connection_lost:
-            self.log.info(
-                "%s> peer did not read the last %d bytes: aborting",
-                self.session_id,
-                transport.get_write_buffer_size(),
-            )
-            transport.abort()
+    def _is_lost(self) -> bool:
+        return self._transport is None or self._connection_lost
 
     async def _finish_close(self) -> None:
         pump = self._pump_task
@@ -479,8 +656,7 @@ class AsyncSession(Delivery, Clock):
                 pump.cancel()
                 with contextlib.suppress(BaseException):
                     await pump
-        self._phase = _CLOSED
-        self._wake_reader()
+        self._inbox.wake()
         try:
             if self.on_close_coro is not None:
                 await self.on_close_coro()
@@ -489,11 +665,12 @@ class AsyncSession(Delivery, Clock):
         finally:
             if self._closed_waiter is not None and not self._closed_waiter.done():
                 self._closed_waiter.set_result(None)
+            self._inbox.wake()
 
     def abort(self, detail: str = "connection aborted") -> None:
         """Drop the connection at once, unflushed and without a goodbye (as a network failure would)."""
-        if self._transport is not None and self._phase is _OPEN:
-            self._out.clear()
+        if self._transport is not None and not self._closing:
+            self._connection.data_to_send()  # discarded: nothing more goes out
             self._transport.abort()
             self._connection_lost = True
         self.initiate_close(CloseReason.LOCAL_CLOSE, detail)
@@ -516,5 +693,6 @@ class AsyncSession(Delivery, Clock):
         task = self._close_task
         if task is not None:
             await asyncio.shield(task)
-        assert self.close_reason is not None
-        return self.close_reason
+        reason = self.close_reason
+        assert reason is not None
+        return reason

@@ -6,12 +6,11 @@ Nothing here knows about SoupBinTCP, sockets or asyncio.
 from __future__ import annotations
 
 import abc
-import enum
 from typing import Any, Generic, TypeVar
 
 import attrs
 
-__all__ = ["EndOfQueue", "Serializable", "SessionId", "SessionPhase", "StateError"]
+__all__ = ["EndOfQueue", "Serializable", "SessionId", "StateError"]
 
 T = TypeVar("T")
 
@@ -29,17 +28,6 @@ class Serializable(abc.ABC, Generic[T]):
     @abc.abstractmethod
     def from_bytes(cls, bytes_: bytes) -> tuple[int, T]:
         """Decode one whole wire form; return ``(bytes consumed, object)``."""
-
-
-class SessionPhase(enum.Enum):
-    """Where an asyncio session is in its life (its protocol state is its core's business)."""
-
-    #: Connected (or not yet): it sends and delivers.
-    OPEN = "open"
-    #: Closing: nothing more is sent; what was received is still handed out.
-    CLOSING = "closing"
-    #: Closed, and ``on_close_coro`` has run.
-    CLOSED = "closed"
 
 
 class StateError(RuntimeError):

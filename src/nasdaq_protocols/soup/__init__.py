@@ -32,8 +32,8 @@ from .errors import (
     RemoteProtocolError,
     SessionClosedError,
     SoupError,
+    StoreError,
 )
-from .store import FileStore, MemoryStore, MessageStore, StoreError
 
 if TYPE_CHECKING:
     from .server import SoupServer
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         SoupSessionId,
         connect_async,
     )
+    from .store import FileStore, MemoryStore, MessageStore
     from .subscriber import (
         NotConnectedError,
         SequenceGapError,
@@ -52,13 +53,17 @@ if TYPE_CHECKING:
         Subscriber,
         SubscriberGaveUp,
         subscribe,
-        subscribe_sync,
     )
+    from .subscriber_sync import subscribe_sync
     from .sync import SoupClientSessionSync, connect
 
-# The asyncio layer (sessions, server, subscriber) is imported on first use, so that importing
-# the wire format, the framing or the sans-IO connection loads no event loop.
+# The asyncio layer (sessions, server, subscriber) and the stores are imported on first use, so
+# that importing the wire format, the framing or the sans-IO connection loads neither an event
+# loop nor a store.
 _LAZY = {
+    "FileStore": ".store",
+    "MemoryStore": ".store",
+    "MessageStore": ".store",
     "SoupServer": ".server",
     "OnSoupMsgCoro": ".session",
     "SoupClientSession": ".session",
@@ -72,7 +77,7 @@ _LAZY = {
     "Subscriber": ".subscriber",
     "SubscriberGaveUp": ".subscriber",
     "subscribe": ".subscriber",
-    "subscribe_sync": ".subscriber",
+    "subscribe_sync": ".subscriber_sync",
     "SoupClientSessionSync": ".sync",
     "connect": ".sync",
 }

@@ -2,7 +2,7 @@
 
 This module is the contract every other part of the package builds on. It knows bytes and
 nothing else: no sockets, no asyncio, no clocks. The rules it follows are those of the
-SoupBinTCP 4.0 / 4.1 specifications as fixed by the project's PROTOCOL.md:
+SoupBinTCP 4.0 / 4.1 specifications as fixed by docs/protocol.md ("Fixed-width fields"):
 
 * A packet is a 2-byte big-endian length ``L`` then ``L`` bytes: a type byte and the payload.
 * Fixed-width fields are *emitted* by the spec (user and password left-justified, session and

@@ -194,8 +194,8 @@ class SoupDecoder:
       with :meth:`next_messages` when the application wants them. A message is then built just
       before it is used, so a long backlog costs its bytes, not millions of live objects.
 
-    Sequenced Data are numbered as a client counts them (PROTOCOL.md): :attr:`sequence` is the
-    number of the last one decoded, and a Login Accepted sets the next one.
+    Sequenced Data are numbered as a client counts them (docs/protocol.md, "Sequence numbers"):
+    :attr:`sequence` is the number of the last one decoded, and a Login Accepted sets the next one.
 
     When it meets a malformed packet it returns the good messages before it, keeps the error in
     :attr:`error`, and raises that :class:`InvalidSoupMessage` from then on (at once if no good
@@ -217,7 +217,6 @@ class SoupDecoder:
         "error",
         "max_packet_size",
         "messages_decoded",
-        "only_sequenced",
         "sequence",
         "sequenced_bytes",
         "unread_bytes",
@@ -246,7 +245,6 @@ class SoupDecoder:
         self._position = 0
         self._pending = bytearray()  # a packet split across reads: its first part
         self._need = 0  # bytes `_pending` must hold to be whole (0: its length is not known yet)
-        self.only_sequenced = True
 
     @property
     def buffered(self) -> int:
@@ -281,7 +279,6 @@ class SoupDecoder:
             raise self.error
         self.receive(data)
         messages: list[SoupMessage] = []
-        self.only_sequenced = True
         while True:
             try:
                 batch = self.next_messages(1 << 30)
@@ -291,31 +288,7 @@ class SoupDecoder:
                 raise
             if not batch:
                 return messages
-            if batch[-1].__class__ is not SequencedData:
-                self.only_sequenced = False
             messages += batch
-
-    def feed_carried(self, data: bytes) -> tuple[list[SoupMessage], int]:
-        """Complete only the packet carried over from earlier reads (transitional: for the
-        session's fast path until it decodes through :meth:`next_messages`)."""
-        if self.error is not None:
-            raise self.error
-        if not self._pending:
-            return [], 0
-        self.only_sequenced = True
-        self.unread_bytes += len(data)
-        self._data, self._position = data, 0
-        try:
-            messages = self._complete_pending()
-        except InvalidSoupMessage:
-            messages = []
-        offset = self._position if self._data else len(data)
-        self.unread_bytes -= len(data) - offset
-        self.bytes_fed += offset
-        self._data, self._position = b"", 0
-        if messages and messages[0].__class__ is not SequencedData:
-            self.only_sequenced = False
-        return messages, offset
 
     def next_messages(self, limit: int) -> list[SoupMessage]:
         """Decode and return up to ``limit`` messages received; a message that is not Sequenced

@@ -1,18 +1,18 @@
 """SoupBinTCP asyncio sessions, at the module path of the ``nasdaq_protocols.soup.session`` API.
 
-The sessions are thin adapters over the sans-IO :class:`~.connection.SoupConnection`:
+The sessions carry a sans-IO :class:`~.connection.SoupConnection`, which holds the protocol:
 
-* :mod:`.session_base`: :class:`SoupSession` and :class:`SoupSessionId`;
-* :mod:`.session_client`: :class:`SoupClientSession` and :func:`connect_async`;
-* :mod:`.session_server`: :class:`SoupServerSession`, the base a server subclasses;
+* :mod:`.soup_session`: :class:`SoupSession` (the base) and :class:`SoupSessionId`;
+* :mod:`.client_session`: :class:`SoupClientSession` and :func:`connect_async`;
+* :mod:`.server_session`: :class:`SoupServerSession`, the base a server subclasses;
 * :mod:`.sync`: :class:`SoupClientSessionSync`, the blocking client.
 """
 
 from __future__ import annotations
 
-from .session_base import OnSoupMsgCoro, SoupSession, SoupSessionId
-from .session_client import SoupClientSession, connect_async
-from .session_server import SoupServerSession
+from .client_session import SoupClientSession, connect_async
+from .server_session import SoupServerSession
+from .soup_session import OnSoupMsgCoro, SoupSession, SoupSessionId
 from .sync import SoupClientSessionSync
 
 __all__ = [

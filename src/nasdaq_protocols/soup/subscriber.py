@@ -5,6 +5,13 @@ order, across any number of dropped connections, silent servers and refused conn
 again, with bounded and jittered backoff, at the next expected sequence number, to the same
 address or the next one in its list.
 
+The backoff follows progress (:class:`.retry.RetryDelays`): after a connection that *made
+progress* — it delivered at least one message not received before, or it stayed logged in for
+``stable_after`` seconds — the next attempt waits ``backoff_initial`` (less jitter), however short
+the connection was; each attempt after that which makes none (a refused or timed-out connect, a
+login with no answer, a connection that drops before anything new arrives) doubles the wait, up
+to ``backoff_max``.
+
 Where recovery stops, it says so instead of retrying:
 
 * bad credentials (Login Rejected ``A``) raise :class:`LoginRejectedError` at once, and so does
@@ -14,8 +21,9 @@ Where recovery stops, it says so instead of retrying:
   accepted) raises :class:`SessionChangedError` rather than mix two sessions;
 * End of Session ends the iteration cleanly (``subscriber.end_of_session`` is True);
 * ``max_attempts`` failed attempts in a row (a dropped connection counts as one, however long it
-  lived: ``max_attempts=1`` stops at the first drop), or ``max_downtime`` seconds disconnected,
-  raise :class:`SubscriberGaveUp` with the last error.
+  lived or whatever it delivered: ``max_attempts=1`` stops at the first drop; only a connection
+  that lived ``stable_after`` starts the count again, at that drop), or ``max_downtime`` seconds
+  disconnected, raise :class:`SubscriberGaveUp` with the last error.
 
 Messages the server sends again after a resume (a server that restarted behind us) are dropped
 by sequence number, so the iterator never repeats one; a server that resumes *ahead* of us would
@@ -30,7 +38,7 @@ import inspect
 import logging
 import operator
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -47,10 +55,9 @@ from .errors import (
     SoupError,
     SubscriberGaveUp,
 )
-from .retry import backoff_delay, is_retryable
+from .retry import RetryDelays, is_retryable
 from .session import SoupClientSession, connect_async
 from .subscriber_options import Hook, SubscriberOptions, check_options
-from .sync import LoopThread
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -62,9 +69,7 @@ __all__ = [
     "Subscriber",
     "SubscriberGaveUp",
     "SubscriberStats",
-    "SyncSubscriber",
     "subscribe",
-    "subscribe_sync",
 ]
 
 log = logging.getLogger(__name__)
@@ -142,7 +147,8 @@ class Subscriber:
         self.backoff_jitter = backoff_jitter
         self.max_attempts = max_attempts
         self.max_downtime = max_downtime
-        #: A connection shorter than this (seconds) counts as a failed attempt.
+        #: A connection shorter than this (seconds) adds to the failed attempts in a row; one that
+        #: lived this long also counts as progress for the backoff.
         self.stable_after = stable_after
         #: Received bytes held for the reader before reading from the server pauses.
         self.buffer_bytes = buffer_bytes
@@ -154,6 +160,9 @@ class Subscriber:
         #: one starts in ``retry_in`` seconds. Not called when the failure ends the retrying.
         self.on_connect_failed = on_connect_failed
         self._ssl = ssl
+        #: The waits between attempts (made from the ``backoff_*`` options at :meth:`start`):
+        #: ``retry_delays.last_delay`` is the last wait, ``attempts_without_progress`` its step.
+        self.retry_delays: RetryDelays | None = None
         self.stats = SubscriberStats()
         self.end_of_session = False
         #: The address of the current (or last) connection.
@@ -441,13 +450,16 @@ class Subscriber:
     # ------------------------------------------------------------------ the connection loop
 
     async def _run(self, first_login: asyncio.Future[None]) -> None:
-        failures = 0
+        failures = 0  # failed attempts in a row, for max_attempts; the delays count apart
+        delays = self.retry_delays = RetryDelays(
+            self.backoff_initial, self.backoff_max, jitter=self.backoff_jitter
+        )
         try:
             while not self._closing and not self.end_of_session:
                 await self._wait_for_the_reader()
                 address = self.remotes[self._remote_index % len(self.remotes)]
                 try:
-                    session = await self._connect(address)
+                    session, first_new = await self._connect(address)
                 except (ConnectError, LoginRejectedError) as exc:
                     if not is_retryable(exc):
                         if isinstance(exc, LoginRejectedError):
@@ -457,7 +469,7 @@ class Subscriber:
                     self._check_give_up(failures, exc)
                     log.info("%s: cannot log in at %s:%d: %s", self.user, *address, exc)
                     self._remote_index += 1
-                    retry_in = self._backoff(failures)
+                    retry_in = delays.next_delay(progressed=False)
                     await self._call_hook(self.on_connect_failed, self, address, exc, retry_in)
                     await asyncio.sleep(retry_in)
                     continue
@@ -491,14 +503,14 @@ class Subscriber:
                 # A drop is a failure, however long the connection lived: a cap the user set
                 # (max_attempts=1: "stop at the first drop") holds. A connection that lived
                 # stable_after restarts the count at this one failure; one that dropped soon
-                # after login adds to it, so a server that accepts and drops at once meets the
-                # backoff and the caps.
-                if time.monotonic() - connected_at < self.stable_after:
-                    failures += 1
-                else:
-                    failures = 1
+                # after login adds to it, so a server that accepts and drops at once meets the caps.
+                stable = time.monotonic() - connected_at >= self.stable_after
+                failures = 1 if stable else failures + 1
                 self._check_give_up(failures, ConnectError(f"connection dropped: {reason.value}"))
-                await asyncio.sleep(self._backoff(max(failures, 1)))
+                # The delay follows progress, not the count: once the reader has taken what the
+                # connection delivered, a new message among it means the next attempt is prompt.
+                await self._wait_for_the_reader()
+                await asyncio.sleep(delays.next_delay(stable or self._next > first_new))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -529,7 +541,8 @@ class Subscriber:
             )
         return exc
 
-    async def _connect(self, address: Address) -> SoupClientSession:
+    async def _connect(self, address: Address) -> tuple[SoupClientSession, int]:
+        # Returns the session and the first sequence number it can deliver that is new to us.
         sequence = self.resume_sequence  # after the last message received, read or not
         session = await connect_async(
             address,
@@ -581,7 +594,7 @@ class Subscriber:
             self.stats.reconnects += 1
             log.info("%s: resumed at %s:%d from sequence %d, no gap", self.user, *address, sequence)
             await self._call_hook(self.on_resume, self, sequence)
-        return session
+        return session, sequence or accepted.sequence
 
     def _check_give_up(self, failures: int, exc: BaseException) -> None:
         if self.max_attempts is not None and failures >= self.max_attempts:
@@ -592,11 +605,6 @@ class Subscriber:
             down = time.monotonic() - self._disconnected_since
             if down > self.max_downtime:
                 raise SubscriberGaveUp(f"gave up after {down:.1f} s disconnected; last: {exc}") from exc
-
-    def _backoff(self, failures: int) -> float:
-        return backoff_delay(
-            failures, initial=self.backoff_initial, maximum=self.backoff_max, jitter=self.backoff_jitter
-        )
 
     async def _call_hook(self, hook: Hook | None, *args: Any) -> None:
         if hook is None:
@@ -648,72 +656,3 @@ def subscribe(
     """
     check_options(options, "subscribe")
     return Subscriber(remote, user, passwd, session_id, sequence, **options)
-
-
-class SyncSubscriber:
-    """Blocking counterpart of :class:`Subscriber`: ``for msg in subscribe_sync(...)``."""
-
-    def __init__(self, subscriber: Subscriber) -> None:
-        self.subscriber = subscriber
-        self._runner = LoopThread(f"subscriber-{subscriber.user}")
-        try:
-            self._runner.run(subscriber.start())
-        except BaseException:
-            self._runner.stop()
-            raise
-
-    def __iter__(self) -> Iterator[SoupMessage]:
-        return self
-
-    def __next__(self) -> SoupMessage:
-        try:
-            return self._runner.run(self.subscriber.__anext__())
-        except StopAsyncIteration:
-            raise StopIteration from None
-
-    def receive(self, timeout: float | None = None) -> SoupMessage:
-        """The next message; ``TimeoutError`` after ``timeout`` seconds."""
-        return self._runner.run(self.subscriber.receive(timeout))
-
-    def send_unseq_data(self, data: bytes) -> None:
-        """Send Unsequenced Data; ``NotConnectedError`` while disconnected."""
-
-        async def send() -> None:
-            self.subscriber.send_unseq_data(data)
-
-        self._runner.run(send())
-
-    def close(self) -> None:
-        """Log out and stop the background loop."""
-        if self._runner.loop.is_closed():
-            return
-        try:
-            self._runner.run(self.subscriber.close(), timeout=10)
-        finally:
-            self._runner.stop()
-
-    def __enter__(self) -> SyncSubscriber:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.subscriber, name)
-
-
-def subscribe_sync(
-    remote: Address | Sequence[Address],
-    user: str,
-    passwd: str,
-    session_id: str = "",
-    sequence: int = 1,
-    **options: Unpack[SubscriberOptions],
-) -> SyncSubscriber:
-    """Blocking :func:`subscribe`: ``with subscribe_sync(...) as sub: for msg in sub: ...``.
-
-    Raises:
-        TypeError: an option that does not exist (with the one probably meant).
-    """
-    check_options(options, "subscribe_sync")
-    return SyncSubscriber(Subscriber(remote, user, passwd, session_id, sequence, **options))

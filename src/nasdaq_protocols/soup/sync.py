@@ -13,9 +13,9 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from .client_session import SoupClientSession, connect_async
 from .core import SoupMessage
 from .errors import EndOfStream
-from .session_client import SoupClientSession, connect_async
 
 __all__ = ["LoopThread", "SoupClientSessionSync", "connect"]
 

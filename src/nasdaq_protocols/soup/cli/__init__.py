@@ -1,11 +1,13 @@
-"""The ``soup`` command: demo, serve, tail, record, cat, verify, relay, publish.
+"""The ``soup`` command: demo, serve, tail, record, cat, verify, relay, publish, and mold-serve,
+mold-tail, mold-record (MoldUDP64).
 
 One process per subcommand, each a thin shell over the library (:class:`SoupServer`,
 :func:`subscribe`, :class:`FileStore`, :class:`Relay`), one module per subcommand; the modules
 they share: :mod:`.running` (exit codes, one-line errors, Ctrl-C and SIGTERM), :mod:`.addresses`
 (``HOST:PORT`` lists, name resolution, free ports), :mod:`.output` (message formats, progress),
 :mod:`.options` (TLS and other shared options), :mod:`.follow` (receiving with fail-over and
-state reports), :mod:`.journals`, :mod:`.lines` and :mod:`.streams`.
+state reports), :mod:`.journals`, :mod:`.lines` and :mod:`.streams`; :mod:`.molds` for the
+MoldUDP64 commands (receiving options, metrics).
 
 Conventions (see :mod:`.running` and :mod:`.output`): messages on standard output, one line
 each; progress (only on a terminal), state changes and logs (``-v``, ``-vv``) on standard error;
@@ -23,6 +25,9 @@ from ..framing import WALKER
 from .cat import cat
 from .demo import demo
 from .logs import logging_options
+from .mold_record import mold_record
+from .mold_serve import mold_serve
+from .mold_tail import mold_tail
 from .output import escape_payload, format_message
 from .publish import publish
 from .record import record
@@ -59,5 +64,5 @@ def main() -> None:
     """
 
 
-for _command in (demo, serve, tail, record, cat, verify, relay, publish):
+for _command in (demo, serve, tail, record, cat, verify, relay, publish, mold_serve, mold_tail, mold_record):
     main.add_command(logging_options()(_command))

@@ -57,9 +57,10 @@ message, and so does each client that logs in later, after the messages from the
 asks for (one that dropped just before the end still fetches its tail).
 
 When JetStream is unreachable the gateway keeps serving its mirror (a login for more than it has
-is accepted at ``mirror.last + 1``, as PROTOCOL.md says; the client gets the rest once the mirror
-catches up), logs the outage as a warning and the recovery likewise, and reports it in
-:attr:`JetStreamStore.connected`, :attr:`JetStreamStore.lag` and :meth:`JetStreamStore.stats`.
+is accepted at ``mirror.last + 1``, as docs/protocol.md ("Requested sequence number") says; the
+client gets the rest once the mirror catches up), logs the outage as a warning and the recovery
+likewise, and reports it in :attr:`JetStreamStore.connected`, :attr:`JetStreamStore.lag` and
+:meth:`JetStreamStore.stats`.
 See ``docs/deployment.md`` for the whole picture.
 """
 

@@ -23,7 +23,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
 from ..errors import StoreError
-from ..retry import backoff
+from ..retry import RetryDelays
 from ..store import FileStore, MemoryStore
 from .connection import describe_nats_error
 from .stream import check_mirror, check_stream, stream_sequence
@@ -42,8 +42,8 @@ _STALLED = "Nats-Consumer-Stalled"
 _FIRST_DELAY = 0.05
 _TRANSIENT_MAX_DELAY = 1.0
 _UNFIT_MAX_DELAY = 5.0
-# A consumer that ran this long, or made progress, counts as a success: the next failure starts
-# the delays from the first again.
+# A consumer that stored at least one new message, or ran this long, made progress (see
+# ..retry.RetryDelays): it is re-created at once and the next failure waits the first delay again.
 _STABLE_AFTER = 5.0
 
 
@@ -246,7 +246,7 @@ class StreamFollower:
     async def _follow(self) -> None:
         """Keep one consumer delivering the stream from ``mirror.last + 1``; re-create it when
         it is lost (no heartbeat), when a delivery is out of order, or after a reconnect."""
-        delays = backoff(_FIRST_DELAY, _UNFIT_MAX_DELAY)
+        delays = RetryDelays(_FIRST_DELAY, _UNFIT_MAX_DELAY)
         while not self._stopped:
             if not self._client.is_connected:
                 if self._client.is_closed:
@@ -267,7 +267,7 @@ class StreamFollower:
                 elif not isinstance(exc, (nats.errors.Error, asyncio.TimeoutError)):
                     log.exception("stream %s: unexpected failure starting a consumer", self.stream)
                 self.note_outage(f"cannot follow the stream: {describe_nats_error(exc)}")
-                delay = next(delays)
+                delay = delays.next_delay(progressed=False)
                 if not isinstance(exc, StoreError):
                     delay = min(delay, _TRANSIENT_MAX_DELAY)
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -289,9 +289,9 @@ class StreamFollower:
             # A consumer that keeps failing at once with no progress (a gap that persists, say)
             # is re-created ever more slowly, up to once a second.
             if self._mirror.last_sequence > progress or time.monotonic() - started > _STABLE_AFTER:
-                delays = backoff(_FIRST_DELAY, _UNFIT_MAX_DELAY)
+                delays.restart()
             else:
-                await asyncio.sleep(min(next(delays), _TRANSIENT_MAX_DELAY))
+                await asyncio.sleep(min(delays.next_delay(progressed=False), _TRANSIENT_MAX_DELAY))
 
     async def _start_consumer(self) -> None:
         self._commit()

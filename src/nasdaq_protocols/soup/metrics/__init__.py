@@ -25,7 +25,10 @@ Server (:class:`~nasdaq_protocols.soup.server.SoupServer`)
     ``soup_connections_refused_total``, ``soup_logins_total{result=accepted|rejected_auth|
     rejected_session}``, ``soup_client_lag_messages`` (the largest lag over clients),
     ``soup_clients_dropped_total{reason=lag|client_timeout|login_timeout|protocol_error|
-    application_error}``, ``soup_limits_reached_total{limit=...}`` (the server's ``LIMITS``).
+    application_error|send_error}`` (connections the server closed),
+    ``soup_clients_closed_total{reason=...}`` (every connection that closed, by its close reason:
+    the server's ``CLIENT_CLOSE_REASONS``), ``soup_limits_reached_total{limit=...}`` (the
+    server's ``LIMITS``).
 Subscriber (:class:`~nasdaq_protocols.soup.subscriber.Subscriber`)
     ``soup_subscriber_connected`` (0/1), ``soup_subscriber_next_sequence``,
     ``soup_subscriber_messages_total``, ``soup_subscriber_unsequenced_total``,
@@ -36,6 +39,9 @@ Gateway (a JetStream gateway's :class:`~nasdaq_protocols.soup.jetstream.JetStrea
     ``soup_gateway_upstream_connected`` (0/1), ``soup_gateway_upstream_last_sequence``,
     ``soup_gateway_upstream_lag_messages``, ``soup_gateway_upstream_outage_seconds``,
     ``soup_gateway_upstream_outages_total``, ``soup_gateway_upstream_resyncs_total``.
+
+MoldUDP64 (:mod:`nasdaq_protocols.moldudp64`'s publisher and receiver)
+    the ``mold_*`` families listed in :mod:`.mold`.
 
 Health (``/healthz``) is 200 when every watched component is healthy:
 

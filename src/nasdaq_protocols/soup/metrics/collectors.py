@@ -22,8 +22,6 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ..server import CLIENT_DROP_REASONS, LIMITS
-
 if TYPE_CHECKING:
     from ..server import SoupServer
     from ..subscriber import Subscriber
@@ -117,14 +115,23 @@ class ServerCollector(Collector):
         dropped = CounterMetricFamily(
             "soup_clients_dropped", "Connections the server closed, by reason.", labels=("session", "reason")
         )
-        for reason in CLIENT_DROP_REASONS:
-            dropped.add_metric((session, reason), stats["clients_dropped"][reason])
+        # The reasons and limits are the keys of the server's stats (no import of the server here).
+        for reason, count in stats["clients_dropped"].items():
+            dropped.add_metric((session, reason), count)
         yield dropped
+        closed = CounterMetricFamily(
+            "soup_clients_closed",
+            "Connections that closed, whoever closed them, by reason.",
+            labels=("session", "reason"),
+        )
+        for reason, count in stats["clients_closed"].items():
+            closed.add_metric((session, reason), count)
+        yield closed
         limits = CounterMetricFamily(
             "soup_limits_reached", "Times each limit of the server was reached.", labels=("session", "limit")
         )
-        for limit in LIMITS:
-            limits.add_metric((session, limit), stats["limits_reached"][limit])
+        for limit, count in stats["limits_reached"].items():
+            limits.add_metric((session, limit), count)
         yield limits
 
 

@@ -16,6 +16,8 @@ from .health import Health, UpstreamStore, combine, gateway_health, server_healt
 from .http import HttpServer, Request, Response
 
 if TYPE_CHECKING:
+    from nasdaq_protocols.moldudp64 import MoldPublisher, MoldReceiver
+
     from ..server import SoupServer
     from ..subscriber import Subscriber
 
@@ -57,6 +59,7 @@ class MetricsEndpoint:
             the gateway when it follows an upstream (a JetStream store) and ``gateway`` is not given.
         subscriber: a :class:`~nasdaq_protocols.soup.subscriber.Subscriber`.
         gateway: a store that follows an upstream (see :class:`~.health.UpstreamStore`).
+        mold_publisher, mold_receiver: MoldUDP64 components (see :meth:`watch_mold`).
         session: the ``session`` label of every metric (default: each component's session name).
         reconnect_grace: seconds a subscriber may be disconnected, while it reconnects, and still
             be healthy.
@@ -77,6 +80,8 @@ class MetricsEndpoint:
         gateway: UpstreamStore | None = None,
         session: str | None = None,
         reconnect_grace: float = 10.0,
+        mold_publisher: MoldPublisher | None = None,
+        mold_receiver: MoldReceiver | None = None,
     ) -> None:
         check_available()
         from .collectors import CollectorRegistry
@@ -88,9 +93,12 @@ class MetricsEndpoint:
         self.server: SoupServer | None = None
         self.subscriber: Subscriber | None = None
         self.gateway: UpstreamStore | None = None
+        self.mold_publisher: MoldPublisher | None = None
+        self.mold_receiver: MoldReceiver | None = None
         self._registry = CollectorRegistry(auto_describe=False)
         self._http = HttpServer({"/metrics": self._metrics, "/healthz": self._healthz})
         self.watch(server=server, subscriber=subscriber, gateway=gateway)
+        self.watch_mold(publisher=mold_publisher, receiver=mold_receiver)
 
     def watch(
         self,
@@ -127,6 +135,28 @@ class MetricsEndpoint:
             self.gateway = gateway
             self._registry.register(GatewayCollector(gateway, self.session))
 
+    def watch_mold(
+        self, *, publisher: MoldPublisher | None = None, receiver: MoldReceiver | None = None
+    ) -> None:
+        """Watch a MoldUDP64 publisher (with its re-request server) and/or receiver (the
+        ``mold_*`` metrics of :mod:`.mold`).
+
+        Raises:
+            ValueError: the endpoint already watches one of that kind.
+        """
+        from .mold import MoldPublisherCollector, MoldReceiverCollector
+
+        if (publisher is not None and self.mold_publisher is not None) or (
+            receiver is not None and self.mold_receiver is not None
+        ):
+            raise ValueError("this endpoint already watches a MoldUDP64 component of that kind")
+        if publisher is not None:
+            self.mold_publisher = publisher
+            self._registry.register(MoldPublisherCollector(publisher, self.session))
+        if receiver is not None:
+            self.mold_receiver = receiver
+            self._registry.register(MoldReceiverCollector(receiver, self.session))
+
     # ------------------------------------------------------------------ what it answers
 
     def health(self) -> Health:
@@ -138,6 +168,13 @@ class MetricsEndpoint:
             verdicts.append(subscriber_health(self.subscriber, self.reconnect_grace))
         if self.gateway is not None:
             verdicts.append(gateway_health(self.gateway))
+        if self.mold_publisher is not None or self.mold_receiver is not None:
+            from .mold import publisher_health, receiver_health
+
+            if self.mold_publisher is not None:
+                verdicts.append(publisher_health(self.mold_publisher))
+            if self.mold_receiver is not None:
+                verdicts.append(receiver_health(self.mold_receiver, self.reconnect_grace))
         return combine(verdicts)
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
@@ -195,13 +232,16 @@ async def serve_metrics(
     gateway: UpstreamStore | None = None,
     session: str | None = None,
     reconnect_grace: float = 10.0,
+    mold_publisher: MoldPublisher | None = None,
+    mold_receiver: MoldReceiver | None = None,
 ) -> MetricsEndpoint:
     """Serve ``/metrics`` and ``/healthz`` on ``address`` for the given components; close it with
     :meth:`MetricsEndpoint.close`.
 
     Args:
         address: ``(host, port)``; port 0 picks a free one (see :attr:`MetricsEndpoint.address`).
-        server, subscriber, gateway, session, reconnect_grace: as for :class:`MetricsEndpoint`.
+        server, subscriber, gateway, session, reconnect_grace, mold_publisher, mold_receiver: as
+            for :class:`MetricsEndpoint`.
 
     Returns:
         The started endpoint.
@@ -216,5 +256,7 @@ async def serve_metrics(
         gateway=gateway,
         session=session,
         reconnect_grace=reconnect_grace,
+        mold_publisher=mold_publisher,
+        mold_receiver=mold_receiver,
     )
     return await endpoint.start(*address)

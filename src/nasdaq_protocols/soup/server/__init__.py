@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
-from .admission import CLIENT_DROP_REASONS, LIMITS, Admission
+from .admission import CLIENT_CLOSE_REASONS, CLIENT_DROP_REASONS, LIMITS, Admission
 from .served import PUMP_CHUNK, ClientStats, ServedSession, ServerSide
 from .server import SoupServer
 from .stream import Stream
 
 __all__ = [
+    "CLIENT_CLOSE_REASONS",
     "CLIENT_DROP_REASONS",
     "LIMITS",
     "PUMP_CHUNK",

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from nasdaq_protocols.common.errors import CloseReason
 
-__all__ = ["CLIENT_DROP_REASONS", "LIMITS", "Admission", "Admitted"]
+__all__ = ["CLIENT_CLOSE_REASONS", "CLIENT_DROP_REASONS", "LIMITS", "Admission", "Admitted"]
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,17 @@ LIMITS = (
 )
 
 #: Why the server closed a connection, as named in ``stats()["clients_dropped"]``.
-CLIENT_DROP_REASONS = ("lag", "client_timeout", "login_timeout", "protocol_error", "application_error")
+CLIENT_DROP_REASONS = (
+    "lag",
+    "client_timeout",
+    "login_timeout",
+    "protocol_error",
+    "application_error",
+    "send_error",
+)
+
+#: Why admitted connections closed, whoever closed them, as named in ``stats()["clients_closed"]``.
+CLIENT_CLOSE_REASONS = tuple(reason.name.lower() for reason in CloseReason)
 
 _DROP_REASON_OF_CLOSE: dict[CloseReason | None, str] = {
     CloseReason.TIMEOUT: "client_timeout",
@@ -75,6 +85,8 @@ class Admission:
         self.limits_reached = dict.fromkeys(LIMITS, 0)
         #: Connections the server closed, by reason (the keys of :data:`CLIENT_DROP_REASONS`).
         self.clients_dropped = dict.fromkeys(CLIENT_DROP_REASONS, 0)
+        #: Admitted connections that closed, by reason (the keys of :data:`CLIENT_CLOSE_REASONS`).
+        self.clients_closed = dict.fromkeys(CLIENT_CLOSE_REASONS, 0)
         self._unauthenticated: dict[str, int] = {}
         self._pending: dict[int, str] = {}  # id(connection) -> its address, until it logs in
 
@@ -123,6 +135,8 @@ class Admission:
         self.logged_in(connection)
         self.connected -= 1
         reason = connection.close_reason
+        if reason is not None:
+            self.clients_closed[reason.name.lower()] += 1
         limit = _LIMIT_OF_CLOSE.get(reason)
         if limit is not None:
             self.limits_reached[limit] += 1
@@ -133,6 +147,11 @@ class Admission:
     def limit_reached(self, limit: str) -> None:
         """Count one more time ``limit`` (a key of :data:`LIMITS`) was reached."""
         self.limits_reached[limit] += 1
+
+    def dropped_for_send_failure(self) -> None:
+        """A client was dropped because sending to it failed."""
+        self.drops += 1
+        self.clients_dropped["send_error"] += 1
 
     def dropped_for_lag(self) -> None:
         """A client was dropped for falling behind more than ``max_lag``."""

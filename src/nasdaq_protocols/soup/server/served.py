@@ -19,7 +19,7 @@ import attrs
 from nasdaq_protocols.common.errors import CloseReason
 
 from ..core import Debug, LoginAccepted, LoginRejected, LoginRequest, UnSequencedData
-from ..errors import InvalidSoupMessage, PacketTooLarge, RemoteProtocolError
+from ..errors import PacketTooLarge
 from ..session import SoupServerSession
 from .admission import Admission
 from .stream import Stream
@@ -50,7 +50,6 @@ class ServerSide(Protocol):
     """What a :class:`ServedSession` needs of its server."""
 
     admission: Admission
-    client_timeout: float
     max_lag: int | None
 
     @property
@@ -118,7 +117,7 @@ class ServedSession(SoupServerSession):
         self.server.session_opened(self)
         super()._on_connected(transport)
 
-    def _on_remote_error(self, exc: InvalidSoupMessage | RemoteProtocolError) -> None:
+    def _on_remote_error(self, exc: Exception) -> None:
         if isinstance(exc, PacketTooLarge) and self.server is not None:
             self.server.admission.limit_reached("max_packet_size")
         super()._on_remote_error(exc)
@@ -139,12 +138,6 @@ class ServedSession(SoupServerSession):
         assert self.server is not None
         await self.server.handle_unsequenced(self, msg.data)
 
-    def client_timeout(self, msg: LoginRequest) -> float:
-        if msg.heartbeat_timeout:
-            return msg.heartbeat_timeout / 1000.0
-        assert self.server is not None
-        return self.server.client_timeout
-
     def reply(self, payload: bytes) -> int:
         """Publish ``payload`` on this client's stream; return its sequence number."""
         assert self.server is not None
@@ -161,11 +154,11 @@ class ServedSession(SoupServerSession):
 
     def send_packets(self, data: bytes, count: int) -> None:
         """Send ``count`` framed Sequenced Data packets, the next ones for this client."""
-        # Count the packets as sent before writing: the write may call pause_writing, whose lag
-        # check must not count them as missing.
-        self.sequence += count
+        # Counted as sent (by the connection, as queued) before writing: the write may call
+        # pause_writing, whose lag check must not count them as missing.
         self.messages_sent += count
-        self._write_now(self._conn.send_sequenced_packets(data, count))
+        self.connection.send_sequenced_packets(data, count)
+        self._flush()  # at once: a replay checks flow control after each chunk
 
     def pump(self) -> None:
         """Send from the store, from ``sequence``, until caught up or the transport pauses."""
@@ -198,6 +191,20 @@ class ServedSession(SoupServerSession):
             finally:
                 self.initiate_close(CloseReason.LIMIT_EXCEEDED, detail)
 
+    def drop_for_send_failure(self, exc: Exception) -> None:
+        """Sending to this client failed with ``exc`` (a bug, or a transport in a state nobody
+        foresaw): drop this client alone, counted (``clients_dropped["send_error"]``) and logged
+        once with the traceback; the stream goes on for the others."""
+        if self.stream is not None:
+            self.stream.clients.discard(self)
+        if not self.is_active():
+            return  # already closing: its reason stands
+        detail = f"dropped: sending to it failed: {exc!r}"
+        log.error("%s> %s", self.session_id, detail, exc_info=exc)
+        if self.server is not None:
+            self.server.admission.dropped_for_send_failure()
+        self.abort(detail)
+
     def resume_writing(self) -> None:
         super().resume_writing()
         if not self._pump_scheduled and self.stream is not None:
@@ -211,7 +218,10 @@ class ServedSession(SoupServerSession):
 
     def _scheduled_pump(self) -> None:
         self._pump_scheduled = False
-        self.pump()
+        try:
+            self.pump()
+        except Exception as exc:
+            self.drop_for_send_failure(exc)
 
     def _on_closing(self) -> None:
         super()._on_closing()

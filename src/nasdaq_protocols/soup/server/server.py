@@ -329,8 +329,11 @@ class SoupServer:
             self._record_end(stream)
         # Each client gets End of Session once it has every message (a slow one, when it drains).
         for session in list(self._sessions):
-            if session.stream is not None:
-                session.pump()
+            if session.stream is not None and session.is_active():
+                try:
+                    session.pump()
+                except Exception as exc:
+                    session.drop_for_send_failure(exc)
 
     def _record_end(self, stream: Stream) -> None:
         if stream.store.readonly:
@@ -411,7 +414,11 @@ class SoupServer:
         ``clients_dropped`` counts, per reason (the keys of :data:`CLIENT_DROP_REASONS`), the
         connections the server closed: ``lag`` (``max_lag``), ``client_timeout``,
         ``login_timeout``, ``protocol_error`` (a malformed or oversized packet),
-        ``application_error`` (``on_unsequenced`` raised). ``logins_rejected`` is
+        ``application_error`` (``on_unsequenced`` raised), ``send_error`` (sending to it raised:
+        that client alone is dropped, the others keep their stream). ``clients_closed`` counts
+        every admitted connection that closed, whoever closed it, by reason (the lower-case names
+        of ``CloseReason``: ``logout``, ``peer_closed``, ``end_of_session``, ...).
+        ``logins_rejected`` is
         ``logins_rejected_auth`` (bad credentials) plus ``logins_rejected_session`` (no such
         session). ``messages_published`` counts the messages added to the streams
         since the server took their stores (``streams`` holds each stream's last sequence).
@@ -430,6 +437,7 @@ class SoupServer:
             "logins_rejected_session": self._logins_rejected_session,
             "drops": admission.drops,
             "clients_dropped": dict(admission.clients_dropped),
+            "clients_closed": dict(admission.clients_closed),
             "limits_reached": dict(admission.limits_reached),
             "streams": {name or "*": s.store.last_sequence for name, s in self._streams.items()},
             "messages_published": sum(

@@ -39,6 +39,12 @@ class StreamClient(Protocol):
     def pump(self) -> None:
         """Catch up from the store, as far as the transport takes."""
 
+    def is_active(self) -> bool:
+        """True until the client connection starts closing."""
+
+    def drop_for_send_failure(self, exc: Exception) -> None:
+        """Sending to this client failed with ``exc``: drop it (counted and logged once)."""
+
 
 class Stream:
     """One sequenced stream: its store, its clients, its live buffer.
@@ -88,7 +94,15 @@ class Stream:
         self.live.clear()
         self.live_count = 0
         for client in list(self.clients):
-            if client.sequence == start and not client.write_paused:
-                client.send_packets(data, count)
-            else:
-                client.pump()
+            if not client.is_active():
+                self.clients.discard(client)  # closing: it left (or is leaving) the stream
+                continue
+            # One client's failure drops that client and never stops the flush for the others.
+            try:
+                if client.sequence == start and not client.write_paused:
+                    client.send_packets(data, count)
+                else:
+                    client.pump()
+            except Exception as exc:
+                self.clients.discard(client)
+                client.drop_for_send_failure(exc)

@@ -122,7 +122,7 @@ class PacketLog(StoreBase):
         """Store one message as the next Sequenced Data packet; return its sequence number.
 
         Args:
-            payload: the message, at most 65,534 bytes (PROTOCOL.md, Framing).
+            payload: the message, at most 65,534 bytes (docs/protocol.md, "Framing").
 
         Returns:
             The message's sequence number, :attr:`last_sequence` after the call.

@@ -1,13 +1,15 @@
-"""The base of the seed API's SoupBinTCP sessions: identity, sending, heartbeats, protocol errors.
+"""The base of the seed API's SoupBinTCP sessions: identity, the seed's attributes, sending.
 
-:class:`SoupSession` is a thin adapter: the protocol lives in the sans-IO
-:class:`~.connection.SoupConnection` each session holds, everything socket- and time-related in
-:class:`nasdaq_protocols.common.AsyncSession`. The roles are in :mod:`.session_client` and
-:mod:`.session_server`; :mod:`.session` gathers the public names at the module path of the API.
+:class:`SoupSession` is the :class:`nasdaq_protocols.common.AsyncSession` of SoupBinTCP: it holds a
+:class:`~.connection.SoupConnection`, which keeps every piece of protocol state, and fills in the
+asyncio session's hooks. Its seed attributes (``sequence``, ``close_reason``, ...) read the
+connection. The roles are in :mod:`.client_session` and :mod:`.server_session`; :mod:`.session`
+gathers the public names at the module path of the API.
 
-Every packet a session sends goes through :meth:`SoupSession.send_msg` when a subclass overrides
-it (heartbeats, End of Session and Logout Request included), so the subclass sees all traffic;
-otherwise the hot paths frame payloads straight into the write buffer with no message object.
+Sending: every packet is queued in the connection (which checks it against its table and numbers
+it) and written by the asyncio session. A subclass that overrides :meth:`SoupSession.send_msg`
+sees every packet the session sends (heartbeats, End of Session and the Logout Request included);
+one that does not gets the lean paths, which queue payloads with no message object.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import abc
 import asyncio
 import contextlib
 import logging
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 
@@ -26,16 +29,7 @@ from nasdaq_protocols.common.errors import CloseReason
 from nasdaq_protocols.common.session import AsyncSession
 
 from .connection import Role, SoupConnection, State, protocol_error_notice
-from .core import (
-    ClientHeartbeat,
-    Debug,
-    LoginAccepted,
-    LoginRequest,
-    LogoutRequest,
-    ServerHeartbeat,
-    SoupMessage,
-    UnSequencedData,
-)
+from .core import Debug, LoginAccepted, LoginRequest, LogoutRequest, SoupMessage, UnSequencedData
 from .errors import (
     EndOfStream,
     InvalidSoupMessage,
@@ -45,14 +39,9 @@ from .errors import (
 )
 from .framing import MAX_PACKET_SIZE
 
-__all__ = ["CLIENT_HEARTBEAT", "SERVER_HEARTBEAT", "OnSoupMsgCoro", "SoupSession", "SoupSessionId"]
+__all__ = ["OnSoupMsgCoro", "SoupSession", "SoupSessionId", "builtin_heartbeat"]
 
 OnSoupMsgCoro = OnMsgCoro
-
-#: The heartbeat packets, built once.
-CLIENT_HEARTBEAT = ClientHeartbeat()
-SERVER_HEARTBEAT = ServerHeartbeat()
-_OPEN_STATES = (State.CONNECTED, State.LOGIN_PENDING, State.LOGGED_IN)
 
 
 @attrs.define(eq=False)
@@ -87,6 +76,19 @@ class SoupSessionId(SessionId):
         return f"{self.session_type}-{self.user}_{self.session}@{self.host}:{self.port}"
 
 
+#: The ``send_heartbeat`` coroutines of this package's roles: a subclass with another one sends
+#: its heartbeats itself (the timer awaits it), as the seed API allows.
+BUILTIN_HEARTBEATS: set[Callable[..., Any]] = set()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def builtin_heartbeat(function: F) -> F:
+    """Mark ``function`` as a role's own ``send_heartbeat`` (see :data:`BUILTIN_HEARTBEATS`)."""
+    BUILTIN_HEARTBEATS.add(function)
+    return function
+
+
 @attrs.define(eq=False, slots=False)
 class SoupSession(AsyncSession, abc.ABC):
     """Base class for SoupBinTCP client and server sessions.
@@ -98,11 +100,11 @@ class SoupSession(AsyncSession, abc.ABC):
         on_close_coro: coroutine function awaited once when the session has closed.
         session_id: the session's identity in logs.
         dispatch_on_connect: deliver to ``on_msg_coro`` from the moment of connection.
-        sequence: sequence counter; see the subclasses for its meaning.
+        sequence: the initial value of :attr:`sequence`; see the subclasses for its meaning.
         client_heartbeat_interval: seconds between client heartbeats (float allowed).
         server_heartbeat_interval: seconds between server heartbeats (float allowed).
         heartbeat_timeout_factor: keyword-only; a side closes after hearing nothing for this many
-            of the peer's heartbeat intervals (PROTOCOL.md: 3).
+            of the peer's heartbeat intervals (3: docs/protocol.md, "Timeouts").
         max_packet_size: keyword-only; the largest packet accepted from the peer.
         graceful_shutdown: keyword-only, for the nasdaq-protocols API: messages received before
             the peer hung up are always handed out, whatever its value.
@@ -110,46 +112,70 @@ class SoupSession(AsyncSession, abc.ABC):
 
     SessionType: ClassVar[str] = "base"
     ROLE: ClassVar[Role] = Role.CLIENT
+    REMOTE_ERRORS: ClassVar[tuple[type[Exception], ...]] = (InvalidSoupMessage, RemoteProtocolError)
     log: ClassVar[logging.Logger] = logging.getLogger(__name__)
+    #: True on a class whose ``send_msg`` is not this one: every packet then goes through it.
+    overrides_send_msg: ClassVar[bool] = False
+    #: True on a class whose ``send_heartbeat`` is its own: the timer then awaits it.
+    overrides_send_heartbeat: ClassVar[bool] = False
 
     on_msg_coro: OnMsgCoro | None = None
     on_close_coro: OnCloseCoro | None = None
     session_id: SoupSessionId = attrs.Factory(SoupSessionId)
     dispatch_on_connect: bool = attrs.field(default=True, kw_only=True)
-    sequence: int = attrs.field(default=1, kw_only=True)
+    initial_sequence: int = attrs.field(default=1, kw_only=True, alias="sequence")
     client_heartbeat_interval: float = attrs.field(default=10, kw_only=True)
     server_heartbeat_interval: float = attrs.field(default=10, kw_only=True)
     heartbeat_timeout_factor: float = attrs.field(default=3, kw_only=True)
     max_packet_size: int = attrs.field(default=MAX_PACKET_SIZE, kw_only=True)
     graceful_shutdown: bool = attrs.field(default=True, kw_only=True)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.overrides_send_msg = cls.send_msg is not SoupSession.send_msg
+        cls.overrides_send_heartbeat = cls.send_heartbeat not in BUILTIN_HEARTBEATS
+
     def __attrs_post_init__(self) -> None:
         self.session_id.session_type = self.SessionType
-        self._conn: SoupConnection = SoupConnection(self.ROLE, max_packet_size=self.max_packet_size)
-        self._init_async_session(self._conn)
-        cls = type(self)
-        #: A subclass that overrides send_msg sees every packet; otherwise packets skip it.
-        self._plain_send = cls.send_msg is SoupSession.send_msg
-        # A send_heartbeat defined outside this package is the application's own: the timer calls it.
-        self._custom_heartbeat = not cls.send_heartbeat.__module__.startswith("nasdaq_protocols.soup.")
-        self._last_passed: SoupMessage | None = None
+        self._init_async_session(self._make_connection())
 
-    # ------------------------------------------------------------------ state
+    def _make_connection(self) -> SoupConnection:
+        """The session's sans-IO connection, configured from its arguments (per role)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ state (the connection's)
+
+    @property
+    def connection(self) -> SoupConnection:
+        """The sans-IO connection this session carries: every piece of its protocol state."""
+        return self._connection  # type: ignore[return-value]
 
     @property
     def state(self) -> State:
         """Where the conversation is (see :class:`~.connection.State`)."""
-        return self._conn.state
+        return self._connection.state  # type: ignore[no-any-return]
 
     @property
     def messages_received(self) -> int:
         """Packets received and decoded so far (heartbeats included)."""
-        return self._conn.packets_received
+        return self.connection.packets_received
 
     @property
-    def connection(self) -> SoupConnection:
-        """The sans-IO protocol core this session drives."""
-        return self._conn
+    def end_of_session(self) -> bool:
+        """True once End of Session was received (client) or sent (server)."""
+        return self.connection.end_of_session
+
+    @property
+    def login_request(self) -> LoginRequest | None:
+        """The Login Request, once sent (client) or received (server)."""
+        return self.connection.login_request
+
+    @property
+    def login_accepted(self) -> LoginAccepted | None:
+        """The Login Accepted, once received (client) or sent (server)."""
+        return self.connection.login_accepted
+
+    # ------------------------------------------------------------------ the asyncio session's hooks
 
     def _on_connected(self, transport: asyncio.Transport) -> None:
         self.session_id.update(None, transport)
@@ -169,23 +195,30 @@ class SoupSession(AsyncSession, abc.ABC):
             f"{self.session_id}> end of stream ({reason}: {self.close_detail})", self.close_reason
         )
 
-    def _protocol_error(self, detail: str) -> None:
-        # A courtesy to the peer: say why, before closing (PROTOCOL.md, Invalid input).
+    def _on_remote_error(self, exc: Exception) -> None:
+        """The peer sent malformed bytes or a packet its state does not allow: tell it why (a
+        courtesy, docs/protocol.md "Invalid input"), then close."""
+        detail = str(exc)
+        self.log.error("%s> protocol error: %s", self.session_id, detail)
         if self.is_active() and self._transport is not None:
             with contextlib.suppress(LocalProtocolError, SessionClosedError):
                 self._send(protocol_error_notice(detail))
-        super()._protocol_error(detail)
+        self.initiate_close(CloseReason.PROTOCOL_ERROR, detail)
 
-    def _next_events(self, limit: int) -> list[SoupMessage]:
-        try:
-            return self._conn.next_events(limit)
-        except (InvalidSoupMessage, RemoteProtocolError) as exc:
-            self._on_remote_error(exc)
-            return []
+    def _heartbeat(self) -> None:
+        if self.overrides_send_heartbeat:
+            # A subclass's own send_heartbeat (a coroutine, as the seed API defines it).
+            task = (self._loop or asyncio.get_running_loop()).create_task(self.send_heartbeat())
+            task.add_done_callback(self._heartbeat_done)
+        elif self.overrides_send_msg:
+            with contextlib.suppress(SessionClosedError):
+                self._send(self.connection.heartbeat_message())
+        else:
+            self.connection.send_heartbeat()
 
-    def _on_remote_error(self, exc: InvalidSoupMessage | RemoteProtocolError) -> None:
-        """The peer sent malformed bytes or a packet its state does not allow: close."""
-        self._protocol_error(str(exc))
+    def _heartbeat_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("%s> send_heartbeat raised %r", self.session_id, task.exception())
 
     # ------------------------------------------------------------------ sending
 
@@ -197,27 +230,34 @@ class SoupSession(AsyncSession, abc.ABC):
             LocalProtocolError: the session's state does not allow that packet now.
             ValueError: the message does not fit its wire form.
         """
-        self._last_passed = msg
-        if not self.is_active() or self._transport is None:
+        if self.connection.closed or self._transport is None:
             raise self._closed_error()
-        self._write(self._conn.send(msg))
+        self.connection.send(msg)
+        self._sent()
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("%s> sent %r", self.session_id, msg)
+
+    def _sent(self) -> None:
+        """Packets were queued in the connection: act on a state change, then write them."""
+        if self._connection.state is not self._seen_state:
+            self._state_changed()
+        self._send_soon()
 
     def _send(self, msg: SoupMessage) -> None:
         """Send a packet the session itself produces, through ``send_msg`` when a subclass
         overrides it. If the override did not pass it on (it records, or writes by itself), the
         connection still takes the packet's transition, so the session's state stays right."""
-        if self._plain_send:
-            if not self.is_active() or self._transport is None:
-                raise self._closed_error()
-            self._write(self._conn.send(msg))
+        if not self.overrides_send_msg:
+            SoupSession.send_msg(self, msg)
             return
-        self._last_passed = None
+        connection = self.connection
+        queued = connection.packets_queued
         self.send_msg(msg)
-        if self._last_passed is not msg and self._conn.state in _OPEN_STATES:
+        if connection.packets_queued == queued and not connection.closed:
             with contextlib.suppress(LocalProtocolError):
-                self._conn.send(msg)
+                connection.note_sent(msg)
+            if connection.state is not self._seen_state:
+                self._state_changed()
 
     def send_unseq_data(self, data: bytes) -> None:
         """Send Unsequenced Data (an application message) to the peer (a server may, since 4.0).
@@ -226,32 +266,17 @@ class SoupSession(AsyncSession, abc.ABC):
             SessionClosedError: the session is closed.
             LocalProtocolError: not logged in yet.
         """
-        if self._plain_send:
-            if not self.is_active() or self._transport is None:
-                raise self._closed_error()
-            self._write(self._conn.send_unsequenced(data))
-        else:
+        if self.overrides_send_msg:
             self._send(UnSequencedData(data))
+            return
+        if self.connection.closed or self._transport is None:
+            raise self._closed_error()
+        self.connection.send_unsequenced(data)
+        self._send_soon()
 
     def send_debug(self, text: str) -> None:
         """Send a Debug packet (free ASCII text) to the peer."""
         self._send(Debug(text))
-
-    def _heartbeat_message(self) -> SoupMessage:
-        return CLIENT_HEARTBEAT if self.ROLE is Role.CLIENT else SERVER_HEARTBEAT
-
-    def _send_heartbeat_now(self) -> None:
-        if self._custom_heartbeat:
-            # A subclass's own send_heartbeat (a coroutine, as the seed API defines it).
-            task = (self._loop or asyncio.get_running_loop()).create_task(self.send_heartbeat())
-            task.add_done_callback(self._heartbeat_done)
-            return
-        with contextlib.suppress(SessionClosedError):
-            self._send(self._heartbeat_message())
-
-    def _heartbeat_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error("%s> send_heartbeat raised %r", self.session_id, task.exception())
 
     @abc.abstractmethod
     async def send_heartbeat(self) -> None:
