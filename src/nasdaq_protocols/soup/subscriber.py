@@ -55,6 +55,7 @@ from .errors import (
     SoupError,
     SubscriberGaveUp,
 )
+from .login_answers import EndedAtLogin, ended_at_login, not_soupbintcp
 from .retry import RetryDelays, is_retryable
 from .session import SoupClientSession, connect_async
 from .subscriber_options import Hook, SubscriberOptions, check_options
@@ -460,6 +461,14 @@ class Subscriber:
                 address = self.remotes[self._remote_index % len(self.remotes)]
                 try:
                     session, first_new = await self._connect(address)
+                except EndedAtLogin as ended:
+                    self.end_of_session = True  # nothing was left to send: the end, not a failure
+                    self.login_accepted = ended.accepted
+                    self.session = self.session or ended.accepted.session_id
+                    self._next = self._next or ended.accepted.sequence
+                    if not first_login.done():
+                        first_login.set_result(None)
+                    break
                 except (ConnectError, LoginRejectedError) as exc:
                     if not is_retryable(exc):
                         if isinstance(exc, LoginRejectedError):
@@ -544,19 +553,34 @@ class Subscriber:
     async def _connect(self, address: Address) -> tuple[SoupClientSession, int]:
         # Returns the session and the first sequence number it can deliver that is new to us.
         sequence = self.resume_sequence  # after the last message received, read or not
-        session = await connect_async(
-            address,
-            self.user,
-            self._password,
-            self.session,
-            sequence,
-            on_msg_coro=None,  # messages queue in the session; the reader takes them from there
-            client_heartbeat_interval=self.client_heartbeat_interval,
-            server_heartbeat_interval=self.server_heartbeat_interval,
-            connect_timeout=self.connect_timeout,
-            login_timeout=self.login_timeout,
-            ssl=self._ssl,
-        )
+        made: list[SoupClientSession] = []
+
+        def new_session() -> SoupClientSession:  # queue mode: the reader takes the messages
+            made.append(
+                SoupClientSession(
+                    client_heartbeat_interval=self.client_heartbeat_interval,
+                    server_heartbeat_interval=self.server_heartbeat_interval,
+                )
+            )
+            return made[-1]
+
+        try:
+            session = await connect_async(
+                address,
+                self.user,
+                self._password,
+                self.session,
+                sequence,
+                session_factory=new_session,
+                connect_timeout=self.connect_timeout,
+                login_timeout=self.login_timeout,
+                ssl=self._ssl,
+            )
+        except LoginRejectedError as exc:
+            accepted = ended_at_login(exc, made[-1] if made else None)
+            if accepted is not None:
+                raise EndedAtLogin(accepted) from exc
+            raise not_soupbintcp(exc, made[-1] if made else None) from exc
         accepted = session.login_accepted
         assert accepted is not None
         self.login_accepted = accepted

@@ -26,7 +26,7 @@ __all__ = ["FOLLOW_INTERVAL", "cat", "follow_journal", "print_journal", "summari
 FOLLOW_INTERVAL = 0.1
 
 
-@click.command(short_help="Print a journal, follow it (--follow), or summarise it (--stats).")
+@click.command(short_help="Print a journal, follow it (-f) or summarise it (--stats).")
 @click.argument("journal", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--from",

@@ -55,6 +55,9 @@ _REWRITES: list[tuple[re.Pattern[str], str]] = [
 
 
 _SESSION_ID = re.compile(r"\b(?:client|server)-[^\s@>]*@(\S+?)> ")
+# "no answer to the login from 127.0.0.1:7000: ...": the peer, named inside the message.
+_FROM_PEER = re.compile(r" from (\S+:\d+)(?=[: ])")
+_ANSWER_BEGAN = re.compile(r"\(its answer began with (b(['\"]).*?\2)\)")
 
 
 def plain_words(text: str, *, address: bool = True) -> str:
@@ -66,15 +69,15 @@ def plain_words(text: str, *, address: bool = True) -> str:
             for a message that says where already.
     """
     if not address:
-        text = _SESSION_ID.sub("", text)
+        text = _FROM_PEER.sub("", _SESSION_ID.sub("", text))
     for pattern, replacement in _REWRITES:
         text = pattern.sub(replacement, text)
     return text
 
 
 def peer_of(exc: BaseException) -> str | None:
-    """The ``host:port`` a session's message names in its id, if it does."""
-    found = _SESSION_ID.search(str(exc))
+    """The ``host:port`` a session's message names (in its id, or ``from host:port``), if any."""
+    found = _SESSION_ID.search(str(exc)) or _FROM_PEER.search(str(exc))
     return found.group(1) if found else None
 
 
@@ -82,15 +85,19 @@ def login_failure(exc: BaseException) -> str | None:
     """What a login that got no answer says about the server, or ``None`` for other failures.
 
     A peer that answered with a TLS record is a TLS port (:data:`EXPECTS_TLS`); one that closed
-    in the middle of a packet, or sent one that is not SoupBinTCP, before answering the login is
-    not a SoupBinTCP server (an HTTP server, say): :data:`NOT_SOUPBINTCP`.
+    in the middle of a packet, or sent bytes that are not SoupBinTCP, before answering the login
+    is not a SoupBinTCP server (an HTTP server, say): :data:`NOT_SOUPBINTCP`, with the bytes it
+    began its answer with when the subscriber saw them.
     """
     if not isinstance(exc, LoginRejectedError) or exc.reason is not None:
         return None
     text = str(exc)
     if "answered with a TLS record" in text:
         return EXPECTS_TLS
-    if "in the middle of a packet" in text or "protocol error" in text or "not SoupBinTCP" in text:
+    began = _ANSWER_BEGAN.search(text)
+    if began is not None:
+        return f"this is not a SoupBinTCP server (its answer to the login began with {began.group(1)})"
+    if "in the middle of a packet" in text or "protocol error" in text or "not a SoupBinTCP" in text:
         return NOT_SOUPBINTCP
     return None
 
