@@ -184,6 +184,9 @@ def test_sigusr1_ends_the_session_for_connected_and_later_clients_and_after_a_re
     assert late.returncode == 0, late.stderr
     assert late.stdout.splitlines() == text_lines(payloads[2989:], first=2990)
     assert "end of session 'FEED' after sequence 3000" in late.stderr
+    caught_up = soup("tail", feed.address, *credentials, "--sequence", "0")  # nothing left: the end
+    assert (caught_up.returncode, caught_up.stdout) == (0, ""), caught_up.stderr
+    assert "end of session 'FEED' after sequence 3000" in caught_up.stderr
     feed.publish([b"after the end"])  # not read any more: nothing is published after the end
     assert feed.server.process.poll() is None and stored_count(feed.journal) == 3000
 
