@@ -159,3 +159,15 @@ def test_shell_completion_as_the_readme_describes_it() -> None:
     assert completed.stdout.splitlines() == ["plain,verify"]
     words.update(COMP_WORDS="soup cat --fo", COMP_CWORD="2")
     assert {"plain,--follow", "plain,--format"} <= set(soup(env=words).stdout.splitlines())
+
+
+def test_the_session_layer_loggers_kept_quiet_without_verbose_are_its_own() -> None:
+    """The loggers kept at ERROR without ``-v`` are the session layer's (a rename would let its
+    warnings through, saying again what the command says in its own words)."""
+    from nasdaq_protocols.soup.cli.logs import _REPORTED_BY_THE_COMMANDS
+    from nasdaq_protocols.soup.client_session import SoupClientSession
+    from nasdaq_protocols.soup.server_session import SoupServerSession
+    from nasdaq_protocols.soup.soup_session import SoupSession
+
+    loggers = {SoupClientSession.log.name, SoupServerSession.log.name, SoupSession.log.name}
+    assert loggers <= set(_REPORTED_BY_THE_COMMANDS)

@@ -35,9 +35,9 @@ LOG_FORMATS = ("text", "json")
 #: login) the commands report themselves, once, in their own words.
 _REPORTED_BY_THE_COMMANDS = (
     "nasdaq_protocols.common",
-    "nasdaq_protocols.soup.session_base",
-    "nasdaq_protocols.soup.session_client",
-    "nasdaq_protocols.soup.session_server",
+    "nasdaq_protocols.soup.soup_session",
+    "nasdaq_protocols.soup.client_session",
+    "nasdaq_protocols.soup.server_session",
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
