@@ -365,7 +365,11 @@ def test_a_failed_start_leaves_nothing_behind(processes: Processes, tmp_path: Pa
         result = soup("relay", upstream, "--listen", busy, "--journal", str(tmp_path / "relay.journal"))
         assert result.returncode == 1
         assert f"cannot listen on {busy}" in single_error_line(result.stderr)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["logs", "upstream.journal"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "logs",
+        "upstream.journal",
+        "upstream.journal.sums",
+    ]
     # Nothing recorded a session: a later start names its own.
     started = processes.start(
         "serve", "--listen", "127.0.0.1:0", "--journal", str(journal), "--session", "FEED"
@@ -411,6 +415,7 @@ COMMANDS = [
     "tail",
     "record",
     "cat",
+    "verify",
     "relay",
     "publish",
     "passwd",

@@ -35,8 +35,7 @@ except ImportError as exc:  # fail, never skip: nats-py is in the dev extra
     raise ImportError(f"tests/test_jetstream.py needs nats-py: pip install -e '.[dev]' ({exc})") from exc
 
 from nasdaq_protocols.soup import (
-    LoginRejectedError,
-    LoginRejectReason,
+    CloseReason,
     SequencedData,
     SoupServer,
     StoreError,
@@ -548,21 +547,41 @@ async def test_end_of_session_reaches_every_gateways_clients_after_the_last_mess
     await late.wait_caught_up(timeout=10)
     assert late.ended and late.ended_at == 300 and late.stats()["ended_at"] == 300
     late_server = await gateway(late, closing)
-    with pytest.raises(LoginRejectedError) as refused:
-        await connect_async(late_server.address, USER, PASSWORD)
-    assert refused.value.reason is LoginRejectReason.SESSION_NOT_AVAILABLE
+    # A gateway started after the end serves the tail a client asks for, then End of Session.
+    client = await connect_async(late_server.address, USER, PASSWORD, sequence=298)
+    received = [await asyncio.wait_for(client.receive_msg(), 10) for _ in range(3)]
+    assert [(m.sequence, m.data) for m in received] == [(n, payload(n)) for n in (298, 299, 300)]  # type: ignore[attr-defined]
+    assert await asyncio.wait_for(client.wait_closed(), 10) is CloseReason.END_OF_SESSION
+
+
+async def soup_publish(url: str, stream: str, stdin: bytes, *options: str) -> str:
+    """Run ``soup publish --store URL/STREAM OPTIONS`` on ``stdin``; its one line on standard error."""
+    command = [sys.executable, "-m", "nasdaq_protocols.soup.cli", "publish", *options]
+    command += ["--store", f"{url}/{stream}"]
+    done = await asyncio.to_thread(subprocess.run, command, input=stdin, capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return str(done.stderr.decode().strip())
 
 
 async def test_soup_publish_end_session_ends_it(nats_server: NatsServer, closing: list[object]) -> None:
-    command = [sys.executable, "-m", "nasdaq_protocols.soup.cli", "publish", "--end-session"]
-    command += ["--store", f"{nats_server.url}/CLOSED"]
-    done = await asyncio.to_thread(subprocess.run, command, input=b"a\nb\n", capture_output=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.decode().strip().endswith("session ended after sequence 2"), done.stderr
+    said = await soup_publish(nats_server.url, "CLOSED", b"a\nb\n", "--end-session")
+    assert said.endswith("session ended after sequence 2"), said
     store = await JetStreamStore.connect(nats_server.url, "CLOSED")
     closing.append(store)
     await store.wait_caught_up(timeout=10)
     assert store.ended and store.ended_at == 2
+
+
+async def test_soup_publish_with_no_input_reports_the_stream_s_true_last_sequence(
+    nats_server: NatsServer, closing: list[object]
+) -> None:
+    publisher = await JetStreamPublisher.connect(nats_server.url, "HOLDS")
+    closing.append(publisher)
+    await publisher.publish_many(payload(n) for n in range(1, 1014))
+    said = await soup_publish(nats_server.url, "HOLDS", b"")
+    assert said == "soup publish: 0 messages to stream HOLDS (session 'HOLDS'); last sequence 1013", said
+    said = await soup_publish(nats_server.url, "HOLDS", b"one more\n")
+    assert said == "soup publish: 1 message to stream HOLDS (session 'HOLDS'); last sequence 1014", said
 
 
 async def test_an_out_of_order_delivery_is_never_stored(

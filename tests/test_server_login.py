@@ -146,7 +146,7 @@ async def test_authenticate_coroutine_decides(make_server: Any) -> None:
 
 async def test_end_of_session_comes_after_every_message(make_server: Any) -> None:
     """End of Session reaches each client only after all of its messages, a stalled one included
-    (once it reads); then logins get 'S' and publish raises."""
+    (once it reads); publish raises; a login after the end gets its messages, then End of Session."""
     total = 100_000
     server = await make_server("ENDING", credentials={"u": "p"})
     server.publish_many(payload_of(n) for n in range(1, total + 1))
@@ -175,9 +175,19 @@ async def test_end_of_session_comes_after_every_message(make_server: Any) -> Non
 
         # The stalled client has not been told yet: it still has messages to receive.
         assert not stalled_served.is_closed()
-        with pytest.raises(soup.LoginRejectedError) as caught:
-            await soup.connect_async(server.address, "u", "p")
-        assert caught.value.reason is LoginRejectReason.SESSION_NOT_AVAILABLE
+        # One that dropped just before the end logs in again and still gets its tail.
+        late = await soup.connect_async(server.address, "u", "p", sequence=total - 9)
+        assert_stream(await receive_sequenced(late, 10), total - 9, total, "late")
+        assert await asyncio.wait_for(late.wait_closed(), WAIT) is soup.CloseReason.END_OF_SESSION
+        # One that has every message is accepted and told at once (bytes on the wire: a client
+        # library must take Login Accepted and End of Session even when one read holds both).
+        caught_up = await RawClient.connect(server.address)
+        try:
+            assert await caught_up.login("u", "p", sequence=0) == LoginAccepted("ENDING", total + 1)
+            assert await caught_up.read_until_eof() == [EndOfSession()]
+        finally:
+            caught_up.close()
+        assert server.stats()["logins_rejected"] == 0
 
         packets = await stalled.read_until_eof()
         assert packets[-1] == EndOfSession(), packets[-3:]

@@ -132,4 +132,4 @@ def test_an_index_file_made_with_another_spacing_is_discarded(tmp_path: Path) ->
 
 def test_small_journals_get_no_index_file(tmp_path: Path) -> None:
     make_journal(tmp_path / "journal", 100)
-    assert sorted(os.listdir(tmp_path)) == ["journal"]
+    assert sorted(os.listdir(tmp_path)) == ["journal", "journal.sums"]

@@ -38,8 +38,8 @@ import inspect
 import logging
 import operator
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -55,8 +55,13 @@ from .errors import (
     SoupError,
     SubscriberGaveUp,
 )
+from .login_answers import EndedAtLogin, ended_at_login, not_soupbintcp
 from .retry import RetryDelays, is_retryable
 from .session import SoupClientSession, connect_async
+from .subscriber_options import Hook, SubscriberOptions, check_options
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "NotConnectedError",
@@ -79,7 +84,6 @@ ALL_RECEIVED = 1 << 30
 _data = operator.attrgetter("data")
 
 Address = tuple[str, int]
-Hook = Callable[..., Any]
 
 
 @attrs.define
@@ -419,6 +423,16 @@ class Subscriber:
     def next_sequence(self, value: int) -> None:
         self._next = value
 
+    @property
+    def resume_sequence(self) -> int:
+        """Sequence number the next login asks for: after the last message received, read or not
+        (above :attr:`next_sequence` while received messages wait to be read)."""
+        sequence = self._next
+        if sequence:
+            for held in self._sources:
+                sequence = max(sequence, held.next_sequence)
+        return sequence
+
     def _gap(self, sequence: int) -> None:
         # Cannot happen: one connection numbers its messages itself, and a login that resumes
         # past the next expected number is refused. If it does, drop that connection and log in
@@ -471,6 +485,14 @@ class Subscriber:
                 address = self.remotes[self._remote_index % len(self.remotes)]
                 try:
                     session, first_new = await self._connect(address)
+                except EndedAtLogin as ended:
+                    self.end_of_session = True  # nothing was left to send: the end, not a failure
+                    self.login_accepted = ended.accepted
+                    self.session = self.session or ended.accepted.session_id
+                    self._next = self._next or ended.accepted.sequence
+                    if not first_login.done():
+                        first_login.set_result(None)
+                    break
                 except (ConnectError, LoginRejectedError) as exc:
                     if not is_retryable(exc):
                         if isinstance(exc, LoginRejectedError):
@@ -554,24 +576,35 @@ class Subscriber:
 
     async def _connect(self, address: Address) -> tuple[SoupClientSession, int]:
         # Returns the session and the first sequence number it can deliver that is new to us.
-        # Resume after the last message received, read or not (and after the last read).
-        sequence = self._next
-        if sequence:
-            for held in self._sources:
-                sequence = max(sequence, held.next_sequence)
-        session = await connect_async(
-            address,
-            self.user,
-            self._password,
-            self.session,
-            sequence,
-            on_msg_coro=None,  # messages queue in the session; the reader takes them from there
-            client_heartbeat_interval=self.client_heartbeat_interval,
-            server_heartbeat_interval=self.server_heartbeat_interval,
-            connect_timeout=self.connect_timeout,
-            login_timeout=self.login_timeout,
-            ssl=self._ssl,
-        )
+        sequence = self.resume_sequence  # after the last message received, read or not
+        made: list[SoupClientSession] = []
+
+        def new_session() -> SoupClientSession:  # queue mode: the reader takes the messages
+            made.append(
+                SoupClientSession(
+                    client_heartbeat_interval=self.client_heartbeat_interval,
+                    server_heartbeat_interval=self.server_heartbeat_interval,
+                )
+            )
+            return made[-1]
+
+        try:
+            session = await connect_async(
+                address,
+                self.user,
+                self._password,
+                self.session,
+                sequence,
+                session_factory=new_session,
+                connect_timeout=self.connect_timeout,
+                login_timeout=self.login_timeout,
+                ssl=self._ssl,
+            )
+        except LoginRejectedError as exc:
+            accepted = ended_at_login(exc, made[-1] if made else None)
+            if accepted is not None:
+                raise EndedAtLogin(accepted) from exc
+            raise not_soupbintcp(exc, made[-1] if made else None) from exc
         accepted = session.login_accepted
         assert accepted is not None
         self.login_accepted = accepted
@@ -654,7 +687,7 @@ def subscribe(
     passwd: str,
     session_id: str = "",
     sequence: int = 1,
-    **options: Any,
+    **options: Unpack[SubscriberOptions],
 ) -> Subscriber:
     """A resilient subscriber: ``async with subscribe(...) as sub: async for msg in sub: ...``.
 
@@ -663,6 +696,11 @@ def subscribe(
         user, passwd: credentials.
         session_id: session to follow (``''``: the server's current one, then kept).
         sequence: first sequence number wanted (``0``: only new messages).
-        options: keyword options of :class:`Subscriber` (heartbeats, backoff, caps, hooks, ssl).
+        options: keyword options of :class:`Subscriber` (heartbeats, backoff, caps, hooks, ssl;
+            :class:`~.subscriber_options.SubscriberOptions` lists them for type checkers).
+
+    Raises:
+        TypeError: an option that does not exist (with the one probably meant).
     """
+    check_options(options, "subscribe")
     return Subscriber(remote, user, passwd, session_id, sequence, **options)

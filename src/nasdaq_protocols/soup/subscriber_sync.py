@@ -9,11 +9,15 @@ this module only carries calls across to its thread.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .core import SoupMessage
 from .subscriber import Address, Subscriber
+from .subscriber_options import SubscriberOptions, check_options
 from .sync import LoopThread
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["SyncSubscriber", "subscribe_sync"]
 
@@ -76,7 +80,12 @@ def subscribe_sync(
     passwd: str,
     session_id: str = "",
     sequence: int = 1,
-    **options: Any,
+    **options: Unpack[SubscriberOptions],
 ) -> SyncSubscriber:
-    """Blocking :func:`subscribe`: ``with subscribe_sync(...) as sub: for msg in sub: ...``."""
+    """Blocking :func:`subscribe`: ``with subscribe_sync(...) as sub: for msg in sub: ...``.
+
+    Raises:
+        TypeError: an option that does not exist (with the one probably meant).
+    """
+    check_options(options, "subscribe_sync")
     return SyncSubscriber(Subscriber(remote, user, passwd, session_id, sequence, **options))

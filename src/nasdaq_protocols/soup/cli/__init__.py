@@ -1,5 +1,5 @@
-"""The ``soup`` command: demo, serve, tail, record, cat, relay, publish, passwd, import, export,
-and mold-serve, mold-tail, mold-record (MoldUDP64).
+"""The ``soup`` command: demo, serve, tail, record, cat, verify, relay, publish, passwd, import,
+export, and mold-serve, mold-tail, mold-record (MoldUDP64).
 
 One process per subcommand, each a thin shell over the library (:class:`SoupServer`,
 :func:`subscribe`, :class:`FileStore`, :class:`Relay`), one module per subcommand; the modules
@@ -28,6 +28,7 @@ from .cat import cat
 from .demo import demo
 from .feed_export import export
 from .feed_import import import_feed
+from .logs import logging_options
 from .mold_record import mold_record
 from .mold_serve import mold_serve
 from .mold_tail import mold_tail
@@ -36,9 +37,9 @@ from .passwd import passwd
 from .publish import publish
 from .record import record
 from .relay import relay
-from .running import setup_logging
 from .serve import serve
 from .tail import tail
+from .verify import verify
 
 __all__ = ["escape_payload", "format_message", "main"]
 
@@ -53,8 +54,8 @@ __all__ = ["escape_payload", "format_message", "main"]
     message="%(prog)s, version %(version)s (packet walker: " + WALKER.replace("%", "%%") + ")",
     help="Show the version and the packet walker in use (compiled or python), and exit.",
 )
-@click.option("-v", "--verbose", count=True, help="Log to standard error (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@logging_options(group=True)
+def main() -> None:
     """SoupBinTCP from the command line: serve, tail, record, relay and inspect sessions.
 
     \b
@@ -63,8 +64,9 @@ def main(verbose: int) -> None:
     Watch it:     soup tail :7000 --format json
     Exit codes:   0 done, 1 failed (one line says why), 2 usage error,
                   130 stopped by Ctrl-C, 143 stopped by SIGTERM.
+    Options:      -v and --log-format go before the command or after it.
+    Completion:   eval "$(_SOUP_COMPLETE=bash_source soup)"  (zsh_source, fish_source)
     """
-    setup_logging(verbose)
 
 
 for _command in (
@@ -73,6 +75,7 @@ for _command in (
     tail,
     record,
     cat,
+    verify,
     relay,
     publish,
     passwd,
@@ -82,4 +85,4 @@ for _command in (
     mold_tail,
     mold_record,
 ):
-    main.add_command(_command)
+    main.add_command(logging_options()(_command))

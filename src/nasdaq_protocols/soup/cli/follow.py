@@ -25,6 +25,7 @@ from ..errors import CloseReason, ConnectError, LoginRejectedError
 from ..metrics import MetricsEndpoint, serve_metrics
 from ..subscriber import Subscriber, SubscriberGaveUp
 from .addresses import Address, format_address
+from .messages import login_failure, peer_of
 from .options import announce_metrics
 from .running import Failure, StopRequest, describe_connect_error, say
 
@@ -83,6 +84,8 @@ class ConnectionReport:
         #: Set while the command closes its subscriber on purpose.
         self.stopping = False
         self._reasons: dict[Address, str] = {}  # what was last said about each server
+        self._not_soupbintcp: set[Address] = set()  # servers said not to speak SoupBinTCP
+        self._resume_at: int | None = None  # where the last report said the stream resumes
         self._trouble = False  # something was reported since the last login
         self._past_end_said = False
 
@@ -102,7 +105,15 @@ class ConnectionReport:
             return
         reason = describe_connect_error(exc)
         if isinstance(exc, LoginRejectedError) and exc.reason is None:
-            reason = f"no answer to the login: {reason}"
+            # Once a server is known not to speak SoupBinTCP, its next failures to answer the
+            # login say nothing new (they differ only by how its non-answer looked).
+            if address in self._not_soupbintcp:
+                return
+            reason = login_failure(exc) or (
+                reason if reason.startswith("no answer") else f"no answer to the login: {reason}"
+            )
+            if login_failure(exc) is not None:
+                self._not_soupbintcp.add(address)
         if self._reasons.get(address) == reason:
             return
         self._reasons[address] = reason
@@ -116,7 +127,10 @@ class ConnectionReport:
     def connected(self, subscriber: Subscriber, address: Address) -> None:
         """Hook: logged in; say so if trouble was reported, and once if we start past the end."""
         accepted = subscriber.login_accepted
-        wanted = subscriber.next_sequence
+        # The sequence the login asked for (the last report said so), not the next one read:
+        # messages received before a drop may still wait to be read.
+        wanted = self._resume_at if self._resume_at is not None else subscriber.next_sequence
+        self._resume_at = None
         if self._trouble:
             where = (
                 f" at {format_address(address)}"
@@ -125,6 +139,7 @@ class ConnectionReport:
             )
             say(f"logged in{where}, session {subscriber.session!r}, receiving from sequence {wanted}")
         self._reasons.clear()
+        self._not_soupbintcp.clear()
         self._trouble = False
         if (
             accepted is not None
@@ -147,8 +162,11 @@ class ConnectionReport:
         ):
             return
         where = format_address(subscriber.address) if subscriber.address is not None else "the server"
+        self._resume_at = subscriber.resume_sequence
         retrying = (
-            "" if subscriber.max_attempts == 1 else f"; reconnecting to resume at {subscriber.next_sequence}"
+            ""
+            if subscriber.max_attempts == 1
+            else f"; reconnecting to resume at {self._resume_at} (after the last message received)"
         )
         say(f"disconnected from {where} ({reason.value}){retrying}")
         self._trouble = True
@@ -191,6 +209,10 @@ def explained_failures() -> Iterator[None]:
         if isinstance(cause, ConnectError) and str(cause).startswith("cannot connect to "):
             where = str(cause).split(": ", 1)[0]
             text = text.replace(str(cause), f"{where}: {describe_connect_error(cause)}")
+        elif cause is not None and login_failure(cause) is not None:
+            peer = peer_of(cause)
+            said = f"cannot log in to {peer}: {login_failure(cause)}" if peer else str(login_failure(cause))
+            text = text.replace(str(cause), said)
         raise Failure(text) from None
 
 

@@ -42,7 +42,7 @@ class JournalCreation:
 
     ``with JournalCreation([journal]) as created: ...; created.keep()``: leaving the block
     without :meth:`keep` (an error, a stop before the command ran) removes every path that it
-    created (journal files, their index files, and folders, if empty).
+    created (journal files, their index and sums files, and folders, if empty).
     """
 
     def __init__(self, paths: list[str]) -> None:
@@ -65,12 +65,12 @@ class JournalCreation:
         for path in self.new:
             if os.path.isdir(path):
                 for name in os.listdir(path):
-                    if name.endswith((".journal", ".journal.idx", ".journal.times")):
+                    if name.endswith((".journal", ".journal.idx", ".journal.times", ".journal.sums")):
                         with contextlib.suppress(OSError):
                             os.remove(os.path.join(path, name))
                 with contextlib.suppress(OSError):
                     os.rmdir(path)
             else:
-                for name in (path, path + ".idx", path + ".idx.tmp", path + ".times"):
+                for name in (path, path + ".idx", path + ".idx.tmp", path + ".times", path + ".sums"):
                     with contextlib.suppress(OSError):
                         os.remove(name)

@@ -15,6 +15,7 @@ import click
 
 from .. import metrics
 from .addresses import LISTEN_ADDRESS, Address, format_address
+from .messages import describe_tls_error
 from .output import FORMATS
 from .running import say
 
@@ -33,6 +34,7 @@ __all__ = [
     "reconnect_option",
     "server_ssl",
     "server_tls_options",
+    "session_name",
     "timestamps_option",
 ]
 
@@ -68,6 +70,21 @@ def timestamps_option(function: F) -> F:
         help="Show when each message arrived, after its number, in text and hex (UTC, nanoseconds;"
         " - where not known). The json format always has it, as received_ns.",
     )(function)
+
+
+def session_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A ``--session`` callback: a SoupBinTCP session name is at most 10 ASCII characters.
+
+    Raises:
+        click.BadParameter: the name is not ASCII, or is longer (a usage error, exit 2).
+    """
+    if value is None:
+        return None
+    if not value.isascii():
+        raise click.BadParameter(f"{value!r} is not ASCII (a session name is at most 10 ASCII characters)")
+    if len(value) > 10:
+        raise click.BadParameter(f"{value!r} has {len(value)} characters; a session name has at most 10")
+    return value
 
 
 def count_option(help_text: str) -> Callable[[F], F]:
@@ -221,12 +238,12 @@ def server_ssl(cert: str | None, key: str | None, ca: str | None) -> ssl.SSLCont
     try:
         context.load_cert_chain(cert, key)
     except (ssl.SSLError, OSError) as exc:
-        raise click.BadParameter(f"cannot load {cert}: {exc}", param_hint="--tls-cert") from None
+        raise click.BadParameter(describe_tls_error(exc, cert), param_hint="--tls-cert") from None
     if ca:
         try:
             context.load_verify_locations(ca)
         except (ssl.SSLError, OSError) as exc:
-            raise click.BadParameter(f"cannot load {ca}: {exc}", param_hint="--tls-ca") from None
+            raise click.BadParameter(describe_tls_error(exc, ca), param_hint="--tls-ca") from None
         context.verify_mode = ssl.CERT_REQUIRED
     return context
 
@@ -247,12 +264,12 @@ def client_ssl(
     try:
         context = ssl.create_default_context(cafile=ca)
     except (ssl.SSLError, OSError) as exc:
-        raise click.BadParameter(f"cannot load {ca}: {exc}", param_hint=f"{name}-ca") from None
+        raise click.BadParameter(describe_tls_error(exc, str(ca)), param_hint=f"{name}-ca") from None
     if cert:
         try:
             context.load_cert_chain(cert, key)
         except (ssl.SSLError, OSError) as exc:
-            raise click.BadParameter(f"cannot load {cert}: {exc}", param_hint=f"{name}-cert") from None
+            raise click.BadParameter(describe_tls_error(exc, cert), param_hint=f"{name}-cert") from None
     return context
 
 

@@ -34,12 +34,14 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from ..core import SequencedData, SoupMessage
+from .logs import json_logs
 
 __all__ = [
     "FORMATS",
     "OutputClosed",
     "Progress",
     "Rate",
+    "clear_progress_line",
     "escape_payload",
     "format_batch",
     "format_message",
@@ -270,8 +272,17 @@ class Rate:
         return rate
 
 
+def clear_progress_line() -> None:
+    """Before another line on standard error: clear the progress line, if one is shown (it is
+    drawn again at its next refresh)."""
+    if Progress.shown is not None:
+        Progress.shown.line_break()
+
+
 class Progress:
-    """Live statistics on standard error, refreshed in place twice a second, only on a terminal.
+    """Live statistics on standard error, refreshed in place twice a second, only on a terminal
+    (and not under ``--log-format json``). Cleared when it ends, so the command's last line
+    stands alone.
 
     Use as a context manager inside the event loop: ``with Progress(describe): ...``.
 
@@ -283,22 +294,28 @@ class Progress:
     def __init__(self, describe: Callable[[], str], stream: TextIO | None = None) -> None:
         self.describe = describe
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = self.stream.isatty()
+        self.enabled = self.stream.isatty() and not json_logs()
         self._task: asyncio.Task[None] | None = None
+
+    #: The progress being shown, if any (one at a time: a command has one).
+    shown: Progress | None = None
 
     def __enter__(self) -> Progress:
         if self.enabled:
             self._task = asyncio.get_running_loop().create_task(self._refresh())
+            Progress.shown = self
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._task is not None:
             self._task.cancel()
-            self.stream.write("\n")
+            self.line_break()
             self.stream.flush()
+        if Progress.shown is self:
+            Progress.shown = None
 
     def line_break(self) -> None:
-        """Before another line on the same stream: end the progress line (nothing if not shown)."""
+        """Before another line on the same stream: clear the progress line (nothing if not shown)."""
         if self.enabled:
             self.stream.write("\r\x1b[K")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .lines import stdin_lines
+from .options import session_name
 from .running import Failure, StopRequest, run_command, say
 from .streams import connect_patiently, describe_stream_error, parse_store_option
 
@@ -19,7 +20,11 @@ __all__ = ["publish", "publish_lines"]
     metavar="nats://HOST:PORT/STREAM",
     help="The JetStream stream (created when missing); list every node: nats://a:4222,b:4222/FEED.",
 )
-@click.option("--session", help="Session name of a new stream (default: its name); else must match.")
+@click.option(
+    "--session",
+    callback=session_name,
+    help="Session name of a new stream (default: its name); else must match.",
+)
 @click.option(
     "--replicas",
     type=click.IntRange(min=1),
@@ -76,7 +81,8 @@ async def publish_lines(
         while (batch := await stop.race(anext(lines, None))) is not None:
             await stop.race(publisher.publish_many(batch))
             published += len(batch)
-        last = await stop.race(publisher.end_session()) if end else publisher.last_sequence
+        # The stream's own last sequence: what this run added, or (no input) what it holds.
+        last = await stop.race(publisher.end_session() if end else publisher.stream_last_sequence())
     except failures as exc:
         raise Failure(f"after {published} messages: {describe_stream_error(exc, stream)}") from None
     finally:

@@ -36,6 +36,7 @@ from .options import (
     heartbeat_option,
     metrics_option,
     reconnect_option,
+    session_name,
 )
 from .output import Progress, Rate
 from .passwords import password_options, resolve_password
@@ -63,7 +64,12 @@ def only_sequenced(batch: list[SoupMessage]) -> list[SequencedData]:
 @click.option("--journal", required=True, type=click.Path(dir_okay=False), help="Journal file to write.")
 @click.option("--user", default="", help="Username to log in with.")
 @password_options("to log in with")
-@click.option("--session", default="", help="Session to record (default: the journal's, else the server's).")
+@click.option(
+    "--session",
+    default="",
+    callback=session_name,
+    help="Session to record (default: the journal's, else the server's).",
+)
 @count_option("Stop once the journal holds this many messages.")
 @heartbeat_option
 @durability_option

@@ -42,6 +42,7 @@ from .options import (
     metrics_option,
     server_ssl,
     server_tls_options,
+    session_name,
 )
 from .passwords import UPSTREAM_PASSWORD_ENV, password_options, resolve_password
 from .running import StopRequest, close_server, run_command, say
@@ -64,7 +65,10 @@ __all__ = ["relay", "run_relay"]
 @click.option("--upstream-user", default="", help="Username for the upstream servers.")
 @password_options("for the upstream servers", prefix="upstream", env=UPSTREAM_PASSWORD_ENV)
 @click.option(
-    "--session", default="", help="Upstream session (default: the journal's, else the current one)."
+    "--session",
+    default="",
+    callback=session_name,
+    help="Upstream session (default: the journal's, else the current one).",
 )
 @server_login_options("downstream clients")
 @heartbeat_option

@@ -33,6 +33,9 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from ..errors import ConnectError, LoginRejectedError, SoupError
+from .logs import emit, setup_logging
+from .messages import login_failure, peer_of, plain_words
+from .output import clear_progress_line
 
 if TYPE_CHECKING:
     from ..server import SoupServer
@@ -88,8 +91,10 @@ def program_name() -> str:
 
 
 def say(text: str) -> None:
-    """One line on standard error, prefixed with the command (``soup tail: ...``)."""
-    click.echo(f"{' '.join(_command_names())}: {text}", err=True)
+    """One line on standard error, prefixed with the command (``soup tail: ...``; a JSON object
+    under ``--log-format json``), after clearing the progress line if one is shown."""
+    clear_progress_line()
+    emit("info", text)
 
 
 class Failure(click.ClickException):
@@ -98,12 +103,12 @@ class Failure(click.ClickException):
     exit_code = EXIT_FAILURE
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
+        super().__init__(plain_words(message))
         self.program = program_name()  # now: click shows it after leaving the command's context
 
     def show(self, file: IO[Any] | None = None) -> None:
         """Print the one line (``file`` is ignored: errors always go to standard error)."""
-        click.echo(f"{self.program}: error: {self.format_message()}", err=True)
+        emit("error", self.format_message(), self.program)
 
 
 class Stopped(Exception):
@@ -255,11 +260,12 @@ def describe_connect_error(exc: BaseException) -> str:
         return f"unreachable ({cause.strerror})"
     if isinstance(cause, OSError) and cause.strerror:
         return cause.strerror.lower()
-    text = str(exc)
     # The library's messages start with where it failed, which the report says already.
-    for prefix in ("cannot connect to ",):
-        if text.startswith(prefix) and ": " in text:
-            return text.split(": ", 1)[1]
+    text = plain_words(str(exc), address=False).removeprefix("no login answer: ")
+    if text.startswith("cannot connect to ") and ": " in text:
+        return text.split(": ", 1)[1]
+    if text.startswith("no answer to the Login Request"):
+        return text.replace("no answer to the Login Request", "no answer to the login", 1)
     return text or type(exc).__name__
 
 
@@ -267,23 +273,17 @@ def describe_error(exc: BaseException) -> str:
     """An error as the one line the user sees: its message, else its kind."""
     if isinstance(exc, ConnectError) and str(exc).startswith("cannot connect to ") and exc.__cause__:
         return f"{str(exc).split(': ', 1)[0]}: {describe_connect_error(exc)}"
-    text = str(exc).strip()
+    failure = login_failure(exc)
+    if failure is not None:
+        peer = peer_of(exc)
+        return f"cannot log in to {peer}: {failure}" if peer else failure
+    if isinstance(exc, OSError) and not isinstance(exc, SoupError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror.lower()}"
+    text = plain_words(str(exc)).strip()
     if not text:
         return type(exc).__name__
     return text.splitlines()[0]
-
-
-def setup_logging(verbose: int) -> None:
-    """Log to standard error: nothing of the library's below ERROR by default, -v INFO, -vv DEBUG."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if verbose == 0:
-        # Without -v a failure is one line from the command itself, not the library's log too.
-        logging.getLogger("nasdaq_protocols").setLevel(logging.ERROR)
-        # asyncio's "Task exception was never retrieved" and the like are not for the user.
-        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 def _raise_stopped(signum: int, frame: object) -> NoReturn:

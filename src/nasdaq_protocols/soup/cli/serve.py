@@ -8,14 +8,17 @@ folder, that the address can be listened on. Should the start fail all the same,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import ssl as ssl_module
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
+from ..core import MAX_PAYLOAD_SIZE
 from ..errors import SoupError
 from ..feeds.pacing import PacedStore
 from ..metrics import MetricsEndpoint, serve_metrics
@@ -32,6 +35,7 @@ from .options import (
     metrics_option,
     server_ssl,
     server_tls_options,
+    session_name,
 )
 from .output import Progress, Rate
 from .replay import Replay, replay_options
@@ -67,7 +71,11 @@ log = logging.getLogger("soup")
     type=click.Path(dir_okay=False),
     help="With --store: keep the mirror in this journal, so a restart downloads only what is new.",
 )
-@click.option("--session", help="Session name, at most 10 characters (default: the journal's, else SESSION).")
+@click.option(
+    "--session",
+    callback=session_name,
+    help="Session name, at most 10 characters (default: the journal's, else SESSION).",
+)
 @server_login_options("clients")
 @click.option("--stdin", "from_stdin", is_flag=True, help="Publish each line of standard input as a message.")
 @click.option("--per-user", is_flag=True, help="A stream per username (order-entry style).")
@@ -133,11 +141,17 @@ def serve(
     asks for, then live.
 
     The stream is kept in a journal (--journal), in memory, or in NATS JetStream (--store). With
-    --stdin, each line of standard input is published as a message; the server keeps serving
+    --stdin, each line of standard input is published as a message (a line too long for one,
+    over 65,534 bytes, is refused with a note and the next goes on); the server keeps serving
     after the input ends, until Ctrl-C or SIGTERM.
 
     With --pace, the journal is replayed live: at its recorded pace, N times it, or a fixed
     rate (see Replay a real feed in the README).
+
+    SIGUSR1 ends the session (kill -USR1 PID): nothing more is published, and every client, those
+    connected and those that log in later, gets End of Session once it has every message from
+    the sequence it asked for. A journal records the end, so a server started again on it
+    serves the ending too.
 
     \b
     Examples:
@@ -151,8 +165,6 @@ def serve(
         raise click.UsageError("--store serves a JetStream stream: no --journal, --per-user or --stdin")
     if cache is not None and jetstream is None:
         raise click.UsageError("--cache goes with --store")
-    if session is not None and (len(session) > 10 or not session.isascii()):
-        raise click.BadParameter(f"{session!r} is longer than 10 ASCII characters", param_hint="--session")
     ssl = server_ssl(tls_cert, tls_key, tls_ca)
     check_metrics_apart(metrics, listen)
     clashing = {"--stdin": from_stdin, "--per-user": per_user, "--store": store_url is not None}
@@ -291,6 +303,12 @@ async def serve_session(
         announce_metrics(server.metrics.address)
     if access.open_to_all:
         say("no --user or --users given: any login is accepted")
+    if server.ended:
+        say(
+            f"session {server.session!r} ended after sequence {server.last_sequence} (as the journal"
+            " records): clients get their messages, then End of Session"
+            + ("; standard input is not read" if from_stdin else "")
+        )
     rate = Rate()
 
     def describe() -> str:
@@ -312,9 +330,16 @@ async def serve_session(
 
     failed = asyncio.Event()
     failure: BaseException | None = None
+    reader: asyncio.Task[None] | None = None
+
+    def end_session() -> None:  # SIGUSR1
+        if reader is not None:
+            reader.cancel()  # nothing more is published, from standard input or elsewhere
+        say(end_session_now(server, jetstream is not None))
+
     try:
-        with Progress(describe):
-            reader = asyncio.create_task(publish_stdin(server)) if from_stdin else None
+        with Progress(describe), signal_handled(getattr(signal, "SIGUSR1", None), end_session):
+            reader = asyncio.create_task(publish_stdin(server)) if from_stdin and not server.ended else None
             if replay is not None and isinstance(store, PacedStore):
                 reader = asyncio.create_task(replay.start_clock(store, server))
             if reader is not None:
@@ -334,6 +359,36 @@ async def serve_session(
         raise failure
 
 
+def end_session_now(server: SoupServer, gateway: bool) -> str:
+    """End ``server``'s session (SIGUSR1) unless it is a JetStream gateway; what to say about it."""
+    if gateway:
+        return "SIGUSR1 ignored: a JetStream gateway cannot end the session (soup publish --end-session does)"
+    if server.ended:
+        return f"session {server.session!r} has ended already"
+    server.end_session()
+    return (
+        f"session {server.session!r} ended after sequence {sum(server.stats()['streams'].values())}"
+        " (SIGUSR1): clients get End of Session once they have every message; still serving"
+    )
+
+
+@contextlib.contextmanager
+def signal_handled(signum: int | None, handler: Callable[[], None]) -> Iterator[None]:
+    """Call ``handler()`` in the running loop on signal ``signum`` during the block (nothing where
+    the platform has no such signal)."""
+    loop = asyncio.get_running_loop()
+    installed = False
+    if signum is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, handler)
+            installed = True
+    try:
+        yield
+    finally:
+        if installed and signum is not None:
+            loop.remove_signal_handler(signum)
+
+
 def early_reason(endpoint: MetricsEndpoint) -> Callable[[str], None]:
     """What ``/healthz`` says while a gateway waits for JetStream: the wait, and its last failure."""
     waiting = endpoint.starting
@@ -347,14 +402,25 @@ def early_reason(endpoint: MetricsEndpoint) -> Callable[[str], None]:
 async def publish_stdin(server: SoupServer) -> None:
     """Publish each line of standard input (a pipe, a file or a terminal); keep serving after it ends.
 
-    Raises:
-        SoupError: a line is longer than a message can be (65,534 bytes).
+    A line longer than a message can be (65,534 bytes) is not published: the command says so
+    (its line number and length) and goes on with the next.
     """
-    published = 0
-    try:
-        async for batch in stdin_lines():
-            server.publish_many(batch)
-            published += len(batch)
-    except ValueError as exc:  # a line over the payload limit
-        raise SoupError(f"standard input, after {published} lines: {exc}") from None
+    published = lines = 0
+    async for batch in stdin_lines():
+        if any(len(line) > MAX_PAYLOAD_SIZE for line in batch):
+            fitting = []
+            for number, line in enumerate(batch, lines + 1):
+                if len(line) > MAX_PAYLOAD_SIZE:
+                    say(
+                        f"standard input line {number}: {len(line):,} bytes, more than a message"
+                        f" holds ({MAX_PAYLOAD_SIZE:,}): not published"
+                    )
+                else:
+                    fitting.append(line)
+            lines += len(batch)
+            batch = fitting
+        else:
+            lines += len(batch)
+        server.publish_many(batch)
+        published += len(batch)
     log.info("standard input ended after %d messages; still serving", published)

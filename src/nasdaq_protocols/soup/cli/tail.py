@@ -30,6 +30,7 @@ from .options import (
     heartbeat_option,
     metrics_option,
     reconnect_option,
+    session_name,
     timestamps_option,
 )
 from .output import OutputClosed, Progress, Rate, format_batch, write_output
@@ -43,7 +44,9 @@ __all__ = ["follow_and_print", "tail"]
 @servers_argument("servers")
 @click.option("--user", default="", help="Username to log in with.")
 @password_options("to log in with")
-@click.option("--session", default="", help="Session to join (default: the server's current one).")
+@click.option(
+    "--session", default="", callback=session_name, help="Session to join (default: the server's current)."
+)
 @click.option(
     "--sequence",
     type=click.IntRange(min=0),

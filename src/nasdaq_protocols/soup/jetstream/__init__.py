@@ -53,7 +53,8 @@ every gateway sees it, including one started later. It also sends a notice on
 gateway that missed the notice (it was cut off from NATS) finds the seal the next time it reads
 the stream's state. A gateway whose mirror holds the whole sealed stream ends its server's
 session (:meth:`~..server.SoupServer.end_session`): each client gets End of Session after the last
-message, and new logins are refused.
+message, and so does each client that logs in later, after the messages from the sequence it
+asks for (one that dropped just before the end still fetches its tail).
 
 When JetStream is unreachable the gateway keeps serving its mirror (a login for more than it has
 is accepted at ``mirror.last + 1``, as docs/protocol.md ("Requested sequence number") says; the

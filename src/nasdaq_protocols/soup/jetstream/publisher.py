@@ -341,6 +341,20 @@ class JetStreamPublisher:
                 continue
             return int(ack.seq)
 
+    async def stream_last_sequence(self) -> int:
+        """The stream's last sequence number now: the messages of every publisher, not only this
+        one's (:attr:`last_sequence`).
+
+        Raises:
+            StoreError: JetStream did not answer.
+        """
+        self._check_open()
+        try:
+            info = await self._js.stream_info(self.stream)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise StoreError(f"stream {self.stream!r}: {describe_nats_error(exc)}") from exc
+        return int(info.state.last_seq)
+
     async def end_session(self) -> int:
         """End the SoupBinTCP session: seal the stream (nothing can be added to it any more) and
         tell the gateways, which send End of Session to their clients after the last message.

@@ -246,7 +246,7 @@ class SoupServer:
 
     @property
     def ended(self) -> bool:
-        """True once :meth:`end_session` was called."""
+        """True once :meth:`end_session` was called (or the store said the session ended)."""
         return self._ended
 
     def session_opened(self, session: ServedSession) -> None:
@@ -276,6 +276,8 @@ class SoupServer:
             store = served_store(self._store_factory(user))
             self._name_store(store)
             stream = self._streams[key] = Stream(key, store, self.end_session)
+            if self._ended:
+                self._record_end(stream)
         return stream
 
     def _name_store(self, store: ServedStore) -> None:
@@ -343,10 +345,19 @@ class SoupServer:
         return last
 
     def end_session(self) -> None:
-        """End the session: every client gets End of Session, new logins are refused."""
+        """End the session: nothing more can be published, and every client gets End of Session
+        once it has every message from the sequence it asked for, those connected now and those
+        that log in later alike (a client that dropped just before the end can still fetch its
+        tail). Stores that can keep the end record it (a :class:`~..store.FileStore` journal),
+        so a server started again on them serves the ending too.
+        """
+        if self._ended:
+            return
         self._ended = True
+        log.info("session %r ended: each client gets End of Session once it has every message", self.session)
         for stream in self._streams.values():
             stream.flush()
+            self._record_end(stream)
         # Each client gets End of Session once it has every message (a slow one, when it drains).
         for session in list(self._sessions):
             if session.stream is not None and session.is_active():
@@ -354,6 +365,14 @@ class SoupServer:
                     session.pump()
                 except Exception as exc:
                     session.drop_for_send_failure(exc)
+
+    def _record_end(self, stream: Stream) -> None:
+        if stream.store.readonly:
+            return
+        try:
+            stream.store.record_end()
+        except Exception as exc:  # a failing disk must not keep the session from ending
+            log.error("recording the end of session %r in stream %r: %s", self.session, stream.name, exc)
 
     # ------------------------------------------------------------------ login
 
@@ -380,9 +399,8 @@ class SoupServer:
         return "wrong password" if user in known else "unknown user"
 
     def _session_refusal(self, msg: LoginRequest) -> str | None:
-        """Why an authorized login cannot have the session it asks for, or ``None``."""
-        if self._ended:
-            return "the session has ended"
+        """Why an authorized login cannot have the session it asks for, or ``None``. An ended
+        session still accepts logins: each gets its messages, then End of Session."""
         if msg.session and msg.session != self.session:
             return f"no session {msg.session!r}"
         if self.users is not None and not self.users.may_use(msg.user, self.session):

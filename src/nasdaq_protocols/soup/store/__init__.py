@@ -14,6 +14,8 @@ ready-framed wire bytes. Nothing here knows sockets or asyncio; it imports only 
   replay a byte range of the file (:meth:`FileStore.file_range` for ``sendfile``).
 * :mod:`.journal` and :mod:`.index_file`: the two file formats, and crash recovery.
 * :mod:`.timestamps`: the receive times kept beside a journal (``<journal>.times``).
+* :mod:`.checksums`: the journal's checksums (``<journal>.sums``), and :mod:`.verify`, checking a
+  whole journal against them (``soup verify``).
 
 Thread safety: none. A store is meant to be used from one thread (the server's event loop).
 Several *processes* may read one journal (``readonly=True``) while one process writes it; a
@@ -27,6 +29,7 @@ from .api import (
     AppendListener,
     AsyncClosingStore,
     BatchAppendingStore,
+    EndingStore,
     EndListener,
     ForeignStore,
     MessageStore,
@@ -39,6 +42,7 @@ from .api import (
     check_session,
     served_store,
 )
+from .checksums import Damage
 from .file import DEFAULT_INDEX_EVERY, Durability, FileRange, FileStore
 from .journal import JOURNAL_HEADER_SIZE
 from .memory import MemoryStore
@@ -51,8 +55,10 @@ __all__ = [
     "AppendListener",
     "AsyncClosingStore",
     "BatchAppendingStore",
+    "Damage",
     "Durability",
     "EndListener",
+    "EndingStore",
     "FileRange",
     "FileStore",
     "ForeignStore",

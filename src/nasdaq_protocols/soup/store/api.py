@@ -9,7 +9,8 @@ bytes live. Two levels:
   :class:`BatchAppendingStore` (``append_batch``: append and get the wire bytes in one step),
   :class:`ReplicatedStore` (``set_append_listener`` / ``set_end_listener``: a store also appended
   to from elsewhere tells the server), :class:`NamingStore` (``readonly`` / ``name_session``: the
-  session name is kept with the stream) and :class:`AsyncClosingStore` (``aclose``).
+  session name is kept with the stream), :class:`EndingStore` (``record_end``: the end of the
+  session is kept with the stream) and :class:`AsyncClosingStore` (``aclose``).
   :class:`ServedStore` is all of them at once: exactly what the server calls.
 
 Every store of this package (memory, file, JetStream) derives from :class:`StoreBase`, which gives
@@ -33,6 +34,7 @@ __all__ = [
     "AsyncClosingStore",
     "BatchAppendingStore",
     "EndListener",
+    "EndingStore",
     "ForeignStore",
     "MessageStore",
     "NamingStore",
@@ -165,6 +167,16 @@ class NamingStore(MessageStore, Protocol):
 
 
 @runtime_checkable
+class EndingStore(MessageStore, Protocol):
+    """A store that keeps the end of the session with the stream, so a restarted server serves the
+    ending too (it tells the server through ``set_end_listener``)."""
+
+    def record_end(self) -> None:
+        """Record that the session ended: no more messages will be appended."""
+        ...
+
+
+@runtime_checkable
 class AsyncClosingStore(MessageStore, Protocol):
     """A store whose closing involves I/O best awaited (a network connection to drain)."""
 
@@ -174,7 +186,9 @@ class AsyncClosingStore(MessageStore, Protocol):
 
 
 @runtime_checkable
-class ServedStore(BatchAppendingStore, ReplicatedStore, NamingStore, AsyncClosingStore, Protocol):
+class ServedStore(
+    BatchAppendingStore, ReplicatedStore, NamingStore, EndingStore, AsyncClosingStore, Protocol
+):
     """Everything a server calls on a store: :class:`MessageStore` and every capability. Every
     store of this package is one; :func:`served_store` makes one of any other store."""
 
@@ -192,6 +206,7 @@ class StoreBase(abc.ABC):
     * :meth:`set_append_listener`, :meth:`set_end_listener`: nothing to announce, ever (whoever
       appends hands the messages on; a local stream ends only when its server says so).
     * :meth:`name_session`: accepts the name the store already has; refuses any other.
+    * :meth:`record_end`: nothing to keep (the store does not outlive its server).
     * :meth:`aclose`: :meth:`close`.
     """
 
@@ -272,6 +287,10 @@ class StoreBase(abc.ABC):
         if check_session(session) != self.session:
             raise StoreError(f"{self!r} cannot record session name {session!r}")
 
+    def record_end(self) -> None:
+        """Nothing to keep: the store does not outlive its server."""
+        return None
+
     async def aclose(self) -> None:
         """Close the store (nothing to await)."""
         self.close()
@@ -293,6 +312,7 @@ class ForeignStore(StoreBase):
         self._batches = store if isinstance(store, BatchAppendingStore) else None
         self._replicated = store if isinstance(store, ReplicatedStore) else None
         self._naming = store if isinstance(store, NamingStore) else None
+        self._ending = store if isinstance(store, EndingStore) else None
         self._async_closing = store if isinstance(store, AsyncClosingStore) else None
 
     def __repr__(self) -> str:
@@ -360,6 +380,11 @@ class ForeignStore(StoreBase):
         """The wrapped store's, if it is a :class:`NamingStore`; else nothing."""
         if self._naming is not None:
             self._naming.name_session(session)
+
+    def record_end(self) -> None:
+        """The wrapped store's, if it is an :class:`EndingStore`; else nothing."""
+        if self._ending is not None:
+            self._ending.record_end()
 
     async def aclose(self) -> None:
         """The wrapped store's ``aclose``, or its ``close``."""

@@ -21,7 +21,8 @@ from typing import Literal, NamedTuple, NoReturn
 
 from ..errors import StoreError
 from . import journal
-from .api import Payload, ReceivedTimes, check_session
+from .api import EndListener, Payload, ReceivedTimes, check_session
+from .checksums import Damage, JournalChecksums
 from .index_file import IndexFile, load_index_file, save_index_file
 from .journal import JOURNAL_HEADER_SIZE
 from .packet_log import PacketLog
@@ -82,6 +83,10 @@ class FileStore(PacketLog):
     Opening a journal with a writable store walks its records to rebuild the index (only those
     after the prefix a valid index file covers, see :mod:`.index_file`) and cuts an incomplete or
     malformed tail, logging a warning and setting :attr:`recovered_bytes` and :attr:`tail_problem`.
+    The records walked are checked against the journal's checksums (``<journal>.sums``, see
+    :mod:`.checksums`); damage (a region that fails its checksum, a malformed record that is not
+    a torn tail, a damaged header) refuses a writable open, and a read-only store reads only the
+    messages before it and says where it is in :attr:`damage`.
     A journal can have one writer: the store takes an exclusive ``flock`` and a second writer gets
     :class:`StoreError`. Any number of ``readonly=True`` stores can read it meanwhile; they never
     modify any file, ignore (do not cut) a torn tail, and see messages appended since they opened
@@ -147,6 +152,13 @@ class FileStore(PacketLog):
         #: Messages whose index came from the index file on open (0: rebuilt by walking them).
         self.indexed_from_file = 0
         self._times: ReceiveTimes | None = None  # receive times (issue 25): the sidecar, if any
+        #: The first damage found (read-only stores; a writable open refuses damage), else ``None``.
+        self.damage: Damage | None = None
+        #: The journal's checksums (:mod:`.checksums`): ``checksums.present`` is False for a
+        #: journal written before they existed.
+        self.checksums = JournalChecksums(self.path, readonly=readonly)
+        self._journal_id = 0
+        self._ended = False
         self._fd = self._open(wanted_session)
         try:
             self._open_receive_times()
@@ -177,6 +189,31 @@ class FileStore(PacketLog):
     def index_path(self) -> str:
         """Path of the index file kept next to the journal."""
         return self.path + ".idx"
+
+    @property
+    def ended(self) -> bool:
+        """True once the session was recorded as ended (:meth:`record_end`), by this store or the
+        one that wrote the journal."""
+        return self._ended
+
+    def record_end(self) -> None:
+        """Record in the journal that the session ended (End of Session), so that a server that
+        opens it again serves the ending too; appends are refused from then on.
+
+        Raises:
+            StoreError: the store is closed or read-only, or the header cannot be written.
+        """
+        if self._ended:
+            return
+        self._check_writable()
+        self._rewrite_header(self._session, ended=True)
+        self._ended = True
+        logger.info("journal %s: session %r ended after message %d", self.path, self._session, self._count)
+
+    def set_end_listener(self, listener: EndListener | None) -> None:
+        """Call ``listener()`` at once if the journal records that the session ended."""
+        if listener is not None and self._ended:
+            listener()
 
     def fileno(self) -> int:
         """The journal's file descriptor (readable), for ``os.sendfile`` and friends.
@@ -229,10 +266,12 @@ class FileStore(PacketLog):
             self._times.sync()
 
     def refresh(self) -> int:
-        """Pick up messages another process appended since the journal was opened (read-only).
+        """Pick up messages another process appended since the journal was opened (read-only),
+        and whether it recorded the end of the session (:attr:`ended`).
 
-        A record still being written is left for a later refresh. A writable store has nothing to
-        pick up (it is the only writer) and returns 0.
+        A record still being written is left for a later refresh; the records are checked
+        against the journal's checksums as they are when opening (:attr:`damage`). A writable
+        store has nothing to pick up (it is the only writer) and returns 0.
 
         Returns:
             How many messages were added.
@@ -255,10 +294,12 @@ class FileStore(PacketLog):
             self._walk(size)
         if self._times is None:  # receive times: the writer may have started keeping them
             self._open_receive_times()
+        self._ended = journal.header_state(self._read(0, JOURNAL_HEADER_SIZE)).ended  # the writer's
         return self._count - before
 
     def close(self) -> None:
-        """Sync as the policy requires, save the index file, release the lock and the file.
+        """Sync as the policy requires, save the index file, give the last records their checksum
+        (closing the open region), release the lock and the file.
 
         Raises:
             StoreError: the final ``fdatasync`` failed (the file is closed all the same).
@@ -270,8 +311,10 @@ class FileStore(PacketLog):
                 self.flush()
                 if self._count != self._index_file_count and self._count >= _INDEX_FILE_MIN_MESSAGES:
                     self._save_index_file()
+                self.checksums.seal(self._end, self._count)
         finally:
             self._closed = True
+            self.checksums.close()
             os.close(self._fd)
             if self._times is not None:  # receive times
                 self._times.close(sync=self._durability != "flush" and not self._readonly)
@@ -417,17 +460,21 @@ class FileStore(PacketLog):
 
     def _record_session(self, session: str) -> None:
         self._check_writable()
-        # The journal's fd appends (O_APPEND), so rewrite the header's name through another one.
+        self._rewrite_header(session, ended=self._ended)
+
+    def _rewrite_header(self, session: str, *, ended: bool) -> None:
+        """Write the whole header again (one ``pwrite``: it has its own CRC)."""
+        # The journal's fd appends (O_APPEND), so rewrite the header through another one.
         try:
             fd = os.open(self.path, os.O_WRONLY)
             try:
-                os.pwrite(fd, journal.pack_session(session), journal.SESSION_OFFSET)
+                os.pwrite(fd, journal.pack_header(session, self._journal_id, ended=ended), 0)
                 if self._durability != "flush":
                     os.fdatasync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise self._os_error(exc, "cannot record the session name") from exc
+            raise self._os_error(exc, "cannot rewrite the header of journal") from exc
 
     def _check_writable(self) -> None:
         self._check_open()
@@ -435,6 +482,8 @@ class FileStore(PacketLog):
             raise StoreError(errno.EBADF, f"{self!r} is read-only", self.path)
         if self._write_failure is not None:
             raise StoreError(f"{self!r} refuses appends since {self._write_failure}")
+        if self._ended:
+            raise StoreError(f"{self!r}: the session ended (End of Session): nothing more can be appended")
 
     def _window(self, offset: int, length: int) -> tuple[bytes | bytearray, int]:
         return self._read(offset, length), offset
@@ -474,6 +523,7 @@ class FileStore(PacketLog):
         except OSError as exc:
             self._roll_back(previous_end, exc, syncing)
         self._crc = zlib.crc32(data, self._crc)
+        self.checksums.wrote(data, previous_end, self._count)
 
     def _appended(self) -> None:
         if (
@@ -500,8 +550,11 @@ class FileStore(PacketLog):
                 self._create(wanted_session, header)
             else:
                 self._session = journal.read_header(header, self.path, wanted_session)
+                self._check_header(header)
                 self._load_index_file(size)
                 self._walk(size)
+                if not self._readonly:
+                    self._resume_checksums()
         except BaseException:
             os.close(fd)
             raise
@@ -522,7 +575,8 @@ class FileStore(PacketLog):
     def _create(self, session: str | None, torn_header: bytes) -> None:
         """Start a new journal in an empty file (or one holding a header cut short by a crash)."""
         self._session = session or ""
-        header = journal.pack_header(self._session)
+        self._journal_id = journal.new_journal_id()
+        header = journal.pack_header(self._session, self._journal_id)
         try:
             if torn_header:
                 self._note_tail(0, len(torn_header), "journal header cut short", cut=True)
@@ -536,29 +590,78 @@ class FileStore(PacketLog):
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
             raise self._os_error(exc, "cannot create journal") from exc
+        self.checksums.create(self._journal_id, JOURNAL_HEADER_SIZE, 0)
         logger.info("created journal %s for session %r", self.path, self._session)
 
-    def _walk(self, stop: int) -> None:
-        """Index the records in ``[_end, stop)``; handle a bad tail as the mode requires."""
+    def _check_header(self, header: bytes) -> None:
+        """Take the header's flags and id, load the checksums; damage as the mode requires."""
+        state = journal.header_state(header)
+        self._ended, self._journal_id = state.ended, state.journal_id
+        if state.problem is not None:
+            self._found_damage(Damage(0, 0, state.problem))
         try:
-            scan = journal.scan_records(
-                self._fd, self._end, stop, self._count, self._index_every, self._checkpoints, self._crc
+            self.checksums.load(self._journal_id)
+        except OSError as exc:
+            raise self._os_error(exc, "cannot read the checksums of journal") from exc
+
+    def _resume_checksums(self) -> None:
+        """A writer keeps the checksums going (a journal without any gets them from here on)."""
+        if self._journal_id == 0:  # written before checksums: give it an id, then sums from here
+            self._journal_id = journal.new_journal_id()
+            self._rewrite_header(self._session, ended=self._ended)
+            self.checksums.journal_id = self._journal_id
+        if not self.checksums.present and self._count:
+            logger.info(
+                "journal %s: messages 1 to %d have no checksums (written before they existed"
+                " or their sums file is gone); checksums start at message %d",
+                self.path,
+                self._count,
+                self._count + 1,
             )
-            torn = scan.problem is None or self._readonly or journal.is_torn_write(self._fd, scan.end, stop)
+        try:
+            self.checksums.resume(self._fd, self._end, self._count)
+        except OSError as exc:
+            raise self._os_error(exc, "cannot read journal") from exc
+
+    def _found_damage(self, damage: Damage) -> None:
+        """A writable open refuses damage; a read-only store remembers the first it finds."""
+        if not self._readonly:
+            readable = "its records" if damage.sequence == 0 else f"the {self._count} messages before it"
+            raise StoreError(
+                f"{damage.describe(self.path)}. Refusing to open it for writing; a reader still reads"
+                f" {readable}, and `soup verify` tells more"
+            )
+        if self.damage is None:
+            self.damage = damage
+            reading = "its records are read" if damage.sequence == 0 else f"reading {self._count} before it"
+            # A reader is told through `damage` (and reads only what comes before it): info here.
+            logger.info("%s; %s", damage.describe(self.path), reading)
+
+    def _walk(self, stop: int) -> None:
+        """Index the records in ``[_end, stop)``, up to the first damaged region of the checksums;
+        handle a bad tail or damage as the mode requires."""
+        try:
+            damage = self.checksums.check(self._fd, self._end, stop)
+            walk_to = stop if damage is None else max(self._end, damage.offset)
+            scan = journal.scan_records(
+                self._fd, self._end, walk_to, self._count, self._index_every, self._checkpoints, self._crc
+            )
+            torn = scan.problem is None or (
+                damage is None and journal.is_torn_write(self._fd, scan.end, stop)
+            )
         except OSError as exc:
             raise self._os_error(exc, "cannot read journal") from exc
         end, count, self._crc, problem = scan
         self._end, self._count = end, count
-        if problem is None:
+        if problem is None and damage is None:
             self.recovered_bytes, self.tail_problem = 0, None
             return
-        if not torn:
-            raise StoreError(
-                f"journal {self.path} is damaged: after message {count} (offset {end}): {problem},"
-                f" followed by {stop - end} bytes that are not a torn write. Refusing to cut them;"
-                f" open it with readonly=True to read the {count} good messages, or truncate it to"
-                f" {end} bytes to drop the rest"
-            )
+        if problem is not None and not torn:
+            damage = Damage(end, count + 1, f"{problem}, followed by {stop - end} bytes, not a torn write")
+        if damage is not None:
+            self._found_damage(damage)
+            return
+        assert problem is not None
         self._note_tail(end, stop - end, problem, cut=not self._readonly)
         if not self._readonly:
             try:

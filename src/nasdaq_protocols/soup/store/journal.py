@@ -13,9 +13,17 @@ A 32-byte header, then the records::
     0       8     magic b"SOUPJRNL"
     8       2     format version, big-endian unsigned (1)
     10      10    session name, ASCII, right-justified and space padded (as in Login Accepted)
-    20      12    reserved, zero
+    20      1     flags: bit 0 set once the session ended (End of Session); the other bits zero
+    21      3     reserved, zero
+    24      4     journal id: random, non-zero, given at creation (names the journal its
+                  ``.sums`` file belongs to, see :mod:`.checksums`)
+    28      4     CRC-32 (big-endian) of header bytes 0 to 28
     32      ...   records: SoupBinTCP Sequenced Data packets exactly as on the wire, end to end:
                   2-byte big-endian length L, b"S", L - 1 payload bytes. Message n is record n.
+
+Journals written before checksums existed have zeros in bytes 20 to 32 (no id, no header CRC,
+no flags): they are still read, and a writer gives them an id and a header CRC when it opens
+them. The header is only ever rewritten whole, in one ``pwrite``.
 
 A record is only ever appended. A crash can leave an incomplete or malformed *tail* (a partial
 length field, a length of 0, a type byte other than ``S``, a payload cut short); opening the
@@ -42,14 +50,15 @@ __all__ = [
     "JOURNAL_HEADER_SIZE",
     "LARGEST_RECORD",
     "SCAN_CHUNK",
-    "SESSION_OFFSET",
+    "HeaderState",
     "RecordScan",
     "crc_of_range",
     "describe_bad_record",
+    "header_state",
     "is_header_prefix",
     "is_torn_write",
+    "new_journal_id",
     "pack_header",
-    "pack_session",
     "read_header",
     "scan_records",
     "sync_directory",
@@ -67,19 +76,37 @@ SCAN_CHUNK = 8 << 20
 
 _MAGIC = b"SOUPJRNL"
 _VERSION = 1
-_HEADER = struct.Struct(">8sH10s12x")
-#: Offset of the session name in the header (where ``name_session`` rewrites it).
-SESSION_OFFSET = 10
+_HEADER = struct.Struct(">8sH10sB3xI")
+_HEADER_CRC = struct.Struct(">I")
+#: The header's flag bit that says the session ended.
+_ENDED = 0x01
 
 
-def pack_header(session: str) -> bytes:
-    """The 32-byte header of a new journal for ``session`` (a checked name)."""
-    return _HEADER.pack(_MAGIC, _VERSION, session.encode("ascii").rjust(SESSION_WIDTH))
+def new_journal_id() -> int:
+    """A random, non-zero journal id."""
+    while True:
+        journal_id = int.from_bytes(os.urandom(4), "big")
+        if journal_id:
+            return journal_id
 
 
-def pack_session(session: str) -> bytes:
-    """The header's session field for ``session`` (written at :data:`SESSION_OFFSET`)."""
-    return session.encode("ascii").rjust(SESSION_WIDTH)
+def pack_header(session: str, journal_id: int, *, ended: bool = False) -> bytes:
+    """The 32-byte header of a journal for ``session`` (a checked name), with its CRC."""
+    fields = _HEADER.pack(
+        _MAGIC, _VERSION, session.encode("ascii").rjust(SESSION_WIDTH), _ENDED if ended else 0, journal_id
+    )
+    return fields + _HEADER_CRC.pack(zlib.crc32(fields))
+
+
+class HeaderState(NamedTuple):
+    """What a journal header says besides its session name (see :func:`header_state`)."""
+
+    #: The session ended (End of Session was recorded).
+    ended: bool
+    #: The journal's id; 0 for a journal written before checksums existed.
+    journal_id: int
+    #: What is wrong with the header (its CRC, reserved bits), or ``None``.
+    problem: str | None
 
 
 def is_header_prefix(data: bytes) -> bool:
@@ -101,7 +128,7 @@ def read_header(header: bytes, path: str, wanted_session: str | None) -> str:
     """
     if len(header) < JOURNAL_HEADER_SIZE:
         raise StoreError(f"{path} is not a SoupBinTCP journal: {len(header)} bytes, shorter than a header")
-    magic, version, raw_session = _HEADER.unpack(header)
+    magic, version, raw_session, _, _ = _HEADER.unpack_from(header)
     if magic != _MAGIC:
         raise StoreError(f"{path} is not a SoupBinTCP journal (starts with {header[:8]!r})")
     if version != _VERSION:
@@ -113,6 +140,19 @@ def read_header(header: bytes, path: str, wanted_session: str | None) -> str:
     if wanted_session is not None and wanted_session != stored:
         raise StoreError(f"journal {path} holds session {stored!r}, not the {wanted_session!r} asked for")
     return stored
+
+
+def header_state(header: bytes) -> HeaderState:
+    """The flags, id and soundness of a header :func:`read_header` accepted."""
+    _, _, _, flags, journal_id = _HEADER.unpack_from(header)
+    (stored_crc,) = _HEADER_CRC.unpack_from(header, _HEADER.size)
+    if journal_id == 0 and stored_crc == 0 and header[20:24] == bytes(4):
+        return HeaderState(False, 0, None)  # written before checksums existed
+    if zlib.crc32(header[: _HEADER.size]) != stored_crc:
+        return HeaderState(False, journal_id, "the journal header (bytes 0 to 32) fails its checksum")
+    if flags & ~_ENDED or header[21:24] != bytes(3) or journal_id == 0:
+        return HeaderState(False, journal_id, "the journal header has bits set that must be zero")
+    return HeaderState(bool(flags & _ENDED), journal_id, None)
 
 
 class RecordScan(NamedTuple):

@@ -1,0 +1,54 @@
+"""The keyword options of :func:`~.subscriber.subscribe`, typed, so a misspelt one is an error.
+
+What belongs here: :class:`SubscriberOptions`, the ``TypedDict`` of every keyword option of
+:class:`~.subscriber.Subscriber` (a type checker flags ``subscribe(..., backof_max=1)``), and
+:func:`check_options`, which makes the same mistake a ``TypeError`` at call time, naming the
+option meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from typing import Any, TypedDict
+
+__all__ = ["Hook", "SubscriberOptions", "check_options"]
+
+#: A subscriber hook: ``hook(subscriber, ...)``, a function or a coroutine function.
+Hook = Callable[..., Any]
+
+
+class SubscriberOptions(TypedDict, total=False):
+    """Every keyword option of :func:`~.subscriber.subscribe` (see :class:`~.subscriber.Subscriber`)."""
+
+    client_heartbeat_interval: float
+    server_heartbeat_interval: float
+    connect_timeout: float
+    login_timeout: float
+    backoff_initial: float
+    backoff_max: float
+    backoff_jitter: float
+    max_attempts: int | None
+    max_downtime: float | None
+    stable_after: float
+    buffer_bytes: int
+    on_connect: Hook | None
+    on_disconnect: Hook | None
+    on_resume: Hook | None
+    on_connect_failed: Hook | None
+    ssl: Any
+
+
+def check_options(options: Mapping[str, object], caller: str) -> None:
+    """Raise a ``TypeError`` for an option :class:`SubscriberOptions` does not have.
+
+    Raises:
+        TypeError: ``caller() got an unexpected keyword argument 'backof_max' (did you mean
+            'backoff_max'?)``.
+    """
+    known = SubscriberOptions.__annotations__
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}{hint}")
