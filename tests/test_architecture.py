@@ -28,6 +28,8 @@ APPLICATIONS = (
     "soup/jetstream/",
     "soup/store/",
     "soup/metrics/",
+    "soup/feeds/",  # numbers the messages of a capture it imports
+    "moldudp64/",  # its own streams, numbers and ends
 )
 SESSION_STATE = {"sequence", "end_of_session", "login_request", "close_reason", "close_detail"}
 #: The sans-IO core: the connection and its decoder, which count the numbers.

@@ -18,6 +18,7 @@ from cliutil import (
     Processes,
     cat_lines,
     make_payloads,
+    password_env,
     processes,
     serve_journal,
     single_error_line,
@@ -169,8 +170,8 @@ def test_sigusr1_ends_the_session_for_connected_and_later_clients_and_after_a_re
     payloads = make_payloads(3000, random.Random(1))
     feed.publish(payloads)
     feed.wait_stored()
-    credentials = ("--user", "u", "--password", "p")
-    connected = processes.start("tail", feed.address, *credentials)
+    credentials = ("--user", "u")  # the password from SOUP_PASSWORD (password_env)
+    connected = processes.start("tail", feed.address, *credentials, env=password_env())
     wait_until(lambda: len(connected.stdout().splitlines()) == 3000, "a client caught up", connected)
 
     feed.server.process.send_signal(signal.SIGUSR1)
@@ -180,11 +181,13 @@ def test_sigusr1_ends_the_session_for_connected_and_later_clients_and_after_a_re
     assert connected.stderr().strip() == "soup tail: end of session 'FEED' after sequence 3000"
 
     # A client that dropped just before the end fetches its tail, then gets End of Session.
-    late = soup("tail", feed.address, *credentials, "--sequence", "2990")
+    late = soup("tail", feed.address, *credentials, "--sequence", "2990", env=password_env())
     assert late.returncode == 0, late.stderr
     assert late.stdout.splitlines() == text_lines(payloads[2989:], first=2990)
     assert "end of session 'FEED' after sequence 3000" in late.stderr
-    caught_up = soup("tail", feed.address, *credentials, "--sequence", "0")  # nothing left: the end
+    caught_up = soup(
+        "tail", feed.address, *credentials, "--sequence", "0", env=password_env()
+    )  # nothing left: the end
     assert (caught_up.returncode, caught_up.stdout) == (0, ""), caught_up.stderr
     assert "end of session 'FEED' after sequence 3000" in caught_up.stderr
     feed.publish([b"after the end"])  # not read any more: nothing is published after the end

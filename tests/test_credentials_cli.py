@@ -284,7 +284,7 @@ def test_serve_login_options_that_do_not_go_together_are_usage_errors(tmp_path: 
         (["--user", "u"], "--user needs a password"),
         (["--password", "p"], "--password and --password-file go with --user"),
         (["--users", str(broken)], "line 2: the hash is not scrypt$N$r$p$SALT$KEY"),
-        (["--users", str(tmp_path / "missing")], "No such file"),
+        (["--users", str(tmp_path / "missing")], "no such file"),
         (["--users", str(users), "--audit-log", str(tmp_path / "no" / "audit")], "does not exist"),
         (["--max-unauthenticated-per-address", "0"], "0 is not in the range"),
     ]

@@ -21,8 +21,9 @@ The wire format (MoldUDP64 1.00, all numbers big-endian)::
 Where the specification leaves room, this package decides (and the decoders enforce):
 
 * The session field is emitted as SoupBinTCP emits it (right-justified, padded on the left with
-  spaces, see PROTOCOL.md) and read with spaces and NUL bytes around it removed. A session byte
-  that is not printable ASCII (or NUL/space padding) makes the packet invalid.
+  spaces, see docs/protocol.md, "Fixed-width fields") and read with spaces and NUL bytes around
+  it removed. A session byte that is not printable ASCII (or NUL/space padding) makes the packet
+  invalid.
 * Sequence Number 0 is invalid in every packet (numbers start at 1), and so is a packet whose
   last message would be numbered past 2**64 - 1.
 * A heartbeat or End of Session carries nothing after the header; a data packet carries exactly

@@ -269,7 +269,7 @@ class MoldPublisher:
         try:
             while True:
                 if self._sent < self.store.last_sequence:
-                    await self._pump()
+                    await self._send_stored()
                     await asyncio.sleep(0)  # the re-request server and the readers run between slices
                     continue
                 if self._ending and not self._ended:
@@ -305,7 +305,7 @@ class MoldPublisher:
             return False
         return True
 
-    async def _pump(self) -> None:
+    async def _send_stored(self) -> None:
         start = self._sent + 1
         datagrams, carried = read_datagrams(self.store, self.packer, start, PUMP_BYTES, 1 << 30)
         assert self._sock is not None

@@ -41,8 +41,6 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from nasdaq_protocols.common.errors import CloseReason
 
 from .core import Debug, LoginAccepted, LoginRejectReason, SequencedData, SoupMessage
@@ -58,7 +56,7 @@ from .errors import (
 from .login_answers import EndedAtLogin, ended_at_login, not_soupbintcp
 from .retry import RetryDelays, is_retryable
 from .session import SoupClientSession, connect_async
-from .subscriber_options import Hook, SubscriberOptions, check_options
+from .subscriber_options import Hook, SubscriberOptions, SubscriberStats, check_options
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -84,24 +82,6 @@ ALL_RECEIVED = 1 << 30
 _data = operator.attrgetter("data")
 
 Address = tuple[str, int]
-
-
-@attrs.define
-class SubscriberStats:
-    """What a monitoring tool shows of a subscriber.
-
-    ``messages``, ``unsequenced`` and ``bytes`` count what was taken from the connections, which
-    runs at most a batch (:data:`READ_BATCH` messages) ahead of what the application was handed;
-    :attr:`Subscriber.next_sequence` is exact.
-    """
-
-    messages: int = 0
-    unsequenced: int = 0
-    bytes: int = 0
-    connects: int = 0
-    reconnects: int = 0
-    duplicates_dropped: int = 0
-    disconnected_seconds: float = 0.0
 
 
 class Subscriber:

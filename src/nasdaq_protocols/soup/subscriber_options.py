@@ -1,4 +1,5 @@
-"""The keyword options of :func:`~.subscriber.subscribe`, typed, so a misspelt one is an error.
+"""The subscriber's public types: its keyword options, typed (a misspelt one is an error), and its
+counters (:class:`SubscriberStats`).
 
 What belongs here: :class:`SubscriberOptions`, the ``TypedDict`` of every keyword option of
 :class:`~.subscriber.Subscriber` (a type checker flags ``subscribe(..., backof_max=1)``), and
@@ -12,7 +13,9 @@ import difflib
 from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
-__all__ = ["Hook", "SubscriberOptions", "check_options"]
+import attrs
+
+__all__ = ["Hook", "SubscriberOptions", "SubscriberStats", "check_options"]
 
 #: A subscriber hook: ``hook(subscriber, ...)``, a function or a coroutine function.
 Hook = Callable[..., Any]
@@ -52,3 +55,21 @@ def check_options(options: Mapping[str, object], caller: str) -> None:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}{hint}")
+
+
+@attrs.define
+class SubscriberStats:
+    """What a monitoring tool shows of a subscriber.
+
+    ``messages``, ``unsequenced`` and ``bytes`` count what was taken from the connections, which
+    runs at most a batch (:data:`~.subscriber.READ_BATCH` messages) ahead of what the application was handed;
+    :attr:`Subscriber.next_sequence` is exact.
+    """
+
+    messages: int = 0
+    unsequenced: int = 0
+    bytes: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    duplicates_dropped: int = 0
+    disconnected_seconds: float = 0.0

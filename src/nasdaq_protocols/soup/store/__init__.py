@@ -13,7 +13,8 @@ ready-framed wire bytes. Nothing here knows sockets or asyncio; it imports only 
 * :mod:`.file`: :class:`FileStore`, an append-only journal file, one ``os.write`` per append,
   replay a byte range of the file (:meth:`FileStore.file_range` for ``sendfile``).
 * :mod:`.journal` and :mod:`.index_file`: the two file formats, and crash recovery.
-* :mod:`.timestamps`: the receive times kept beside a journal (``<journal>.times``).
+* :mod:`.timestamps`: the receive times kept beside a journal (``<journal>.times``), and
+  :mod:`.timed_log`, the layer of the file store that keeps them.
 * :mod:`.checksums`: the journal's checksums (``<journal>.sums``), and :mod:`.verify`, checking a
   whole journal against them (``soup verify``).
 
