@@ -7,10 +7,10 @@ costs its bytes, not live objects. It holds what was decoded and not taken yet (
 came with a login answer, what was left at the close), wakes the reader, and pauses the
 session's reading while more than ``max_unread_bytes`` wait.
 
-The session gives it what it needs, as functions: ``take`` (decode events from the connection),
-``unread`` (bytes not decoded yet), ``delivered`` (a numbered event was handed out),
-``pause_reading`` / ``resume_reading``, and ``tick`` (heartbeats for a reader that takes a long
-backlog without yielding).
+The session gives it its connection (bytes not decoded yet; ``last_delivered``, which becomes the
+number of each numbered event handed out) and, as functions: ``take`` (decode events, acting on
+state changes), ``pause_reading`` / ``resume_reading``, and ``tick`` (heartbeats for a reader that
+takes a long backlog without yielding).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ class Inbox:
         on_readable: called (no arguments) when there is something new to read, and at the close:
             for a consumer that reads several sessions (the subscriber).
         max_unread_bytes: reading pauses while this many received bytes wait to be read.
-        numbered: the class of the events that carry a number (given to ``delivered``).
+        numbered: the class of the events that carry a number (``.sequence``).
     """
 
     __slots__ = (
-        "delivered",
+        "connection",
         "max_unread_bytes",
         "messages",
         "numbered",
@@ -48,24 +48,21 @@ class Inbox:
         "resume_reading",
         "take",
         "tick",
-        "unread",
         "waiter",
     )
 
     def __init__(
         self,
         *,
+        connection: Any,
         take: Callable[[int], list[Any]],
-        unread: Callable[[], int],
-        delivered: Callable[[Any], None],
         pause_reading: Callable[[], None],
         resume_reading: Callable[[], None],
         tick: Callable[[], None],
         numbered: type | None,
     ) -> None:
+        self.connection = connection
         self.take = take
-        self.unread = unread
-        self.delivered = delivered
         self.pause_reading = pause_reading
         self.resume_reading = resume_reading
         self.tick = tick
@@ -89,7 +86,7 @@ class Inbox:
         login answer awaited), pause reading above the bound, wake the reader."""
         while decode_while() and (events := self.take(1)):
             self.messages.extend(events)
-        if not self.paused and self.unread() > self.max_unread_bytes:
+        if not self.paused and self.connection.unread_bytes > self.max_unread_bytes:
             self.paused = True
             self.pause_reading()
         self.wake()
@@ -101,9 +98,10 @@ class Inbox:
         messages = self.messages
         while events := self.take(1024):
             messages.extend(events)
-        for event in reversed(messages):
+        connection = self.connection
+        for event in reversed(messages):  # what the session received counts as delivered
             if event.__class__ is self.numbered:
-                self.delivered(event)
+                connection.last_delivered = max(connection.last_delivered, event.sequence)  # type: ignore[attr-defined]
                 break
         self.unpause()
         self.wake()
@@ -131,7 +129,7 @@ class Inbox:
                 return None
         message = messages.popleft()
         if message.__class__ is self.numbered:
-            self.delivered(message)
+            self.connection.last_delivered = message.sequence  # type: ignore[attr-defined]
         return message
 
     def take_batch(self, limit: int) -> list[Any]:
@@ -145,12 +143,12 @@ class Inbox:
         numbered = self.numbered
         for message in reversed(batch):
             if message.__class__ is numbered:
-                self.delivered(message)
+                self.connection.last_delivered = message.sequence  # type: ignore[attr-defined]
                 break
         return batch
 
     def _after_read(self) -> None:
-        if self.paused and self.unread() <= self.max_unread_bytes // 4:
+        if self.paused and self.connection.unread_bytes <= self.max_unread_bytes // 4:
             self.paused = False
             self.resume_reading()
         self.tick()

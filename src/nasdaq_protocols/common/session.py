@@ -87,9 +87,8 @@ class AsyncSession(asyncio.Protocol):
         self._callback_broken = False  # the callback raised: deliver nothing more
         self._holding = 0  # buffer_until_drained blocks: delivery waits
         self._inbox = Inbox(
+            connection=connection,
             take=self._take,
-            unread=lambda: connection.unread_bytes,
-            delivered=self._delivered,
             pause_reading=self._pause_reading,
             resume_reading=self._resume_reading,
             tick=self._tick,
@@ -436,9 +435,7 @@ class AsyncSession(asyncio.Protocol):
 
     def receive_msg_nowait(self) -> Any | None:
         """The next application message already received, or ``None`` when there is none."""
-        if self._dispatching or (self.is_finished() and not self._inbox.messages):
-            return None
-        return self._inbox.take_one()
+        return None if self._dispatching else self._inbox.take_one()
 
     async def receive_batch(self, limit: int | None = None) -> list[Any]:
         """Wait for messages (when the session has no ``on_msg_coro``), then return those already
@@ -456,9 +453,6 @@ class AsyncSession(asyncio.Protocol):
         if not self._inbox.messages and (self._dispatching or self.is_finished()):
             return []
         return self._inbox.take_batch(limit)
-
-    def _delivered(self, event: Any) -> None:
-        self._connection.last_delivered = max(self._connection.last_delivered, event.sequence)
 
     def _tick(self) -> None:
         clock = self._clock
