@@ -247,21 +247,24 @@ class Subscriber:
 
     async def __anext__(self) -> SoupMessage:
         ready = self._ready
-        while True:
-            if ready or self._refill():
-                return ready.popleft()
-            if self._error is not None:
-                error, self._error = self._error, None
-                self._finished = True
-                raise error
-            if self._finished and not self._sources:
-                raise StopAsyncIteration
-            if self._task is None:
-                await self.start()
-                continue
-            assert self._readable is not None
-            self._readable.clear()
-            await self._readable.wait()
+        while not (ready or self._refill()):
+            await self._wait()
+        return ready.popleft()
+
+    async def _wait(self) -> None:
+        """Nothing is ready: wait until something may be (or raise what ended the stream)."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._finished = True
+            raise error
+        if self._finished and not self._sources:
+            raise StopAsyncIteration
+        if self._task is None:
+            await self.start()
+            return
+        assert self._readable is not None
+        self._readable.clear()
+        await self._readable.wait()
 
     async def next_batch(self, limit: int | None = None) -> list[SoupMessage]:
         """Everything already received (at most ``limit`` messages), oldest first; waits only when
@@ -288,16 +291,16 @@ class Subscriber:
             raise ValueError(f"limit must be at least 1, got {limit}")
         wanted = limit or ALL_RECEIVED
         ready = self._ready
-        if not ready:
+        while not ready:
             batch = self._take(wanted)
             if batch is not None:
                 # Straight from the walker; top it up with what else was received (other reads).
                 while len(batch) < wanted and (more := self._take(wanted - len(batch))) is not None:
                     batch += more
                 return batch
-            if not ready:
-                try:  # nothing is ready: wait (or raise, or end) exactly as iteration does
-                    ready.appendleft(await self.__anext__())
+            if not ready:  # nothing received: wait (or raise, or end) exactly as iteration does
+                try:
+                    await self._wait()
                 except StopAsyncIteration:
                     return []
         while len(ready) < wanted and self._refill():
