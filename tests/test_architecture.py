@@ -6,15 +6,13 @@
   sessions, no module assigns a session's ``sequence``, ``end_of_session``, ``login_request``,
   ``close_reason`` or ``close_detail``.
 * One delivery loop: a single function named ``_pump`` in the sources.
-* Importing the sans-IO connection loads neither asyncio nor a store.
+* Importing the sans-IO connection loads neither asyncio nor a store (``test_connection.py``).
 * No module over 700 lines.
 """
 
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 SOURCES = Path(__file__).resolve().parent.parent / "src"
@@ -170,16 +168,6 @@ def test_one_delivery_loop() -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "_pump"
     ]
     assert len(pumps) <= 1, pumps
-
-
-def test_the_connection_loads_no_event_loop_and_no_store() -> None:
-    code = (
-        "import sys\n"
-        "import nasdaq_protocols.soup.connection\n"
-        "loaded = [m for m in sys.modules if 'asyncio' in m or m.startswith('nasdaq_protocols.soup.store')]\n"
-        "assert not loaded, loaded\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_no_module_over_700_lines() -> None:

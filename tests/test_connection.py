@@ -326,12 +326,14 @@ def test_the_table_never_leaves_closed_and_allows_data_only_when_logged_in() -> 
             assert role is sender if direction is Direction.SEND else role is Role.CLIENT
 
 
-def test_the_core_loads_no_asyncio() -> None:
+def test_the_core_loads_no_asyncio_and_no_store() -> None:
     code = (
         "import sys\n"
         "import nasdaq_protocols.soup.core, nasdaq_protocols.soup.framing, nasdaq_protocols.soup.connection\n"
         "from nasdaq_protocols import soup\n"
         "assert 'asyncio' not in sys.modules, sorted(m for m in sys.modules if 'asyncio' in m)\n"
+        "stores = [m for m in sys.modules if m.startswith('nasdaq_protocols.soup.store')]\n"
+        "assert not stores, stores\n"
         "soup.connect_async\n"
         "assert 'asyncio' in sys.modules\n"
     )

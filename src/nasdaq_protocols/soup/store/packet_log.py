@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from ..core import MAX_PAYLOAD_SIZE
 from ..errors import StoreError
-from ..framing import HEADER_CACHE_SIZE, MAX_PACKET_SIZE, SEQUENCED_HEADERS, packet_header, scan_packets
+from ..framing import MAX_PACKET_SIZE, frame_sequenced, scan_packets
 from .api import Payload, ReceivedTimes, StoreBase, check_session
 
 __all__ = ["SEQUENCED", "PacketLog", "pack_record_header"]
@@ -179,40 +179,24 @@ class PacketLog(StoreBase):
             StoreError: the store is closed or read-only, or the write failed; none is stored.
         """
         self._check_writable()
-        every = self._index_every
-        count = self._count
-        position = self._end
-        checkpoints: list[int] = []
-        parts: list[bytes] = []
-        append = parts.append
-        headers = SEQUENCED_HEADERS  # cached framing headers (see framing.packet_header)
-        for payload in payloads:
-            if type(payload) is not bytes:
-                payload = bytes(memoryview(payload))
-            size = len(payload)
-            header = headers[size] if size < HEADER_CACHE_SIZE else None
-            if header is None:
-                if size >= MAX_PACKET_SIZE:
+        batch = payloads if isinstance(payloads, list) else list(payloads)
+        try:
+            # Framed in one pass (the compiled framer: a few ns a message), then stored as
+            # framed packets (stepped over at the compiled walker's speed): a Python loop over
+            # the messages cost ~300 ns each, most of `soup record`'s time.
+            packets = frame_sequenced(batch)  # type: ignore[arg-type]  # bytes-like payloads
+        except ValueError:
+            for index, payload in enumerate(batch, 1):
+                if len(payload) > MAX_PAYLOAD_SIZE:
                     raise ValueError(
-                        f"payload {len(parts) // 2 + 1} of the batch has {size} bytes,"
+                        f"payload {index} of the batch has {len(payload)} bytes,"
                         f" more than the maximum of {MAX_PAYLOAD_SIZE}; nothing was stored"
-                    )
-                header = packet_header(SEQUENCED, size)
-            if count % every == 0:
-                checkpoints.append(position)
-            append(header)
-            append(payload)
-            position += 3 + size
-            count += 1
-        if not parts:
+                    ) from None
+            raise
+        if not packets:
             return self._count, b""
-        packets = b"".join(parts)
-        self._write(packets)
-        self._checkpoints.extend(checkpoints)
-        self._count = count
-        self._end = position
-        self._appended()
-        return count, packets
+        # This class's, not a subclass's override: that one would keep receive times for them too.
+        return PacketLog.append_packets(self, packets), packets
 
     # ---- framed appends (issue 25: feed imports frame their messages in one pass)
 
