@@ -124,7 +124,7 @@ class Inbox:
             events = self.take(64)
             if events:
                 messages.extend(events)
-            self._after_read()
+            self.after_read()
             if not messages:
                 return None
         message = messages.popleft()
@@ -139,7 +139,7 @@ class Inbox:
             batch = [messages.popleft() for _ in range(min(limit, len(messages)))]
         else:
             batch = self.take(limit)
-            self._after_read()
+            self.after_read()
         numbered = self.numbered
         for message in reversed(batch):
             if message.__class__ is numbered:
@@ -147,7 +147,8 @@ class Inbox:
                 break
         return batch
 
-    def _after_read(self) -> None:
+    def after_read(self) -> None:
+        """Something was taken: read again below the bound, send the heartbeats due."""
         if self.paused and self.connection.unread_bytes <= self.max_unread_bytes // 4:
             self.paused = False
             self.resume_reading()

@@ -73,6 +73,21 @@ class SoupClientSession(SoupSession):
         """The sequence number of the next Sequenced Data expected: what to request on re-login."""
         return self.connection.next_expected
 
+    def receive_packets_nowait(self, limit: int = 1 << 30) -> tuple[bytes, int, int] | None:
+        """Queue mode: the run of Sequenced Data received next, as its packets (their wire form,
+        laid end to end): ``(packets, first sequence number, count)``; ``None`` when the next
+        thing received is not such a run (take it with :meth:`receive_batch_nowait`) or nothing
+        was received. For a recorder or a relay that stores or forwards packets as they came:
+        no message object is built (see ``SoupConnection.next_sequenced_packets``).
+        """
+        if self._dispatching or self._inbox.messages:
+            return None
+        run = self.connection.next_sequenced_packets(limit)
+        if run is not None:
+            self.connection.last_delivered = run[1] + run[2] - 1
+            self._inbox.after_read()
+        return run
+
     @builtin_heartbeat
     async def send_heartbeat(self) -> None:
         """Send a Client Heartbeat. :meta private:"""

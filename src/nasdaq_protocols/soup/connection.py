@@ -437,6 +437,28 @@ class SoupConnection:
             # applied; go on with what follows it, if the conversation goes on.
         return []
 
+    def next_sequenced_packets(self, limit: int = 1 << 30) -> tuple[bytes, int, int] | None:
+        """Client: the run of whole Sequenced Data packets that comes next, as received, with no
+        message built: ``(packets, first sequence number, count)``, numbered as
+        :meth:`next_events` numbers them; ``None`` when what comes next is anything else (a
+        heartbeat, another packet, a packet split across reads, nothing): :meth:`next_events`
+        then takes it. Both can be mixed, in order.
+        """
+        if not (
+            self._is_client
+            and self._receive_state is _LOGGED_IN
+            and self._receiving
+            and self._held is None
+            and self._failure is None
+        ):
+            return None
+        decoder = self._decoder
+        first = decoder.sequence + 1
+        run = decoder.next_sequenced_run(limit)
+        if run is None:
+            return None
+        return run[0], first, run[1]
+
     def receive_message(self, message: SoupMessage) -> bool:
         """Apply the transition for a packet decoded elsewhere, as if it had been received.
 

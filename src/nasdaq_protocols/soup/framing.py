@@ -344,6 +344,34 @@ class SoupDecoder:
                 if completed:
                     return completed
 
+    def next_sequenced_run(self, limit: int) -> tuple[bytes, int] | None:
+        """Take the whole Sequenced Data packets at the head of what was received (at most
+        ``limit``) as their bytes, numbered as :meth:`next_messages` numbers them, building no
+        message: ``(packets, count)``, or ``None`` when the next packet is not a whole Sequenced
+        Data packet of the current read (then :meth:`next_messages` takes it).
+
+        For a consumer that keeps packets as they came (a recorder, a relay): the scanner steps
+        over them at the compiled walker's speed, a few ns a packet.
+        """
+        if self.error is not None or self._pending or self.max_packet_size < MAX_PACKET_SIZE:
+            return None  # a split packet or a smaller limit: the decoding path checks them
+        data, position = self._data, self._position
+        if position >= len(data):
+            if not self._reads:
+                return None
+            data, position = self._data, self._position = self._reads.popleft(), 0
+        stop, count, _ = scan_packets(data, position, len(data), limit)
+        if not count:
+            return None
+        packets = data[position:stop] if position or stop < len(data) else data
+        self._position = stop
+        size = stop - position
+        self.unread_bytes -= size
+        self.sequence += count
+        self.messages_decoded += count
+        self.sequenced_bytes += size - 3 * count
+        return packets, count
+
     def _complete_pending(self) -> list[SoupMessage]:
         """Finish the packet split across reads with the start of the current read; return it
         (or nothing while it is still incomplete, or when it is malformed: see :attr:`error`)."""

@@ -56,7 +56,7 @@ from .errors import (
 from .login_answers import EndedAtLogin, ended_at_login, not_soupbintcp
 from .retry import RetryDelays, is_retryable
 from .session import SoupClientSession, connect_async
-from .subscriber_options import Hook, SubscriberOptions, SubscriberStats, check_options
+from .subscriber_options import Address, Hook, SubscriberOptions, SubscriberStats, addresses_of, check_options
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -80,8 +80,6 @@ READ_BATCH = 128
 #: ``buffer_bytes``).
 ALL_RECEIVED = 1 << 30
 _data = operator.attrgetter("data")
-
-Address = tuple[str, int]
 
 
 class Subscriber:
@@ -116,7 +114,7 @@ class Subscriber:
         on_connect_failed: Hook | None = None,
         ssl: Any = None,
     ) -> None:
-        self.remotes: list[Address] = _addresses(remote)
+        self.remotes: list[Address] = addresses_of(remote)
         self.user = user
         self._password = passwd
         #: Session name: as requested, then as the server named it at the first login.
@@ -311,6 +309,24 @@ class Subscriber:
         else:
             batch = [ready.popleft() for _ in range(wanted)]
         return batch
+
+    async def next_packets(self) -> tuple[int, bytes, int] | list[SoupMessage]:
+        """The run of Sequenced Data received next as its packets, the bytes as they came, no
+        message built: ``(first sequence number, packets, count)`` (for a recorder or a relay:
+        ``FileStore.append_packets``). When anything else comes next (Unsequenced Data, a
+        resume's overlap, nothing yet), what :meth:`next_batch` returns, and raises."""
+        sources = self._sources
+        if not self._ready and sources:
+            session = sources[0]
+            if session.next_sequence == self._next:  # in line: no overlap to drop
+                run = session.receive_packets_nowait()
+                if run is not None:
+                    packets, first, count = run
+                    self._next = first + count
+                    self.stats.messages += count
+                    self.stats.bytes += len(packets) - 3 * count
+                    return first, packets, count
+        return await self.next_batch()
 
     def _refill(self) -> bool:
         """Take the next few messages received into ``_ready``; False when none was there."""
@@ -653,15 +669,6 @@ class Subscriber:
         self._finished = True
         if self._readable is not None:
             self._readable.set()
-
-
-def _addresses(remote: Address | Sequence[Address]) -> list[Address]:
-    if isinstance(remote, tuple) and len(remote) == 2 and isinstance(remote[1], int):
-        return [(str(remote[0]), remote[1])]
-    addresses = [(str(host), int(port)) for host, port in remote]
-    if not addresses:
-        raise ValueError("no address to subscribe to")
-    return addresses
 
 
 def subscribe(

@@ -10,12 +10,15 @@ option meant.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict
 
 import attrs
 
-__all__ = ["Hook", "SubscriberOptions", "SubscriberStats", "check_options"]
+__all__ = ["Address", "Hook", "SubscriberOptions", "SubscriberStats", "addresses_of", "check_options"]
+
+#: A server's ``(host, port)``.
+Address = tuple[str, int]
 
 #: A subscriber hook: ``hook(subscriber, ...)``, a function or a coroutine function.
 Hook = Callable[..., Any]
@@ -73,3 +76,17 @@ class SubscriberStats:
     reconnects: int = 0
     duplicates_dropped: int = 0
     disconnected_seconds: float = 0.0
+
+
+def addresses_of(remote: Address | Sequence[Address]) -> list[Address]:
+    """``remote`` (an address, or a list of them to fail over between) as a list.
+
+    Raises:
+        ValueError: an empty list.
+    """
+    if isinstance(remote, tuple) and len(remote) == 2 and isinstance(remote[1], int):
+        return [(str(remote[0]), remote[1])]
+    addresses = [(str(host), int(port)) for host, port in remote]
+    if not addresses:
+        raise ValueError("no address to subscribe to")
+    return addresses

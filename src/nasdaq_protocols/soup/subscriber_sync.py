@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .core import SoupMessage
-from .subscriber import Address, Subscriber
-from .subscriber_options import SubscriberOptions, check_options
+from .subscriber import Subscriber
+from .subscriber_options import Address, SubscriberOptions, check_options
 from .sync import LoopThread
 
 if TYPE_CHECKING:

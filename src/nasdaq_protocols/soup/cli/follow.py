@@ -36,6 +36,7 @@ __all__ = [
     "close_subscriber",
     "explained_failures",
     "next_batch",
+    "next_packets",
     "subscriber_metrics",
     "subscriber_options",
 ]
@@ -187,6 +188,20 @@ async def next_batch(subscriber: Subscriber, stop: StopRequest, limit: int = BAT
     await asyncio.sleep(0)
     stop.check()
     return await stop.race(subscriber.next_batch(limit))
+
+
+async def next_packets(
+    subscriber: Subscriber, stop: StopRequest
+) -> tuple[int, bytes, int] | list[SoupMessage]:
+    """As :func:`next_batch`, through :meth:`Subscriber.next_packets`: a run of Sequenced Data as
+    its packets ``(first, packets, count)``, else messages (an empty list when the stream ended).
+
+    Raises:
+        As :func:`next_batch`.
+    """
+    await asyncio.sleep(0)  # one loop turn per batch (see next_batch)
+    stop.check()
+    return await stop.race(subscriber.next_packets())
 
 
 async def close_subscriber(subscriber: Subscriber, report: ConnectionReport | None = None) -> None:

@@ -16,6 +16,7 @@ import click
 
 from ..core import SequencedData, SoupMessage
 from ..errors import SoupError
+from ..framing import scan_packets
 from ..store import Durability, FileStore
 from ..subscriber import subscribe
 from .addresses import Address, check_can_listen, resolve_addresses, servers_argument
@@ -23,7 +24,7 @@ from .follow import (
     ConnectionReport,
     close_subscriber,
     explained_failures,
-    next_batch,
+    next_packets,
     subscriber_metrics,
     subscriber_options,
 )
@@ -165,8 +166,18 @@ async def record_stream(
                 )
                 created.keep()
                 while count is None or position < count:
-                    batch = await next_batch(subscriber, stop)
+                    batch = await next_packets(subscriber, stop)
                     received_ns = time.time_ns()  # the batch's receive time (issue 25)
+                    if isinstance(batch, tuple):
+                        # The usual case: the packets as they came, stored as they are (no
+                        # message built, nothing framed again: issue 24).
+                        first, packets, taken = batch
+                        if first != position + 1:
+                            raise SoupError(f"journal is at {position} but message {first} arrived")
+                        if count is not None and position + taken > count:
+                            packets = packets[: scan_packets(packets, 0, len(packets), count - position)[0]]
+                        position = store.append_packets(packets, received_ns=received_ns)
+                        continue
                     if not batch:
                         break
                     sequenced = only_sequenced(batch)
