@@ -326,6 +326,9 @@ class Subscriber:
                     self.stats.messages += count
                     self.stats.bytes += len(packets) - 3 * count
                     return first, packets, count
+                # What comes next alone (a packet split across reads, a heartbeat, nothing yet):
+                # the run after it comes by this path again.
+                return await self.next_batch(1)
         return await self.next_batch()
 
     def _refill(self) -> bool:
