@@ -47,7 +47,6 @@ from nasdaq_protocols.common.sansio import TimerEvent
 from .core import (
     MAX_PAYLOAD_SIZE,
     ClientHeartbeat,
-    Debug,
     EndOfSession,
     InvalidSoupMessage,
     LoginAccepted,
@@ -86,7 +85,6 @@ __all__ = [
     "SoupConnection",
     "State",
     "TimerEvent",
-    "protocol_error_notice",
 ]
 
 
@@ -693,13 +691,3 @@ class SoupConnection:
         if isinstance(message, LogoutRequest):
             return "the client logged out" if received else "logged out"
         return ""
-
-
-# The Debug text a courtesy notice may carry.
-DEBUG_TEXT_LIMIT = 200
-
-
-def protocol_error_notice(detail: str) -> Debug:
-    """The Debug packet that tells the peer why the connection is being closed (a courtesy)."""
-    text = f"protocol error: {detail}".encode("ascii", "backslashreplace").decode("ascii")
-    return Debug(text[:DEBUG_TEXT_LIMIT])

@@ -28,7 +28,7 @@ from nasdaq_protocols.common.callbacks import OnCloseCoro, OnMsgCoro
 from nasdaq_protocols.common.errors import CloseReason
 from nasdaq_protocols.common.session import AsyncSession
 
-from .connection import Role, SoupConnection, State, protocol_error_notice
+from .connection import Role, SoupConnection, State
 from .core import Debug, LoginAccepted, LoginRequest, LogoutRequest, SoupMessage, UnSequencedData
 from .errors import (
     EndOfStream,
@@ -39,7 +39,7 @@ from .errors import (
 )
 from .framing import MAX_PACKET_SIZE
 
-__all__ = ["OnSoupMsgCoro", "SoupSession", "SoupSessionId", "builtin_heartbeat"]
+__all__ = ["OnSoupMsgCoro", "SoupSession", "SoupSessionId", "builtin_heartbeat", "protocol_error_notice"]
 
 OnSoupMsgCoro = OnMsgCoro
 
@@ -289,3 +289,13 @@ class SoupSession(AsyncSession, abc.ABC):
             with contextlib.suppress(LocalProtocolError):
                 self._send(LogoutRequest())
         self.initiate_close(CloseReason.LOGOUT, "logged out")
+
+
+# The Debug text a courtesy notice may carry.
+DEBUG_TEXT_LIMIT = 200
+
+
+def protocol_error_notice(detail: str) -> Debug:
+    """The Debug packet that tells the peer why the connection is being closed (a courtesy)."""
+    text = f"protocol error: {detail}".encode("ascii", "backslashreplace").decode("ascii")
+    return Debug(text[:DEBUG_TEXT_LIMIT])
