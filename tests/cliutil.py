@@ -202,6 +202,19 @@ class Running:
     def stdout(self) -> str:
         return self.stdout_path.read_text()
 
+    def write_stdin(self, data: bytes) -> None:
+        """Write ``data`` to the process's standard input; fails with its standard error when it
+        has already exited (rather than a bare BrokenPipeError)."""
+        assert self.process.stdin is not None, f"{self!r} was started without stdin=True"
+        try:
+            self.process.stdin.write(data)
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            self.process.wait(WAIT)
+            raise AssertionError(
+                f"{self!r} exited ({self.process.returncode}) before reading its input: {self.stderr()}"
+            ) from None
+
     def wait_stderr(self, pattern: str) -> re.Match[str]:
         """Wait until standard error matches ``pattern``; the match."""
         return wait_until(lambda: re.search(pattern, self.stderr()), f"{pattern!r} on stderr", self)

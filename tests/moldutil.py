@@ -8,6 +8,7 @@ Both are real UDP sockets in the test's event loop, between real publishers and 
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import struct
 import threading
@@ -22,11 +23,30 @@ Rule = Callable[[int], bool]
 LOOPBACK = "127.0.0.1"
 
 
+#: Ports handed out by free_udp_port in this process: never twice.
+_HANDED_OUT: set[int] = set()
+
+
 def free_udp_port() -> int:
-    """A loopback UDP port nothing is bound to right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
+    """A loopback UDP port nothing is bound to right now, below Linux's ephemeral range.
+
+    A port the kernel chose (bind to port 0) is free only until the kernel chooses it again for
+    the next socket bound to port 0 (a relay's, a receiver's re-request socket), which happened
+    about once in a few hundred runs: the command given that port then failed to bind. Ports below
+    32768 are never chosen by the kernel, so only this function hands them out.
+    """
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20_000, 32_000)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 def every(period: int, offset: int = 0) -> Rule:

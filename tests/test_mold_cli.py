@@ -79,8 +79,7 @@ def test_mold_tail_prints_every_message_once_by_rerequest_alone(processes: Proce
             "--rerequest", f":{rerequest}", "--session", "FEED", "--heartbeat", "0.1",
             stdin=True,
         )  # fmt: skip
-        assert server.process.stdin is not None
-        server.process.stdin.write(b"\n".join(payloads) + b"\n")
+        server.write_stdin(b"\n".join(payloads) + b"\n")
         server.process.stdin.close()
         assert tail.wait() == 0, tail.stderr()
     finally:
