@@ -31,7 +31,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     ]
     kernel: dict[str, list[Any]] = {}
     for report in reports:
-        if "kernel" in report.keywords and (report.when == "call" or report.skipped):
+        # A module skipped at collection (e.g. the compiled walker's tests without it) has no keywords.
+        if "kernel" in getattr(report, "keywords", ()) and (report.when == "call" or report.skipped):
             kernel.setdefault(report.outcome, []).append(report)
     if not figures and not kernel:
         return
