@@ -15,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["CLOSE_GRACE_PERIOD", "CLOSE_LINGER", "close_transport"]
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+__all__ = ["CLOSE_GRACE_PERIOD", "CLOSE_LINGER", "close_transport", "connect_within"]
 
 #: Seconds a closing session waits for a still-running callback, or for the peer to read what
 #: was written, before cutting.
@@ -84,3 +87,44 @@ def _abort_unflushed(
     if not is_lost():
         log.info("%s> peer did not read the last %d bytes: aborting", who, transport.get_write_buffer_size())
         transport.abort()
+
+
+async def connect_within(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], P],
+    host: str,
+    port: int,
+    timeout: float | None,
+    **options: Any,
+) -> tuple[asyncio.Transport, P]:
+    """``loop.create_connection(factory, host, port, **options)`` within ``timeout`` seconds.
+
+    Unlike ``asyncio.wait_for`` on Python 3.10 and 3.11, a connection made just as the time runs
+    out (or as the caller is cancelled) is closed, not left open with nobody holding it.
+
+    Raises:
+        asyncio.TimeoutError: no connection within ``timeout``.
+        OSError: as ``create_connection`` raises it.
+    """
+    connecting = asyncio.ensure_future(loop.create_connection(factory, host, port, **options))
+    try:
+        done, _ = await asyncio.wait({connecting}, timeout=timeout)
+    except BaseException:
+        _abandon(connecting)
+        raise
+    if not done:
+        _abandon(connecting)
+        raise asyncio.TimeoutError
+    transport, protocol = connecting.result()
+    return transport, protocol
+
+
+def _abandon(connecting: asyncio.Future[Any]) -> None:
+    """Cancel a connection attempt nobody waits for; close the connection if it was made anyway."""
+
+    def close_if_made(attempt: asyncio.Future[Any]) -> None:
+        if not attempt.cancelled() and attempt.exception() is None:
+            attempt.result()[0].close()
+
+    connecting.cancel()
+    connecting.add_done_callback(close_if_made)

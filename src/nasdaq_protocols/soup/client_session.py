@@ -18,6 +18,7 @@ import attrs
 
 from nasdaq_protocols.common.callbacks import OnCloseCoro, OnMsgCoro
 from nasdaq_protocols.common.errors import CloseReason
+from nasdaq_protocols.common.transports import connect_within
 
 from .connection import Role, SoupConnection, State
 from .core import Debug, LoginRequest, SequencedData
@@ -262,9 +263,8 @@ async def connect_async(
         )
 
     try:
-        _, session = await asyncio.wait_for(
-            loop.create_connection(session_factory or default_session_factory, host, port, ssl=ssl),
-            timeout=connect_timeout,
+        _, session = await connect_within(
+            loop, session_factory or default_session_factory, host, port, connect_timeout, ssl=ssl
         )
     except asyncio.TimeoutError:
         raise ConnectError(
