@@ -28,6 +28,7 @@ is built inline rather than through the per-type decoders of :mod:`.core`.
 from __future__ import annotations
 
 import collections
+import gc
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -46,6 +47,7 @@ from .errors import PacketTooLarge
 __all__ = [
     "HEADER_CACHE_SIZE",
     "MAX_PACKET_SIZE",
+    "GC_PAUSE_LIMIT",
     "SEQUENCED_HEADERS",
     "UNSEQUENCED_HEADERS",
     "WALKER",
@@ -64,6 +66,10 @@ __all__ = [
 MAX_PACKET_SIZE = MAX_PAYLOAD_SIZE + 1
 
 _SEQUENCED = ord("S")
+
+#: The pure-Python walker pauses the cyclic garbage collector while it builds a batch of at least
+#: this many messages (``limit``); below it, pausing costs more than it saves.
+GC_PAUSE_LIMIT = 512
 
 WalkResult = tuple[list[SoupMessage], int, int, "InvalidSoupMessage | None"]
 
@@ -96,6 +102,23 @@ def python_walk_packets(data: bytes, position: int, limit: int, sequence: int, m
         last of them, the number of the last Sequenced Data (``sequence`` when none), and the
         :class:`InvalidSoupMessage` of the malformed packet at ``position`` (else ``None``).
     """
+    # A large batch is built with the cyclic collector paused: every message is a new tracked
+    # object that stays alive in the list, so each collection the allocations trigger would walk
+    # them all again (measured: 600 -> 400 ns a message on a 256 KiB read; the compiled walker
+    # untracks its messages instead, which pure Python cannot). They hold bytes and ints and
+    # cannot form a cycle; the allocation count carries over, so the collector runs at the next
+    # allocation after the batch as it would have. Paused only when it was running.
+    paused = limit >= GC_PAUSE_LIMIT and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return _walk(data, position, limit, sequence, max_size)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _walk(data: bytes, position: int, limit: int, sequence: int, max_size: int) -> WalkResult:
     messages: list[SoupMessage] = []
     append = messages.append
     # Speed trick (measured: ~150 instead of ~210 ns per message): build Sequenced Data without
