@@ -626,6 +626,30 @@ def test_framing_a_payload_too_large_raises_and_returns_nothing(frame: str) -> N
         framer([b"ok", 42])  # type: ignore[list-item]
 
 
+def one_by_one(indicator: bytes, payloads: list[bytes]) -> bytes:
+    return b"".join((len(p) + 1).to_bytes(2, "big") + indicator + bytes(p) for p in payloads)
+
+
+@pytest.mark.parametrize("indicator", [b"S", b"U", b"+"])  # cached headers, and a type without
+def test_the_python_framer_builds_uncached_and_large_headers(
+    indicator: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(framing, "SEQUENCED_HEADERS", [None] * framing.HEADER_CACHE_SIZE)
+    monkeypatch.setattr(framing, "UNSEQUENCED_HEADERS", [None] * framing.HEADER_CACHE_SIZE)
+    monkeypatch.setattr(
+        framing, "_HEADER_CACHES", {0x53: framing.SEQUENCED_HEADERS, 0x55: framing.UNSEQUENCED_HEADERS}
+    )
+    small = [b"a" * 7, b"", b"b" * 7, b"c" * 300]  # none cached yet
+    large = [b"d" * 4095, b"e" * 4096, b"f" * 65534]  # the last cached size, and beyond
+    for payloads in (small, small, small + large, large + small, [bytearray(b"g"), memoryview(b"hh")]):
+        assert frame_packets(indicator, payloads) == one_by_one(indicator, payloads)
+        assert frame_packets(indicator, iter(payloads)) == one_by_one(indicator, payloads)
+    if indicator != b"+":
+        assert framing._HEADER_CACHES[indicator[0]][7] == b"\x00\x08" + indicator
+    with pytest.raises(TypeError, match="str found"):
+        frame_packets(indicator, [b"a" * 9, "text"])  # type: ignore[list-item]
+
+
 @given(st.lists(st.binary(max_size=300), max_size=50))
 @settings(max_examples=200, deadline=None)
 def test_the_framers_agree_and_the_walker_reads_back_what_was_framed(payloads: list[bytes]) -> None:
