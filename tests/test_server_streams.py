@@ -316,3 +316,20 @@ async def test_a_client_whose_send_fails_is_dropped_alone(
     finally:
         for session in (good, broken, other):
             await session.close()
+
+
+async def test_a_second_start_is_refused_and_leaves_no_listener_open() -> None:
+    # `async with` starts the server on a free port; starting it again would have opened a second
+    # listener (and a second flusher) that close() never closed.
+    async with SoupServer("FEED") as server:
+        first = server.address
+        with pytest.raises(RuntimeError, match=rf"listening on 127\.0\.0\.1:{first[1]} already"):
+            await server.start("127.0.0.1", 0)
+        assert server.address == first and server.listening
+    assert not server.listening
+    # Closed, it listens again where it is told.
+    await server.start("127.0.0.1", 0)
+    try:
+        assert server.listening
+    finally:
+        await server.close()

@@ -122,8 +122,7 @@ async def test_on_connect_failed_says_why_and_when_the_next_attempt_is() -> None
         assert all(address == (HOST, port) for address, _, _ in failures)
         assert all(isinstance(exc, ConnectError) for _, exc, _ in failures)
         assert all(0 < retry_in <= FAST["backoff_max"] for _, _, retry_in in failures)
-        async with SoupServer("FEED") as server:
-            await server.start(HOST, port)
+        async with await SoupServer("FEED").start(HOST, port):
             await asyncio.wait_for(starting, WAIT)
             await asyncio.wait_for(connected.wait(), WAIT)
     finally:

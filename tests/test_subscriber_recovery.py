@@ -319,9 +319,9 @@ async def test_a_reader_that_stops_reading_is_not_reconnected_over_and_over() ->
     pile up more). Once it reads, it resumes after the last message it received: nothing lost."""
     total = 40_000
     payloads = [b"%08d" % n + b"." * 992 for n in range(1, total + 1)]  # 40 MB: beyond socket buffers
-    async with SoupServer("LAG", heartbeat_interval=0.2, max_lag=2_000) as server:
-        server.publish_many(payloads)
-        await server.start(HOST, 0)
+    server = SoupServer("LAG", heartbeat_interval=0.2, max_lag=2_000)
+    server.publish_many(payloads)
+    async with await server.start(HOST, 0):
         # Reading from the socket pauses (the reader is behind): the client learns of the drop
         # when its heartbeats meet the reset.
         options = {**FAST, "client_heartbeat_interval": 0.05}

@@ -167,7 +167,19 @@ class SoupServer:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> SoupServer:
-        """Listen on ``host:port`` (port 0: any free port, see :attr:`address`). Returns self."""
+        """Listen on ``host:port`` (port 0: any free port, see :attr:`address`). Returns self.
+
+        ``async with SoupServer(...)`` starts it on any free port of 127.0.0.1 when it is not
+        started yet; to choose the address, start it first: ``async with await
+        SoupServer(...).start(host, port) as server``.
+
+        Raises:
+            RuntimeError: the server is listening already (a second listener would be left open).
+            OSError: the address cannot be listened on.
+        """
+        if self._server is not None:
+            host_now, port_now = self.address
+            raise RuntimeError(f"the server is listening on {host_now}:{port_now} already; close() it first")
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self.new_session, host, port, ssl=self._ssl)
         if self.flush_interval > 0:
