@@ -9,6 +9,8 @@ Roles (``python -m bench.workers.ours ROLE --help``):
 * ``stream-callback``: ``connect_async(..., on_msg_coro=...)`` counting ``--count`` messages.
 * ``stream-subscribe``: ``async for msg in subscribe(...)`` counting ``--count`` messages.
 * ``stream-batch``: ``await subscriber.next_batch()`` counting ``--count`` messages (issue 24).
+* ``stream-packets``: ``await subscriber.next_packets()`` counting ``--count`` messages (the bytes
+  as they came, no message built).
 * ``tight-server``: a ``SoupServerSession`` calling ``send_seq_msg`` ``--count`` times in one
   event-loop turn, no ``drain()`` (issue 24); reports its RSS growth at the end.
 * ``rtt-server`` (a ``SoupServerSession`` answering Unsequenced with Sequenced Data) and
@@ -126,6 +128,23 @@ async def stream_batch(port: int, count: int) -> None:
             if not batch:
                 break
             received += len(batch)
+        elapsed, cpu = now() - started, cpu_seconds() - cpu_started
+    report(messages=received, seconds=elapsed, rate=received / elapsed, cpu_seconds=cpu, walker=WALKER)
+
+
+async def stream_packets(port: int, count: int) -> None:
+    # Every message of this stream is Sequenced Data: runs of packets, with their count.
+    received = 0
+    started, cpu_started = now(), cpu_seconds()
+    async with subscribe((HOST, port), USER, PASSWORD) as subscriber:
+        while received < count:
+            run = await subscriber.next_packets()
+            if isinstance(run, tuple):
+                received += run[2]
+            elif run:
+                received += len(run)
+            else:
+                break
         elapsed, cpu = now() - started, cpu_seconds() - cpu_started
     report(messages=received, seconds=elapsed, rate=received / elapsed, cpu_seconds=cpu, walker=WALKER)
 
@@ -481,6 +500,8 @@ def main() -> None:
         job = stream_subscribe(arguments.port, arguments.count)
     elif role == "stream-batch":
         job = stream_batch(arguments.port, arguments.count)
+    elif role == "stream-packets":
+        job = stream_packets(arguments.port, arguments.count)
     elif role == "tight-server":
         job = tight_server(arguments.count, arguments.size)
     elif role == "rtt-client":
