@@ -90,6 +90,13 @@ def wait_until_blocking(
         time.sleep(interval)  # polling: see above
 
 
+def close_pipes(process: subprocess.Popen[Any]) -> None:
+    """Close the pipes of a process that was waited for (each left open is a ResourceWarning)."""
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     """True when something accepts connections on ``host:port``."""
     try:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import pytest
@@ -129,6 +129,8 @@ async def serve(journal: Iterable[bytes] = (), **options: Any) -> AsyncIterator[
     try:
         yield ServedEcho(server.sockets[0].getsockname()[1], sessions)
     finally:
+        for peer in list(RawPeer.open):  # the raw clients a test left open (a ResourceWarning)
+            peer.close()
         server.close()
         for session in sessions:
             session.initiate_close()
@@ -145,9 +147,13 @@ async def connect(
 class RawPeer:
     """One end of a loopback connection driven by hand: exact bytes out, packets in."""
 
+    #: Peers not closed yet: :func:`serve` closes them as it ends.
+    open: ClassVar[set[RawPeer]] = set()
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        RawPeer.open.add(self)
         sock = writer.get_extra_info("socket")
         if sock is not None:  # None on the in-memory network of ``fakeio``
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -191,6 +197,7 @@ class RawPeer:
         return answer
 
     def close(self) -> None:
+        RawPeer.open.discard(self)
         self.writer.close()
 
 

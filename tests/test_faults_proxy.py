@@ -92,6 +92,7 @@ async def test_cut_after_resets_the_connection_at_that_byte() -> None:
         reader, writer = await asyncio.open_connection(*proxy.address)
         writer.write(b"x" * 5000)
         received = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
         assert len(received) == 1000 and proxy.cuts == 1
         # The next connection has no budget left: carried whole.
         reader, writer = await asyncio.open_connection(*proxy.address)

@@ -31,7 +31,7 @@ from cliutil import SOUP
 from hardenutil import HOST, WAIT, Bystander, no_unhandled_errors, packet, payload_of, read_line, serve
 from nasdaq_protocols.soup.core import LoginAccepted, LoginRequest, LogoutRequest
 from nasdaq_protocols.soup.server import SoupServer
-from netutil import RawClient, free_port, wait_until
+from netutil import RawClient, close_pipes, free_port, wait_until
 from tlsutil import Certificates, certificates
 
 __all__ = ["certificates", "no_unhandled_errors", "serve"]  # fixtures, imported for the tests below
@@ -223,6 +223,7 @@ async def test_soup_serve_keeps_feeding_tail_while_clients_log_out_and_vanish(tm
             if process is not None:
                 process.terminate()
                 await asyncio.to_thread(process.wait, WAIT)
+                close_pipes(process)
         serve_err.close()
     errors = (tmp_path / "serve.err").read_text()
     assert "Traceback" not in errors, errors[-3000:]

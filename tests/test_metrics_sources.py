@@ -24,7 +24,7 @@ from nasdaq_protocols import soup
 from nasdaq_protocols.soup import SequencedData, SoupServer, subscribe
 from nasdaq_protocols.soup.metrics import MetricsEndpoint, serve_metrics
 from nasdaq_protocols.soup.server import CLIENT_DROP_REASONS, LIMITS
-from netutil import WAIT, RawClient, free_port, wait_until
+from netutil import WAIT, RawClient, close_pipes, free_port, wait_until
 
 __all__ = ["servers"]  # a fixture, imported for the tests below
 
@@ -69,6 +69,7 @@ class JournalServer:
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
             process.wait(timeout=WAIT)
+            close_pipes(process)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from moldutil import LOOPBACK, free_udp_port
 from nasdaq_protocols.moldudp64 import MoldPublisher, MoldReceiver, Packer
 from nasdaq_protocols.moldudp64.codec import decode_downstream
 from nasdaq_protocols.soup.store import MemoryStore
-from netutil import wait_until
+from netutil import close_pipes, wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -87,6 +87,7 @@ def test_tshark_dissects_our_stream_and_rerequests_with_no_malformed_packet(tmp_
     finally:
         capturing.send_signal(signal.SIGINT)
         capturing.wait(WAIT)
+        close_pipes(capturing)
     assert [n for n, _ in received] == list(range(1, 3001))
     decode_as = ["-d", f"udp.port=={stream_port},moldudp64", "-d", f"udp.port=={rerequest_port},moldudp64"]
     malformed = subprocess.run(

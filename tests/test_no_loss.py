@@ -23,7 +23,7 @@ import pytest
 
 from nasdaq_protocols import soup
 from nasdaq_protocols.soup.framing import SoupDecoder
-from netutil import free_port, port_open, wait_until, wait_until_blocking
+from netutil import close_pipes, free_port, port_open, wait_until, wait_until_blocking
 from subscriberutil import current_session
 
 PAYLOAD = b"x" * 300
@@ -215,6 +215,7 @@ async def _many_busy_clients(clients: int, count: int, client_timeout: float, in
     finally:
         server.kill()
         server.wait()
+        close_pipes(server)
 
 
 async def test_a_busy_client_loop_still_sends_heartbeats() -> None:
@@ -281,6 +282,7 @@ def test_soup_tail_no_reconnect_exits_at_the_first_drop() -> None:
     finally:
         serve.kill()
         serve.wait()
+        close_pipes(serve)
     assert tail.returncode == 1, tail.stderr
     assert tail.stdout.count("\n") == 2, tail.stdout
     assert "resumed" not in tail.stderr
