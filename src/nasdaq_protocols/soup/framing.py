@@ -125,13 +125,16 @@ def _walk(data: bytes, position: int, limit: int, sequence: int, max_size: int) 
     # calling its __init__; its two slots are all it has.
     new = object.__new__
     sequenced = SequencedData
+    sequenced_type = _SEQUENCED
     end = len(data)
     error: InvalidSoupMessage | None = None
-    count = 0
+    # Only Sequenced Data continue the loop, so their numbers count the messages (one addition a
+    # message fewer than a counter of its own).
+    last = sequence + limit
     try:
         # The loop ends with an IndexError when fewer than 2 bytes are left: cheaper than testing
         # for it before every packet (a zero-cost try on 3.11 and later).
-        while count < limit:
+        while sequence < last:
             length = (data[position] << 8) | data[position + 1]
             stop = position + 2 + length
             if not 0 < length <= max_size:
@@ -139,13 +142,12 @@ def _walk(data: bytes, position: int, limit: int, sequence: int, max_size: int) 
                 break
             if stop > end:
                 break
-            if data[position + 2] == _SEQUENCED:
+            if data[position + 2] == sequenced_type:
                 sequence += 1
                 message = new(sequenced)
                 message.data = data[position + 3 : stop]
                 message.sequence = sequence
                 append(message)
-                count += 1
                 position = stop
                 continue
             try:
