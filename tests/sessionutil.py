@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 import pytest
@@ -102,10 +102,18 @@ class ServedEcho:
 
     port: int
     sessions: list[EchoServerSession]
+    #: The raw clients connected with :meth:`raw_peer`, closed as :func:`serve` ends.
+    peers: list[RawPeer] = attrs.Factory(list)
 
     @property
     def address(self) -> tuple[str, int]:
         return (HOST, self.port)
+
+    async def raw_peer(self) -> RawPeer:
+        """A raw client connected to this server (closed by :func:`serve` if the test does not)."""
+        peer = await RawPeer.connect(self.port)
+        self.peers.append(peer)
+        return peer
 
     async def session(self, index: int = 0) -> EchoServerSession:
         await eventually(lambda: len(self.sessions) > index, f"server session #{index} creation")
@@ -126,10 +134,11 @@ async def serve(journal: Iterable[bytes] = (), **options: Any) -> AsyncIterator[
         return session
 
     server = await asyncio.get_running_loop().create_server(factory, HOST, 0)
+    served = ServedEcho(server.sockets[0].getsockname()[1], sessions)
     try:
-        yield ServedEcho(server.sockets[0].getsockname()[1], sessions)
+        yield served
     finally:
-        for peer in list(RawPeer.open):  # the raw clients a test left open (a ResourceWarning)
+        for peer in served.peers:  # a writer left open is a ResourceWarning
             peer.close()
         server.close()
         for session in sessions:
@@ -147,13 +156,9 @@ async def connect(
 class RawPeer:
     """One end of a loopback connection driven by hand: exact bytes out, packets in."""
 
-    #: Peers not closed yet: :func:`serve` closes them as it ends.
-    open: ClassVar[set[RawPeer]] = set()
-
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        RawPeer.open.add(self)
         sock = writer.get_extra_info("socket")
         if sock is not None:  # None on the in-memory network of ``fakeio``
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -197,7 +202,6 @@ class RawPeer:
         return answer
 
     def close(self) -> None:
-        RawPeer.open.discard(self)
         self.writer.close()
 
 

@@ -26,7 +26,6 @@ from sessionutil import (
     PASSWORD,
     PROMPTLY,
     USER,
-    RawPeer,
     ServedEcho,
     closed_within,
     sequenced,
@@ -71,7 +70,7 @@ async def test_drain_blocks_while_the_client_does_not_read() -> None:
     # On the manual clock (fakeio): "drain() waits" is checked over an hour, in no time.
     chunk = b"x" * 60_000
     async with serve(client_heartbeat_interval=10, server_heartbeat_interval=10) as server:
-        peer = await RawPeer.connect(server.port)
+        peer = await server.raw_peer()
         await peer.login()
         session = await server.session()
         # Fill the kernel buffers: the transport buffers (and pauses writing) only when they are full.

@@ -19,7 +19,6 @@ from fakeio import manual_clock
 from nasdaq_protocols import soup
 from sessionutil import (
     Collector,
-    RawPeer,
     closed_within,
     connect,
     login_to_raw_server,
@@ -64,7 +63,7 @@ DATA_AT = 3.0
 async def test_server_heartbeat_gaps_stay_within_the_interval() -> None:
     loop = asyncio.get_running_loop()
     async with serve(server_heartbeat_interval=HEARTBEAT_INTERVAL, client_heartbeat_interval=10) as server:
-        peer = await RawPeer.connect(server.port)
+        peer = await server.raw_peer()
         await peer.login()
         arrivals = [loop.time()]
         kinds = []
@@ -117,7 +116,7 @@ async def test_client_closes_with_timeout_when_server_goes_silent() -> None:
 async def test_server_closes_with_timeout_when_client_goes_silent() -> None:
     loop = asyncio.get_running_loop()
     async with serve(client_heartbeat_interval=1) as server:
-        peer = await RawPeer.connect(server.port)
+        peer = await server.raw_peer()
         await peer.login()
         started = loop.time()
         session = await server.session()
@@ -139,7 +138,7 @@ async def test_login_41_heartbeat_timeout_sets_the_server_timeout(
     loop = asyncio.get_running_loop()
     expected = heartbeat_timeout_ms / 1000
     async with serve(client_heartbeat_interval=client_heartbeat_interval) as server:
-        peer = await RawPeer.connect(server.port)
+        peer = await server.raw_peer()
         await peer.login(heartbeat_timeout=heartbeat_timeout_ms)
         started = loop.time()
         session = await server.session()
@@ -154,7 +153,7 @@ async def test_login_41_heartbeat_timeout_sets_the_server_timeout(
 async def test_client_that_never_logs_in_is_closed_with_login_timeout() -> None:
     loop = asyncio.get_running_loop()
     async with serve(login_timeout=0.2) as server:
-        peer = await RawPeer.connect(server.port)
+        peer = await server.raw_peer()
         started = loop.time()
         session = await server.session()
         assert await closed_within(session) is soup.CloseReason.LOGIN_TIMEOUT
@@ -166,7 +165,7 @@ async def test_client_that_never_logs_in_is_closed_with_login_timeout() -> None:
 async def test_heartbeats_before_login_do_not_extend_the_login_timeout() -> None:
     loop = fakeio.loop()
     async with serve(login_timeout=0.3) as server:
-        peer = await RawPeer.connect(server.port)
+        peer = await server.raw_peer()
         session = await server.session()
         started = loop.time()
         while session.is_active() and loop.time() - started < 2:

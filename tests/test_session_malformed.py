@@ -21,7 +21,6 @@ from sessionutil import (
     SLOW,
     USER,
     Collector,
-    RawPeer,
     closed_within,
     connect,
     login_to_raw_server,
@@ -103,7 +102,7 @@ CLIENT_GARBAGE = {
 async def test_garbage_from_client_closes_only_that_session(garbage: bytes, explanation: str) -> None:
     async with serve() as server:
         healthy = await connect(server)
-        peer = await RawPeer.connect(server.port)
+        peer = await server.raw_peer()
         await peer.login()
         offender = await server.session(1)
         peer.send(garbage)
@@ -126,7 +125,7 @@ async def test_garbage_from_client_closes_only_that_session(garbage: bytes, expl
 )
 async def test_data_before_login_is_a_protocol_error(early: soup.SoupMessage) -> None:
     async with serve() as server:
-        peer = await RawPeer.connect(server.port)
+        peer = await server.raw_peer()
         peer.send(wire(early, soup.LoginRequest(USER, PASSWORD)))
         session = await server.session()
         assert await closed_within(session) is soup.CloseReason.PROTOCOL_ERROR

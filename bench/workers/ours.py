@@ -118,33 +118,21 @@ async def stream_subscribe(port: int, count: int) -> None:
     report(messages=received, seconds=elapsed, rate=received / elapsed, cpu_seconds=cpu, walker=WALKER)
 
 
-async def stream_batch(port: int, count: int) -> None:
-    # Every message of this stream is Sequenced Data: a batch's length is its count of them.
+async def stream_batches(port: int, count: int, packets: bool) -> None:
+    """``next_batch()`` (or ``next_packets()``: runs of packets and their count) until ``count``.
+    Every message of this stream is Sequenced Data: a batch's length is its count of them."""
     received = 0
     started, cpu_started = now(), cpu_seconds()
     async with subscribe((HOST, port), USER, PASSWORD) as subscriber:
         while received < count:
-            batch = await subscriber.next_batch()
-            if not batch:
-                break
-            received += len(batch)
-        elapsed, cpu = now() - started, cpu_seconds() - cpu_started
-    report(messages=received, seconds=elapsed, rate=received / elapsed, cpu_seconds=cpu, walker=WALKER)
-
-
-async def stream_packets(port: int, count: int) -> None:
-    # Every message of this stream is Sequenced Data: runs of packets, with their count.
-    received = 0
-    started, cpu_started = now(), cpu_seconds()
-    async with subscribe((HOST, port), USER, PASSWORD) as subscriber:
-        while received < count:
-            run = await subscriber.next_packets()
-            if isinstance(run, tuple):
-                received += run[2]
-            elif run:
-                received += len(run)
+            if packets:
+                run = await subscriber.next_packets()
+                taken = run[2] if isinstance(run, tuple) else len(run)
             else:
+                taken = len(await subscriber.next_batch())
+            if not taken:
                 break
+            received += taken
         elapsed, cpu = now() - started, cpu_seconds() - cpu_started
     report(messages=received, seconds=elapsed, rate=received / elapsed, cpu_seconds=cpu, walker=WALKER)
 
@@ -498,10 +486,8 @@ def main() -> None:
         job = stream_callback(arguments.port, arguments.count)
     elif role == "stream-subscribe":
         job = stream_subscribe(arguments.port, arguments.count)
-    elif role == "stream-batch":
-        job = stream_batch(arguments.port, arguments.count)
-    elif role == "stream-packets":
-        job = stream_packets(arguments.port, arguments.count)
+    elif role in ("stream-batch", "stream-packets"):
+        job = stream_batches(arguments.port, arguments.count, packets=role == "stream-packets")
     elif role == "tight-server":
         job = tight_server(arguments.count, arguments.size)
     elif role == "rtt-client":
